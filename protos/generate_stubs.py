@@ -1,0 +1,62 @@
+"""Generates the Python stubs of meshserve's protos: `make stubs`.
+
+The stubs are committed beside their .proto files, so that `protos/` is the import root of the
+`meshserve.<service>.v1` packages. With --out, they are written elsewhere instead, which is how the
+test suite checks that the committed stubs are fresh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.resources import files
+from pathlib import Path
+
+from grpc_tools import protoc
+
+PROTOS_ROOT = Path(__file__).resolve().parent
+GOOGLEAPIS_ROOT = PROTOS_ROOT.parent / "third_party" / "googleapis"
+
+
+def proto_files() -> list[Path]:
+    return sorted((PROTOS_ROOT / "meshserve").rglob("*.proto"))
+
+
+def generate(out_dir: Path) -> None:
+    well_known_types = str(files("grpc_tools").joinpath("_proto"))
+    sources = [str(path.relative_to(PROTOS_ROOT)) for path in proto_files()]
+    args = [
+        "protoc",
+        f"--proto_path={PROTOS_ROOT}",
+        f"--proto_path={GOOGLEAPIS_ROOT}",
+        f"--proto_path={well_known_types}",
+        f"--python_out={out_dir}",
+        f"--pyi_out={out_dir}",
+        f"--grpc_python_out={out_dir}",
+        *sources,
+    ]
+    if protoc.main(args) != 0:
+        raise SystemExit("protoc failed")
+    write_package_markers(out_dir, sources)
+
+
+def write_package_markers(out_dir: Path, sources: list[str]) -> None:
+    # Every directory on the way to a stub becomes a regular package, so setuptools finds it.
+    for source in sources:
+        package_dir = (out_dir / source).parent
+        while package_dir != out_dir:
+            (package_dir / "__init__.py").touch()
+            package_dir = package_dir.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=PROTOS_ROOT, help="where to write the stubs")
+    out_dir = parser.parse_args().out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    generate(out_dir)
+    print(f"generated stubs for {len(proto_files())} protos in {out_dir}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Priority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PRIORITY_UNSPECIFIED: _ClassVar[Priority]
+    PRIORITY_LOW: _ClassVar[Priority]
+    PRIORITY_NORMAL: _ClassVar[Priority]
+    PRIORITY_HIGH: _ClassVar[Priority]
+    PRIORITY_CRITICAL: _ClassVar[Priority]
+
+class PressureLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PRESSURE_LEVEL_UNSPECIFIED: _ClassVar[PressureLevel]
+    PRESSURE_LEVEL_LOW: _ClassVar[PressureLevel]
+    PRESSURE_LEVEL_NORMAL: _ClassVar[PressureLevel]
+    PRESSURE_LEVEL_HIGH: _ClassVar[PressureLevel]
+    PRESSURE_LEVEL_CRITICAL: _ClassVar[PressureLevel]
+    PRESSURE_LEVEL_EMERGENCY: _ClassVar[PressureLevel]
+
+class SlotOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SLOT_OUTCOME_UNSPECIFIED: _ClassVar[SlotOutcome]
+    SLOT_OUTCOME_SUCCEEDED: _ClassVar[SlotOutcome]
+    SLOT_OUTCOME_FAILED: _ClassVar[SlotOutcome]
+    SLOT_OUTCOME_CANCELLED: _ClassVar[SlotOutcome]
+PRIORITY_UNSPECIFIED: Priority
+PRIORITY_LOW: Priority
+PRIORITY_NORMAL: Priority
+PRIORITY_HIGH: Priority
+PRIORITY_CRITICAL: Priority
+PRESSURE_LEVEL_UNSPECIFIED: PressureLevel
+PRESSURE_LEVEL_LOW: PressureLevel
+PRESSURE_LEVEL_NORMAL: PressureLevel
+PRESSURE_LEVEL_HIGH: PressureLevel
+PRESSURE_LEVEL_CRITICAL: PressureLevel
+PRESSURE_LEVEL_EMERGENCY: PressureLevel
+SLOT_OUTCOME_UNSPECIFIED: SlotOutcome
+SLOT_OUTCOME_SUCCEEDED: SlotOutcome
+SLOT_OUTCOME_FAILED: SlotOutcome
+SLOT_OUTCOME_CANCELLED: SlotOutcome
+
+class SlotAsk(_message.Message):
+    __slots__ = ("model", "fallback_models", "priority", "caller_id", "request_id", "prompt_tokens", "max_tokens")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_MODELS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    CALLER_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    fallback_models: _containers.RepeatedScalarFieldContainer[str]
+    priority: Priority
+    caller_id: str
+    request_id: str
+    prompt_tokens: int
+    max_tokens: int
+    def __init__(self, model: _Optional[str] = ..., fallback_models: _Optional[_Iterable[str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., caller_id: _Optional[str] = ..., request_id: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ...) -> None: ...
+
+class SlotRelease(_message.Message):
+    __slots__ = ("outcome", "time_to_first_token", "output_tokens")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    TIME_TO_FIRST_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    outcome: SlotOutcome
+    time_to_first_token: _duration_pb2.Duration
+    output_tokens: int
+    def __init__(self, outcome: _Optional[_Union[SlotOutcome, str]] = ..., time_to_first_token: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., output_tokens: _Optional[int] = ...) -> None: ...
+
+class AcquireSlotRequest(_message.Message):
+    __slots__ = ("ask", "release")
+    ASK_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    ask: SlotAsk
+    release: SlotRelease
+    def __init__(self, ask: _Optional[_Union[SlotAsk, _Mapping]] = ..., release: _Optional[_Union[SlotRelease, _Mapping]] = ...) -> None: ...
+
+class QueuePosition(_message.Message):
+    __slots__ = ("position", "queue_depth")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    queue_depth: int
+    def __init__(self, position: _Optional[int] = ..., queue_depth: _Optional[int] = ...) -> None: ...
+
+class Endpoint(_message.Message):
+    __slots__ = ("endpoint_id", "model", "address", "device_id")
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    endpoint_id: str
+    model: str
+    address: str
+    device_id: str
+    def __init__(self, endpoint_id: _Optional[str] = ..., model: _Optional[str] = ..., address: _Optional[str] = ..., device_id: _Optional[str] = ...) -> None: ...
+
+class SlotGrant(_message.Message):
+    __slots__ = ("slot_id", "endpoint", "model", "pressure_level", "queue_wait")
+    SLOT_ID_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PRESSURE_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_WAIT_FIELD_NUMBER: _ClassVar[int]
+    slot_id: str
+    endpoint: Endpoint
+    model: str
+    pressure_level: PressureLevel
+    queue_wait: _duration_pb2.Duration
+    def __init__(self, slot_id: _Optional[str] = ..., endpoint: _Optional[_Union[Endpoint, _Mapping]] = ..., model: _Optional[str] = ..., pressure_level: _Optional[_Union[PressureLevel, str]] = ..., queue_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class AcquireSlotResponse(_message.Message):
+    __slots__ = ("queued", "granted")
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    queued: QueuePosition
+    granted: SlotGrant
+    def __init__(self, queued: _Optional[_Union[QueuePosition, _Mapping]] = ..., granted: _Optional[_Union[SlotGrant, _Mapping]] = ...) -> None: ...
+
+class GetSchedulerStateRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DeviceState(_message.Message):
+    __slots__ = ("device_id", "capacity_bytes", "reserved_bytes", "measured_used_bytes", "pressure_level", "temperature_celsius", "read_time")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PRESSURE_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_CELSIUS_FIELD_NUMBER: _ClassVar[int]
+    READ_TIME_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    capacity_bytes: int
+    reserved_bytes: int
+    measured_used_bytes: int
+    pressure_level: PressureLevel
+    temperature_celsius: float
+    read_time: _timestamp_pb2.Timestamp
+    def __init__(self, device_id: _Optional[str] = ..., capacity_bytes: _Optional[int] = ..., reserved_bytes: _Optional[int] = ..., measured_used_bytes: _Optional[int] = ..., pressure_level: _Optional[_Union[PressureLevel, str]] = ..., temperature_celsius: _Optional[float] = ..., read_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class QueueDepth(_message.Message):
+    __slots__ = ("priority", "depth")
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    priority: Priority
+    depth: int
+    def __init__(self, priority: _Optional[_Union[Priority, str]] = ..., depth: _Optional[int] = ...) -> None: ...
+
+class EndpointState(_message.Message):
+    __slots__ = ("endpoint", "total_slots", "used_slots", "resident", "circuit_open")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    USED_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    RESIDENT_FIELD_NUMBER: _ClassVar[int]
+    CIRCUIT_OPEN_FIELD_NUMBER: _ClassVar[int]
+    endpoint: Endpoint
+    total_slots: int
+    used_slots: int
+    resident: bool
+    circuit_open: bool
+    def __init__(self, endpoint: _Optional[_Union[Endpoint, _Mapping]] = ..., total_slots: _Optional[int] = ..., used_slots: _Optional[int] = ..., resident: _Optional[bool] = ..., circuit_open: _Optional[bool] = ...) -> None: ...
+
+class GetSchedulerStateResponse(_message.Message):
+    __slots__ = ("devices", "queue", "endpoints")
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    devices: _containers.RepeatedCompositeFieldContainer[DeviceState]
+    queue: _containers.RepeatedCompositeFieldContainer[QueueDepth]
+    endpoints: _containers.RepeatedCompositeFieldContainer[EndpointState]
+    def __init__(self, devices: _Optional[_Iterable[_Union[DeviceState, _Mapping]]] = ..., queue: _Optional[_Iterable[_Union[QueueDepth, _Mapping]]] = ..., endpoints: _Optional[_Iterable[_Union[EndpointState, _Mapping]]] = ...) -> None: ...

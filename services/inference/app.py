@@ -1,0 +1,78 @@
+"""The inference service's composition root: settings in, engine, core and server built, run until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from meshserve.inference.v1 import inference_pb2_grpc
+
+from services.inference.core.engine import Engine
+from services.inference.core.service import InferenceCore
+from services.inference.core.slots import SlotPool
+from services.inference.core.validation import RequestLimits
+from services.inference.engines.llama_cpp import LlamaCppEngine
+from services.inference.servicer import SERVICE_NAME, InferenceServicer
+from services.inference.settings import InferenceSettings
+from services.shared.grpc_server import (
+    add_health_and_reflection,
+    bind,
+    create_server,
+    set_serving,
+    stop_gracefully,
+    wait_for_shutdown_signal,
+)
+from services.shared.mesh_config import ModelConfig, load_mesh_config
+from telemetry.logs import configure_logging
+
+log = logging.getLogger("services.inference")
+
+
+def build_engine(config: ModelConfig) -> Engine:
+    engines = {"llama_cpp": LlamaCppEngine}
+    return engines[config.engine](config)
+
+
+async def serve(settings: InferenceSettings) -> int:
+    mesh = load_mesh_config(settings.config)
+    model = mesh.model(settings.model) if settings.model else mesh.models[0]
+    engine = build_engine(model)
+    limits = RequestLimits(
+        model.name, model.context_length, model.default_max_tokens, model.default_temperature, model.default_top_p
+    )
+    core = InferenceCore(engine, limits, SlotPool(model.slots))
+
+    server = create_server()
+    inference_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(core, model.name), server)
+    health = await add_health_and_reflection(server, [SERVICE_NAME])
+    port = bind(server, settings.listen, settings.tls_files())
+    await server.start()
+    log.info("listening on %s (port %d), loading %s", settings.listen, port, model.name)
+
+    # The server answers health checks (NOT_SERVING) and refuses work while the model loads.
+    loading = asyncio.create_task(asyncio.to_thread(engine.load))
+    signalled = asyncio.create_task(wait_for_shutdown_signal())
+    done, _ = await asyncio.wait({loading, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    exit_code = 0
+    if loading in done:
+        if loading.exception() is not None:
+            log.error("could not load %s", model.name, exc_info=loading.exception())
+            signalled.cancel()
+            exit_code = 1
+        else:
+            core.mark_ready(loading.result())
+            await set_serving(health, [SERVICE_NAME])
+            log.info("%s is loaded and SERVING", model.name)
+            log.info("stopping on %s", (await signalled).name)
+    core.mark_stopping()
+    await stop_gracefully(server, health, settings.shutdown_grace_seconds)
+    if loading.done() and loading.exception() is None:
+        await engine.close()
+    log.info("stopped")
+    return exit_code
+
+
+def main() -> None:
+    settings = InferenceSettings(_cli_parse_args=True)
+    configure_logging("inference", settings.log_level)
+    raise SystemExit(asyncio.run(serve(settings)))

@@ -1,0 +1,31 @@
+"""The Engine protocol: everything the inference core needs from llama.cpp, vLLM or any other engine.
+
+The core owns validation, slots and cancellation; an engine only loads a model, prepares prompts and
+streams chunks. An engine never sees more concurrent generate() calls than its slot_count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
+
+from services.inference.core.model import GenerationChunk, GenerationRequest, ModelMetadata, PreparedPrompt
+
+
+@runtime_checkable
+class Engine(Protocol):
+    def load(self) -> ModelMetadata:
+        """Loads the model. Blocking: the composition root runs it in a thread while health says NOT_SERVING."""
+        ...
+
+    async def prepare(self, request: GenerationRequest) -> PreparedPrompt:
+        """Renders the prompt (applying the chat template to messages) and tokenizes it."""
+        ...
+
+    def generate(self, request: GenerationRequest, prompt: PreparedPrompt) -> AsyncIterator[GenerationChunk]:
+        """Streams the completion. Closing the iterator stops generation within one token."""
+        ...
+
+    async def close(self) -> None:
+        """Releases the model. Called once, after the server has stopped taking requests."""
+        ...

@@ -1,0 +1,218 @@
+"""The llama.cpp engine (llama-cpp-python).
+
+A llama.cpp context runs one sequence at a time, so each slot owns a context of its own. The weights are
+memory-mapped, so the contexts share one copy of them and each adds only its KV cache. Every call into a
+context runs on that slot's single worker thread: the event loop never blocks, and the calls of one
+context stay in order even when a cancelled request leaves a token in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import jinja2
+import llama_cpp
+from llama_cpp import Llama
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from services.inference.core.model import (
+    FinishReason,
+    GenerationChunk,
+    GenerationRequest,
+    ModelMetadata,
+    PreparedPrompt,
+    Usage,
+)
+from services.inference.core.text_stream import StreamingText
+from services.shared.errors import invalid_argument
+from services.shared.mesh_config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+ENGINE_NAME = "llama_cpp"
+_F16_BYTES = 2
+# llama-cpp-python's own completion defaults, so that a request here samples exactly as
+# Llama.create_completion would with the same seed.
+_TOP_K = 40
+_MIN_P = 0.05
+
+
+@dataclass
+class _Slot:
+    llm: Llama
+    worker: ThreadPoolExecutor
+
+
+@dataclass
+class _Run:
+    """One generation in progress on a slot's worker thread."""
+
+    llm: Llama
+    prompt: list[int]
+    tokens: Iterator[int]
+    completion: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Step:
+    token: int
+    end_of_generation: bool
+    completion_bytes: bytes
+
+
+class LlamaCppEngine:
+    def __init__(self, config: ModelConfig) -> None:
+        self._config = config
+        self._slots: list[_Slot] = []
+        self._free: list[_Slot] = []
+        self._formatter: Jinja2ChatFormatter | None = None
+
+    def load(self) -> ModelMetadata:
+        model_file = self._config.resolve_model_file()
+        log.info("loading %s from %s into %d slots", self._config.name, model_file, self._config.slots)
+        for number in range(self._config.slots):
+            llm = Llama(
+                model_path=str(model_file),
+                n_ctx=self._config.context_length,
+                n_threads=self._config.threads,
+                verbose=False,
+            )
+            self._slots.append(_Slot(llm, ThreadPoolExecutor(1, thread_name_prefix=f"llama-slot-{number}")))
+        self._free = list(self._slots)
+        self._formatter = self._chat_formatter(self._slots[0].llm)
+        return self._metadata(self._slots[0].llm, model_file.stat().st_size)
+
+    async def prepare(self, request: GenerationRequest) -> PreparedPrompt:
+        return await asyncio.to_thread(self._tokenize, request)
+
+    async def generate(self, request: GenerationRequest, prompt: PreparedPrompt) -> AsyncIterator[GenerationChunk]:
+        slot = self._free.pop()
+        run = self._start(slot.llm, request, list(prompt.token_ids))
+        loop = asyncio.get_running_loop()
+        try:
+            async for chunk in self._stream(run, request, lambda: loop.run_in_executor(slot.worker, _advance, run)):
+                yield chunk
+        finally:
+            # Queued behind any token still in flight, on the same thread: the context is never shared.
+            slot.worker.submit(_close, run)
+            self._free.append(slot)
+
+    async def close(self) -> None:
+        for slot in self._slots:
+            slot.worker.shutdown(wait=True)
+            slot.llm.close()
+        self._slots.clear()
+        self._free.clear()
+
+    def _start(self, llm: Llama, request: GenerationRequest, prompt: list[int]) -> _Run:
+        sampling = request.sampling
+        llm.set_seed(sampling.seed if sampling.seed is not None else random.randrange(2**32))
+        tokens = llm.generate(
+            prompt, top_k=_TOP_K, top_p=sampling.top_p, min_p=_MIN_P, temp=sampling.temperature
+        )
+        return _Run(llm, prompt, tokens)
+
+    async def _stream(self, run: _Run, request: GenerationRequest, advance) -> AsyncIterator[GenerationChunk]:
+        text = StreamingText(request.sampling.stop)
+        budget = min(int(request.sampling.max_tokens), self._config.context_length - len(run.prompt))
+        finish, stopped_by_sequence = FinishReason.LENGTH, False
+        pending_ids: list[int] = []
+        completion_bytes = b""
+        while len(run.completion) < budget:
+            step: _Step | None = await advance()
+            if step is None or step.end_of_generation:
+                finish = FinishReason.STOP
+                break
+            pending_ids.append(step.token)
+            completion_bytes = step.completion_bytes
+            piece = text.update(completion_bytes)
+            if piece.stopped:
+                finish, stopped_by_sequence = FinishReason.STOP, True
+                yield GenerationChunk(piece.text, tuple(pending_ids))
+                pending_ids = []
+                break
+            if piece.text:
+                yield GenerationChunk(piece.text, tuple(pending_ids))
+                pending_ids = []
+        rest = "" if stopped_by_sequence else text.finish(completion_bytes)
+        yield GenerationChunk(rest, tuple(pending_ids), finish, Usage(len(run.prompt), len(run.completion)))
+
+    def _tokenize(self, request: GenerationRequest) -> PreparedPrompt:
+        llm = self._slots[0].llm
+        if request.messages:
+            rendered = self._render_chat(request)
+            return PreparedPrompt(tuple(llm.tokenize(rendered.encode("utf-8"), add_bos=False, special=True)))
+        return PreparedPrompt(tuple(llm.tokenize(request.prompt.encode("utf-8"), add_bos=True, special=True)))
+
+    def _render_chat(self, request: GenerationRequest) -> str:
+        if self._formatter is None:
+            raise invalid_argument(
+                "CHAT_NOT_SUPPORTED",
+                f"{self._config.name} has no chat template; send a plain prompt, or set chat_template in its config",
+            )
+        messages = [{"role": message.role.value, "content": message.content} for message in request.messages]
+        try:
+            return self._formatter(messages=messages).prompt
+        except (ValueError, jinja2.TemplateError) as error:
+            raise invalid_argument("INVALID_CONVERSATION", f"the chat template refused the conversation: {error}")
+
+    def _chat_formatter(self, llm: Llama) -> Jinja2ChatFormatter | None:
+        template = self._config.read_chat_template() or llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            return None
+        bos, eos = llm.token_bos(), llm.token_eos()
+        return Jinja2ChatFormatter(
+            template=template,
+            bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
+            eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
+        )
+
+    def _metadata(self, llm: Llama, weights_bytes: int) -> ModelMetadata:
+        meta = llm.metadata
+        arch = meta.get("general.architecture", "")
+        layers = int(meta.get(f"{arch}.block_count", 0))
+        kv_heads = int(meta.get(f"{arch}.attention.head_count_kv", meta.get(f"{arch}.attention.head_count", 0)))
+        head_dim = int(meta.get(f"{arch}.attention.key_length", 0)) or _embedding_head_dim(meta, arch)
+        # Keys and values, per layer, per KV head, per position of the context, in f16.
+        kv_per_slot = 2 * layers * kv_heads * head_dim * self._config.context_length * _F16_BYTES
+        return ModelMetadata(
+            name=self._config.name,
+            engine=ENGINE_NAME,
+            context_length=self._config.context_length,
+            slot_count=self._config.slots,
+            weights_bytes=weights_bytes,
+            kv_cache_bytes_per_slot=kv_per_slot,
+            layer_count=layers,
+            kv_head_count=kv_heads,
+            head_dim=head_dim,
+            kv_cache_element_bytes=_F16_BYTES,
+            extra={"architecture": arch},
+        )
+
+
+def _embedding_head_dim(meta: dict[str, str], arch: str) -> int:
+    heads = int(meta.get(f"{arch}.attention.head_count", 0))
+    return int(meta.get(f"{arch}.embedding_length", 0)) // heads if heads else 0
+
+
+def _advance(run: _Run) -> _Step | None:
+    """Runs on the slot's worker thread: samples one token and detokenizes the completion so far."""
+    try:
+        token = next(run.tokens)
+    except StopIteration:
+        return None
+    if llama_cpp.llama_vocab_is_eog(run.llm._model.vocab, token):
+        return _Step(token, True, b"")
+    run.completion.append(token)
+    return _Step(token, False, run.llm.detokenize(run.completion, prev_tokens=run.prompt))
+
+
+def _close(run: _Run) -> None:
+    close = getattr(run.tokens, "close", None)
+    if close is not None:
+        close()

@@ -1,0 +1,68 @@
+"""Typed errors of meshserve's cores.
+
+Cores raise these and never import grpc. One server interceptor (error_interceptor.py) maps them to
+google.rpc.Status with an ErrorInfo, plus a RetryInfo where a retry makes sense.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+ERROR_DOMAIN = "meshserve.dev"
+
+
+class ErrorKind(Enum):
+    """The class of failure; each maps to one gRPC status code."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    UNAVAILABLE = "UNAVAILABLE"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+
+
+@dataclass
+class MeshError(Exception):
+    """An error a caller can act on. `reason` is UPPER_SNAKE and stable; `message` is for people."""
+
+    reason: str
+    message: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    retry_after_seconds: float | None = None
+    kind: ErrorKind = ErrorKind.INVALID_ARGUMENT
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}"
+
+
+def invalid_argument(reason: str, message: str, **metadata: object) -> MeshError:
+    return MeshError(reason, message, _as_strings(metadata), kind=ErrorKind.INVALID_ARGUMENT)
+
+
+def not_found(reason: str, message: str, **metadata: object) -> MeshError:
+    return MeshError(reason, message, _as_strings(metadata), kind=ErrorKind.NOT_FOUND)
+
+
+def resource_exhausted(reason: str, message: str, retry_after_seconds: float, **metadata: object) -> MeshError:
+    return MeshError(
+        reason, message, _as_strings(metadata), retry_after_seconds, kind=ErrorKind.RESOURCE_EXHAUSTED
+    )
+
+
+def unavailable(reason: str, message: str, retry_after_seconds: float | None = None, **metadata: object) -> MeshError:
+    return MeshError(reason, message, _as_strings(metadata), retry_after_seconds, kind=ErrorKind.UNAVAILABLE)
+
+
+def permission_denied(reason: str, message: str, **metadata: object) -> MeshError:
+    return MeshError(reason, message, _as_strings(metadata), kind=ErrorKind.PERMISSION_DENIED)
+
+
+def _as_strings(metadata: dict[str, object]) -> dict[str, str]:
+    # ErrorInfo.metadata is map<string, string>.
+    return {key: str(value) for key, value in metadata.items()}

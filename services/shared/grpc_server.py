@@ -1,0 +1,77 @@
+"""What every meshserve gRPC server shares: the error interceptor, health, reflection, binding and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.shared.error_interceptor import ErrorMappingInterceptor
+from services.shared.tls import TlsFiles, server_credentials
+
+log = logging.getLogger(__name__)
+
+# Large enough for a prompt that fills a long context, small enough to bound one request's memory.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+def create_server(interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> grpc.aio.Server:
+    return grpc.aio.server(
+        interceptors=[*interceptors, ErrorMappingInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
+    )
+
+
+async def add_health_and_reflection(
+    server: grpc.aio.Server, service_names: Sequence[str]
+) -> health.aio.HealthServicer:
+    """Registers grpc.health.v1 with every service NOT_SERVING, and server reflection."""
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", *service_names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection(
+        (*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    return health_servicer
+
+
+async def set_serving(health_servicer: health.aio.HealthServicer, service_names: Sequence[str]) -> None:
+    for name in ("", *service_names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+
+def bind(server: grpc.aio.Server, address: str, tls: TlsFiles | None) -> int:
+    """Binds with mTLS, or plaintext when tls is None; returns the port (useful when asked for port 0)."""
+    if tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, server_credentials(tls))
+    if port == 0:
+        raise OSError(f"could not bind {address}")
+    return port
+
+
+async def wait_for_shutdown_signal() -> signal.Signals:
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[signal.Signals] = loop.create_future()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda s=sig: received.done() or received.set_result(s))
+    return await received
+
+
+async def stop_gracefully(
+    server: grpc.aio.Server, health_servicer: health.aio.HealthServicer, grace_seconds: float
+) -> None:
+    """NOT_SERVING first, so balancers stop sending; then let running calls finish within the grace period."""
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace_seconds)
