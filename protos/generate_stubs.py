@@ -18,16 +18,16 @@ PROTOS_ROOT = Path(__file__).resolve().parent
 GOOGLEAPIS_ROOT = PROTOS_ROOT.parent / "third_party" / "googleapis"
 
 
-def proto_files() -> list[Path]:
-    return sorted((PROTOS_ROOT / "meshserve").rglob("*.proto"))
+def proto_files(protos_root: Path = PROTOS_ROOT) -> list[Path]:
+    return sorted((protos_root / "meshserve").rglob("*.proto"))
 
 
-def generate(out_dir: Path) -> None:
+def generate(out_dir: Path, protos_root: Path = PROTOS_ROOT) -> None:
     well_known_types = str(files("grpc_tools").joinpath("_proto"))
-    sources = [str(path.relative_to(PROTOS_ROOT)) for path in proto_files()]
+    sources = [str(path.relative_to(protos_root)) for path in proto_files(protos_root)]
     args = [
         "protoc",
-        f"--proto_path={PROTOS_ROOT}",
+        f"--proto_path={protos_root}",
         f"--proto_path={GOOGLEAPIS_ROOT}",
         f"--proto_path={well_known_types}",
         f"--python_out={out_dir}",
@@ -52,10 +52,11 @@ def write_package_markers(out_dir: Path, sources: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=PROTOS_ROOT, help="where to write the stubs")
-    out_dir = parser.parse_args().out
-    out_dir.mkdir(parents=True, exist_ok=True)
-    generate(out_dir)
-    print(f"generated stubs for {len(proto_files())} protos in {out_dir}", file=sys.stderr)
+    parser.add_argument("--protos-root", type=Path, default=PROTOS_ROOT, help="where the .proto files are")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    generate(args.out, args.protos_root)
+    print(f"generated stubs for {len(proto_files(args.protos_root))} protos in {args.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ class InferenceSettings(BaseSettings):
         env_prefix="MESHSERVE_INFERENCE_",
         cli_prog_name="python -m services.inference",
         cli_implicit_flags=True,
+        cli_kebab_case=True,
     )
 
     # The mesh config file, and which of its models this service runs (empty: the first).

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from meshserve.inference.v1 import inference_pb2_grpc
+
+from tests.conftest import track, untrack
+from tests.support import ServiceProcess, free_port, inference_args, wait_until_serving, write_model_config
+
+
+@pytest.fixture(scope="session")
+def model_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_model_config(tmp_path_factory.mktemp("config"), context_length=1024, slots=2)
+
+
+@pytest.fixture(scope="session")
+def inference_address(model_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real inference service, plaintext on loopback, shared by the tests that only call it."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("logs") / "inference.log"
+    process = track(ServiceProcess("inference", inference_args(model_config, port, "--plaintext"), log))
+    address = f"127.0.0.1:{port}"
+    with grpc.insecure_channel(address) as channel:
+        wait_until_serving(channel, process)
+    yield address
+    process.terminate()
+    untrack(process)
+
+
+@pytest.fixture()
+def inference(inference_address: str) -> Iterator[inference_pb2_grpc.InferenceServiceStub]:
+    with grpc.insecure_channel(inference_address) as channel:
+        yield inference_pb2_grpc.InferenceServiceStub(channel)

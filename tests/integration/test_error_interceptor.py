@@ -1,0 +1,112 @@
+"""The error interceptor on a real gRPC server: typed errors become google.rpc.Status, nothing else leaks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from google.protobuf import wrappers_pb2
+
+from services.shared.errors import invalid_argument, resource_exhausted
+from services.shared.grpc_server import create_server
+from services.shared.status_details import details_of
+
+SERVICE = "test.v1.Errors"
+
+
+async def refuse(request: wrappers_pb2.StringValue, context: grpc.aio.ServicerContext) -> wrappers_pb2.StringValue:
+    raise invalid_argument("BAD_THING", "the thing is bad", field="thing")
+
+
+async def crash(request: wrappers_pb2.StringValue, context: grpc.aio.ServicerContext) -> wrappers_pb2.StringValue:
+    raise RuntimeError("secret internal detail")
+
+
+async def stream_then_shed(
+    request: wrappers_pb2.StringValue, context: grpc.aio.ServicerContext
+) -> AsyncIterator[wrappers_pb2.StringValue]:
+    yield wrappers_pb2.StringValue(value="first")
+    raise resource_exhausted("TOO_BUSY", "come back later", retry_after_seconds=1.5)
+
+
+async def echo_all(
+    requests: AsyncIterator[wrappers_pb2.StringValue], context: grpc.aio.ServicerContext
+) -> AsyncIterator[wrappers_pb2.StringValue]:
+    async for request in requests:
+        yield request
+
+
+@pytest.fixture()
+async def channel() -> AsyncIterator[grpc.aio.Channel]:
+    server = create_server()
+    decode, encode = wrappers_pb2.StringValue.FromString, wrappers_pb2.StringValue.SerializeToString
+    handlers = {
+        "Refuse": grpc.unary_unary_rpc_method_handler(refuse, decode, encode),
+        "Crash": grpc.unary_unary_rpc_method_handler(crash, decode, encode),
+        "StreamThenShed": grpc.unary_stream_rpc_method_handler(stream_then_shed, decode, encode),
+        "EchoAll": grpc.stream_stream_rpc_method_handler(echo_all, decode, encode),
+    }
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as client:
+        yield client
+    await server.stop(None)
+
+
+def method(channel: grpc.aio.Channel, kind: str, name: str, raw: bool = False):
+    factory = {"unary": channel.unary_unary, "stream": channel.unary_stream, "bidi": channel.stream_stream}[kind]
+    serializer = (lambda data: data) if raw else wrappers_pb2.StringValue.SerializeToString
+    return factory(f"/{SERVICE}/{name}", serializer, wrappers_pb2.StringValue.FromString)
+
+
+async def test_a_typed_error_carries_its_reason_and_metadata(channel: grpc.aio.Channel) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await method(channel, "unary", "Refuse")(wrappers_pb2.StringValue(value="x"))
+    details = details_of(refused.value)
+    assert (details.code, details.reason, details.metadata) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "BAD_THING",
+        {"field": "thing"},
+    )
+    assert details.message == "the thing is bad"
+    assert details.retry_after_seconds is None
+
+
+async def test_an_unexpected_error_is_internal_without_its_details(channel: grpc.aio.Channel) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await method(channel, "unary", "Crash")(wrappers_pb2.StringValue(value="x"))
+    assert failed.value.code() == grpc.StatusCode.INTERNAL
+    assert "secret" not in (failed.value.details() or "")
+
+
+async def test_an_error_mid_stream_arrives_after_the_messages_with_a_retry_delay(channel: grpc.aio.Channel) -> None:
+    call = method(channel, "stream", "StreamThenShed")(wrappers_pb2.StringValue(value="x"))
+    received = []
+    with pytest.raises(grpc.aio.AioRpcError) as shed:
+        async for message in call:
+            received.append(message.value)
+    assert received == ["first"]
+    details = details_of(shed.value)
+    assert (details.code, details.reason, details.retry_after_seconds) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "TOO_BUSY",
+        1.5,
+    )
+
+
+async def test_an_undecodable_message_in_a_stream_is_invalid_argument(channel: grpc.aio.Channel) -> None:
+    valid = wrappers_pb2.StringValue(value="ok").SerializeToString()
+    invalid_utf8 = b"\x0a\x02\xff\xfe"
+
+    async def requests() -> AsyncIterator[bytes]:
+        yield valid
+        yield invalid_utf8
+
+    received = []
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        async for message in method(channel, "bidi", "EchoAll", raw=True)(requests()):
+            received.append(message.value)
+    assert received == ["ok"]
+    assert details_of(refused.value).reason == "MALFORMED_REQUEST"

@@ -1,0 +1,130 @@
+"""One inference process over mTLS, from start to SIGTERM: health, refusals while loading, TLS, reflection."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from meshserve.inference.v1 import inference_pb2 as pb
+from meshserve.inference.v1 import inference_pb2_grpc
+
+from services.shared.certs import create_ca, ensure_dev_certs, issue, write_pem
+from services.shared.status_details import details_of
+from services.shared.tls import TlsFiles, channel_credentials
+from tests.conftest import track, untrack
+from tests.support import ServiceProcess, free_port, health_status, inference_args, wait_until_serving
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass
+class Startup:
+    address: str
+    certs: dict[str, TlsFiles]
+    process: ServiceProcess
+    health_seen: list[int] = field(default_factory=list)
+    refusal_while_loading: grpc.RpcError | None = None
+
+
+def secure_channel(address: str, tls: TlsFiles) -> grpc.Channel:
+    return grpc.secure_channel(address, channel_credentials(tls))
+
+
+def watch_startup(startup: Startup) -> None:
+    """Polls health from the first answer to SERVING, trying a request while the model loads."""
+    with secure_channel(startup.address, startup.certs["gateway"]) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if startup.process.process.poll() is not None:
+                break
+            status = health_status(channel)
+            if status is not None and (not startup.health_seen or startup.health_seen[-1] != status):
+                startup.health_seen.append(status)
+            if status == NOT_SERVING and startup.refusal_while_loading is None:
+                try:
+                    list(stub.Generate(pb.GenerateRequest(prompt="Hi", max_tokens=2), timeout=5))
+                except grpc.RpcError as error:
+                    startup.refusal_while_loading = error
+            if status == SERVING:
+                return
+            time.sleep(0.01)
+    raise TimeoutError(startup.process.logs())
+
+
+@pytest.fixture(scope="module")
+def startup(model_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Startup]:
+    directory = tmp_path_factory.mktemp("mtls")
+    certs = ensure_dev_certs(directory / "certs", ["inference", "gateway"])
+    server = certs["inference"]
+    port = free_port()
+    args = inference_args(
+        model_config, port, "--tls-cert", str(server.cert), "--tls-key", str(server.key), "--tls-ca", str(server.ca)
+    )
+    process = track(ServiceProcess("inference-mtls", args, directory / "inference.log"))
+    state = Startup(f"127.0.0.1:{port}", certs, process)
+    watch_startup(state)
+    yield state
+    process.terminate()
+    untrack(process)
+
+
+def test_health_turns_serving_only_after_the_model_loads(startup: Startup) -> None:
+    assert startup.health_seen == [NOT_SERVING, SERVING]
+
+
+def test_requests_while_loading_are_unavailable_with_a_retry_delay(startup: Startup) -> None:
+    assert startup.refusal_while_loading is not None
+    details = details_of(startup.refusal_while_loading)
+    assert details.code == grpc.StatusCode.UNAVAILABLE
+    assert details.reason == "MODEL_LOADING"
+    assert details.retry_after_seconds is not None
+
+
+def test_a_client_with_a_mesh_certificate_is_served(startup: Startup) -> None:
+    with secure_channel(startup.address, startup.certs["gateway"]) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        reply = list(stub.Generate(pb.GenerateRequest(prompt="Hello", max_tokens=4), timeout=30))
+    assert reply[-1].usage.output_tokens == 4
+
+
+def test_a_client_without_a_certificate_is_refused_at_the_handshake(startup: Startup) -> None:
+    credentials = grpc.ssl_channel_credentials(root_certificates=startup.certs["gateway"].ca.read_bytes())
+    with grpc.secure_channel(startup.address, credentials) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_certificate_from_another_ca_is_refused_at_the_handshake(startup: Startup, tmp_path: Path) -> None:
+    foreign_ca = create_ca("another CA")
+    write_pem(issue(foreign_ca, "gateway"), tmp_path / "intruder.pem", tmp_path / "intruder-key.pem")
+    intruder = TlsFiles(tmp_path / "intruder.pem", tmp_path / "intruder-key.pem", startup.certs["gateway"].ca)
+    with secure_channel(startup.address, intruder) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_reflection_lists_the_services(startup: Startup) -> None:
+    with secure_channel(startup.address, startup.certs["gateway"]) as channel:
+        services = ProtoReflectionDescriptorDatabase(channel).get_services()
+    assert "meshserve.inference.v1.InferenceService" in services
+    assert "grpc.health.v1.Health" in services
+
+
+def test_sigterm_stops_gracefully(startup: Startup) -> None:
+    started = time.monotonic()
+    exit_code = startup.process.terminate(timeout=20)
+    assert exit_code == 0
+    assert time.monotonic() - started < 10
+    assert '"message": "stopped"' in startup.process.logs()

