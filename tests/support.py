@@ -46,6 +46,7 @@ class ServiceProcess:
 
     def __init__(self, name: str, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.name = name
+        self.address = ""
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
@@ -55,6 +56,12 @@ class ServiceProcess:
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )
+
+    def resident_bytes(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise LookupError("no VmRSS")
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -24,7 +24,8 @@ class ErrorKind(Enum):
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
 
 
-@dataclass
+# eq=False keeps exceptions hashable and compared by identity, as exceptions are everywhere else.
+@dataclass(eq=False)
 class MeshError(Exception):
     """An error a caller can act on. `reason` is UPPER_SNAKE and stable; `message` is for people."""
 

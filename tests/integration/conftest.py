@@ -17,17 +17,22 @@ def model_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def inference_address(model_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def inference_process(model_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """One real inference service, plaintext on loopback, shared by the tests that only call it."""
     port = free_port()
     log = tmp_path_factory.mktemp("logs") / "inference.log"
     process = track(ServiceProcess("inference", inference_args(model_config, port, "--plaintext"), log))
-    address = f"127.0.0.1:{port}"
-    with grpc.insecure_channel(address) as channel:
+    process.address = f"127.0.0.1:{port}"
+    with grpc.insecure_channel(process.address) as channel:
         wait_until_serving(channel, process)
-    yield address
+    yield process
     process.terminate()
     untrack(process)
+
+
+@pytest.fixture(scope="session")
+def inference_address(inference_process: ServiceProcess) -> str:
+    return inference_process.address
 
 
 @pytest.fixture()

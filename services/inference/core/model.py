@@ -86,12 +86,10 @@ class ModelMetadata:
     slot_count: int
     weights_bytes: int
     kv_cache_bytes_per_slot: int
+    # Everything the loaded model holds with every slot in use. How slots share weights is the engine's to know.
+    memory_footprint_bytes: int
     layer_count: int = 0
     kv_head_count: int = 0
     head_dim: int = 0
     kv_cache_element_bytes: int = 2
     extra: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def memory_footprint_bytes(self) -> int:
-        return self.weights_bytes + self.slot_count * self.kv_cache_bytes_per_slot

@@ -1,17 +1,20 @@
 """The llama.cpp engine (llama-cpp-python).
 
-A llama.cpp context runs one sequence at a time, so each slot owns a context of its own. The weights are
-memory-mapped, so the contexts share one copy of them and each adds only its KV cache. Every call into a
-context runs on that slot's single worker thread: the event loop never blocks, and the calls of one
-context stay in order even when a cancelled request leaves a token in flight.
+A llama.cpp context runs one sequence at a time, so each slot owns a context of its own. Each context
+also holds its own copy of the weights (llama.cpp repacks quantized weights into its own buffers on the
+CPU), so the footprint counts the weights once per slot, and is checked against the memory the process
+actually grew by while loading. Every call into a context runs on that slot's single worker thread: the
+event loop never blocks, and the calls of one context stay in order even when a cancelled request
+leaves a token in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -33,6 +36,9 @@ from services.shared.errors import invalid_argument
 from services.shared.mesh_config import ModelConfig
 
 log = logging.getLogger(__name__)
+# llama.cpp's own levels are not reliable (routine notes arrive as warnings or errors), so its lines are
+# kept at DEBUG; real failures surface as exceptions from llama-cpp-python.
+_native_log = logging.getLogger("llama.cpp")
 
 ENGINE_NAME = "llama_cpp"
 _F16_BYTES = 2
@@ -50,11 +56,14 @@ class _Slot:
 
 @dataclass
 class _Run:
-    """One generation in progress on a slot's worker thread."""
+    """One generation on a slot. Only the slot's worker thread touches it after creation."""
 
     llm: Llama
     prompt: list[int]
-    tokens: Iterator[int]
+    seed: int
+    top_p: float
+    temperature: float
+    tokens: Iterator[int] | None = None
     completion: list[int] = field(default_factory=list)
 
 
@@ -73,7 +82,10 @@ class LlamaCppEngine:
         self._formatter: Jinja2ChatFormatter | None = None
 
     def load(self) -> ModelMetadata:
+        # llama.cpp writes to stderr directly; route it through logging so every line stays JSON.
+        llama_cpp.llama_log_set(_forward_native_log, ctypes.c_void_p(0))
         model_file = self._config.resolve_model_file()
+        resident_before = resident_bytes()
         log.info("loading %s from %s into %d slots", self._config.name, model_file, self._config.slots)
         for number in range(self._config.slots):
             llm = Llama(
@@ -85,7 +97,8 @@ class LlamaCppEngine:
             self._slots.append(_Slot(llm, ThreadPoolExecutor(1, thread_name_prefix=f"llama-slot-{number}")))
         self._free = list(self._slots)
         self._formatter = self._chat_formatter(self._slots[0].llm)
-        return self._metadata(self._slots[0].llm, model_file.stat().st_size)
+        grown_by = resident_bytes() - resident_before
+        return self._metadata(self._slots[0].llm, model_file.stat().st_size, grown_by)
 
     async def prepare(self, request: GenerationRequest) -> PreparedPrompt:
         return await asyncio.to_thread(self._tokenize, request)
@@ -111,13 +124,12 @@ class LlamaCppEngine:
 
     def _start(self, llm: Llama, request: GenerationRequest, prompt: list[int]) -> _Run:
         sampling = request.sampling
-        llm.set_seed(sampling.seed if sampling.seed is not None else random.randrange(2**32))
-        tokens = llm.generate(
-            prompt, top_k=_TOP_K, top_p=sampling.top_p, min_p=_MIN_P, temp=sampling.temperature
-        )
-        return _Run(llm, prompt, tokens)
+        seed = sampling.seed if sampling.seed is not None else random.randrange(2**32)
+        return _Run(llm, prompt, seed, float(sampling.top_p), float(sampling.temperature))
 
-    async def _stream(self, run: _Run, request: GenerationRequest, advance) -> AsyncIterator[GenerationChunk]:
+    async def _stream(
+        self, run: _Run, request: GenerationRequest, advance: Callable[[], Awaitable[_Step | None]]
+    ) -> AsyncIterator[GenerationChunk]:
         text = StreamingText(request.sampling.stop)
         budget = min(int(request.sampling.max_tokens), self._config.context_length - len(run.prompt))
         finish, stopped_by_sequence = FinishReason.LENGTH, False
@@ -172,7 +184,7 @@ class LlamaCppEngine:
             eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
         )
 
-    def _metadata(self, llm: Llama, weights_bytes: int) -> ModelMetadata:
+    def _metadata(self, llm: Llama, weights_bytes: int, measured_bytes: int) -> ModelMetadata:
         meta = llm.metadata
         arch = meta.get("general.architecture", "")
         layers = int(meta.get(f"{arch}.block_count", 0))
@@ -180,6 +192,9 @@ class LlamaCppEngine:
         head_dim = int(meta.get(f"{arch}.attention.key_length", 0)) or _embedding_head_dim(meta, arch)
         # Keys and values, per layer, per KV head, per position of the context, in f16.
         kv_per_slot = 2 * layers * kv_heads * head_dim * self._config.context_length * _F16_BYTES
+        estimate = self._config.slots * (weights_bytes + kv_per_slot)
+        if measured_bytes > estimate:
+            log.info("loading took %d bytes against %d estimated; reporting the measurement", measured_bytes, estimate)
         return ModelMetadata(
             name=self._config.name,
             engine=ENGINE_NAME,
@@ -187,12 +202,32 @@ class LlamaCppEngine:
             slot_count=self._config.slots,
             weights_bytes=weights_bytes,
             kv_cache_bytes_per_slot=kv_per_slot,
+            memory_footprint_bytes=max(estimate, measured_bytes),
             layer_count=layers,
             kv_head_count=kv_heads,
             head_dim=head_dim,
             kv_cache_element_bytes=_F16_BYTES,
             extra={"architecture": arch},
         )
+
+
+@llama_cpp.llama_log_callback
+def _forward_native_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    message = text.decode("utf-8", errors="replace").strip()
+    if message:
+        _native_log.debug(message)
+
+
+def resident_bytes() -> int:
+    """This process's resident memory, from /proc; 0 where there is no /proc."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _embedding_head_dim(meta: dict[str, str], arch: str) -> int:
@@ -202,6 +237,9 @@ def _embedding_head_dim(meta: dict[str, str], arch: str) -> int:
 
 def _advance(run: _Run) -> _Step | None:
     """Runs on the slot's worker thread: samples one token and detokenizes the completion so far."""
+    if run.tokens is None:
+        run.llm.set_seed(run.seed)
+        run.tokens = run.llm.generate(run.prompt, top_k=_TOP_K, top_p=run.top_p, min_p=_MIN_P, temp=run.temperature)
     try:
         token = next(run.tokens)
     except StopIteration:
