@@ -7,34 +7,48 @@ import asyncio
 import sys
 
 import grpc
-from meshserve.inference.v1 import inference_pb2 as pb
-from meshserve.inference.v1 import inference_pb2_grpc
+from meshserve.gateway.v1 import gateway_pb2 as pb
+from meshserve.gateway.v1 import gateway_pb2_grpc
 
-from orchestrator.launcher import CLIENT_IDENTITY, run_up
+from orchestrator.launcher import run_up
+from orchestrator.mesh_plan import IDENTITIES
 from orchestrator.settings import LauncherSettings
 from services.shared.certs import ensure_dev_certs
 from services.shared.status_details import details_of
-from services.shared.tls import channel_credentials
+
+PRIORITIES = ("LOW", "NORMAL", "HIGH", "CRITICAL")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="meshserve", description="Run and call meshserve.")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("up", help="run meshserve in the foreground until Ctrl-C")
+    commands.add_parser("up", help="run the whole mesh in the foreground until Ctrl-C")
     commands.add_parser("certs", help="create the development CA and service certificates")
-    generate = commands.add_parser("generate", help="stream a completion")
+    generate = commands.add_parser("generate", help="stream a completion through the edge over gRPC")
     generate.add_argument("prompt")
+    generate.add_argument("--model", default="", help="a configured model (default: the first)")
     generate.add_argument("--chat", action="store_true", help="send the prompt as a user chat message")
     generate.add_argument("--max-tokens", type=int, default=128)
     generate.add_argument("--temperature", type=float)
     generate.add_argument("--seed", type=int)
+    generate.add_argument("--priority", choices=PRIORITIES, default="NORMAL")
     generate.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds")
+    generate.add_argument("--plaintext", action="store_true", help="use the loopback plain listener, not TLS")
     return parser.parse_args(argv)
 
 
-def generate(settings: LauncherSettings, args: argparse.Namespace) -> int:
-    tls = ensure_dev_certs(settings.certs_dir, [CLIENT_IDENTITY])[CLIENT_IDENTITY]
-    request = pb.GenerateRequest(max_tokens=args.max_tokens)
+def edge_channel(settings: LauncherSettings, plaintext: bool) -> grpc.Channel:
+    if plaintext:
+        return grpc.insecure_channel(settings.address(settings.edge_http_port))
+    ca = (settings.certs_dir / "ca.pem").read_bytes()
+    return grpc.secure_channel(
+        f"localhost:{settings.edge_https_port}", grpc.ssl_channel_credentials(root_certificates=ca)
+    )
+
+
+def generate_request(args: argparse.Namespace) -> pb.GenerateRequest:
+    request = pb.GenerateRequest(model=args.model, max_tokens=args.max_tokens)
+    request.priority = pb.Priority.Value(f"PRIORITY_{args.priority}")
     if args.chat:
         request.messages.append(pb.ChatMessage(role=pb.CHAT_ROLE_USER, content=args.prompt))
     else:
@@ -43,18 +57,25 @@ def generate(settings: LauncherSettings, args: argparse.Namespace) -> int:
         request.temperature = args.temperature
     if args.seed is not None:
         request.seed = args.seed
-    with grpc.secure_channel(settings.inference_address, channel_credentials(tls)) as channel:
+    return request
+
+
+def generate(settings: LauncherSettings, args: argparse.Namespace) -> int:
+    with edge_channel(settings, args.plaintext) as channel:
         try:
-            for message in inference_pb2_grpc.InferenceServiceStub(channel).Generate(request, timeout=args.timeout):
+            for message in gateway_pb2_grpc.GatewayServiceStub(channel).Generate(
+                generate_request(args), timeout=args.timeout
+            ):
                 print(message.text, end="", flush=True)
                 if message.finish_reason:
                     finish = pb.FinishReason.Name(message.finish_reason)
                     usage = message.usage
-                    print(f"\n[{finish}: {usage.input_tokens} prompt + {usage.output_tokens} generated tokens]",
-                          file=sys.stderr)  # fmt: skip
+                    summary = f"{usage.input_tokens} prompt + {usage.output_tokens} generated tokens"
+                    print(f"\n[{message.model} {finish}: {summary}]", file=sys.stderr)
         except grpc.RpcError as error:
             details = details_of(error)
-            print(f"\nerror: {details.code.name} {details.reason or ''}: {details.message}", file=sys.stderr)
+            retry = f" (retry in {details.retry_after_seconds:.2f}s)" if details.retry_after_seconds else ""
+            print(f"\nerror: {details.code.name} {details.reason or ''}: {details.message}{retry}", file=sys.stderr)
             return 1
     return 0
 
@@ -65,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "up":
         raise SystemExit(asyncio.run(run_up(settings)))
     if args.command == "certs":
-        for service, files in ensure_dev_certs(settings.certs_dir, ["inference", CLIENT_IDENTITY]).items():
-            print(f"{service}: {files.cert}")
+        for identity, files in ensure_dev_certs(settings.certs_dir, list(IDENTITIES)).items():
+            print(f"{identity}: {files.cert}")
         raise SystemExit(0)
     raise SystemExit(generate(settings, args))

@@ -1,124 +1,122 @@
-"""Runs meshserve's processes on one machine: starts them, waits for health, stops them on Ctrl-C or SIGTERM."""
+"""`meshserve up`: the whole mesh on one machine, in the foreground, until Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 import time
-from pathlib import Path
+import urllib.error
+import urllib.request
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.edge.bootstrap import write_bootstrap
+from gateway.edge.config import EdgeConfig
+from gateway.edge.descriptors import build_descriptor_set
+from orchestrator.mesh_plan import IDENTITIES, plan_mesh
 from orchestrator.settings import LauncherSettings
+from orchestrator.supervisor import Supervisor
 from services.shared.certs import ensure_dev_certs
+from services.shared.mesh_config import load_mesh_config
 from services.shared.tls import TlsFiles, channel_credentials
 
-log = logging.getLogger(__name__)
 
-# The identity the command-line client presents to the mesh.
-CLIENT_IDENTITY = "cli"
-_STOP_GRACE_SECONDS = 15.0
-
-
-class Child:
-    """One service process, its output in a log file."""
-
-    def __init__(self, name: str, args: list[str], log_path: Path) -> None:
-        self.name = name
-        self.args = args
-        self.log_path = log_path
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log_file:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable, *self.args, stdout=log_file, stderr=log_file, start_new_session=True
-            )
-
-    async def stop(self) -> int | None:
-        if self.process is None or self.process.returncode is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return await asyncio.wait_for(self.process.wait(), _STOP_GRACE_SECONDS)
-        except TimeoutError:
-            self.process.kill()
-            return await self.process.wait()
+def prepare_edge(settings: LauncherSettings, certs: dict[str, TlsFiles]):
+    """Writes the gateway descriptor set and the Envoy bootstrap; returns the bootstrap's path."""
+    edge = EdgeConfig(
+        gateway_endpoints=[(settings.host, settings.gateway_port)],
+        server_tls=certs["edge"],
+        upstream_tls=certs["edge"],
+        descriptor_set=build_descriptor_set(settings.edge_dir / "gateway.pb"),
+        sds_dir=settings.edge_dir / "sds",
+        plain_http_address=(settings.host, settings.edge_http_port),
+        tls_address=("0.0.0.0", settings.edge_https_port),
+        admin_address=(settings.host, settings.edge_admin_port),
+    )
+    return write_bootstrap(edge, settings.edge_dir / "envoy.json")
 
 
-async def wait_serving(address: str, tls: TlsFiles, child: Child, timeout: float) -> None:
-    """Waits for SERVING, showing progress; fails early if the child dies."""
-    started = time.monotonic()
-    async with grpc.aio.secure_channel(address, channel_credentials(tls)) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() - started < timeout:
-            assert child.process is not None
-            if child.process.returncode is not None:
-                raise RuntimeError(f"{child.name} exited with {child.process.returncode}; see {child.log_path}")
+def edge_is_healthy(settings: LauncherSettings) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{settings.address(settings.edge_http_port)}/healthz", timeout=1) as reply:
+            return reply.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+async def serving_children(supervisor: Supervisor, identity: TlsFiles) -> set[str]:
+    serving = set()
+    for child in supervisor.children:
+        if child.spec.health_address is None:
+            continue
+        async with grpc.aio.secure_channel(child.spec.health_address, channel_credentials(identity)) as channel:
             try:
-                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    print(f"\r{child.name}: SERVING after {time.monotonic() - started:.1f}s   ", file=sys.stderr)
-                    return
+                    serving.add(child.spec.name)
             except grpc.aio.AioRpcError:
                 pass
-            print(f"\r{child.name}: loading ({time.monotonic() - started:.0f}s)", end="", file=sys.stderr)
-            await asyncio.sleep(0.25)
-    raise TimeoutError(f"{child.name} was not SERVING after {timeout:.0f}s; see {child.log_path}")
+    return serving
 
 
-def inference_child(settings: LauncherSettings, tls: TlsFiles) -> Child:
-    args = [
-        "-m", "services.inference",
-        "--config", str(settings.config),
-        "--listen", settings.inference_address,
-        "--tls-cert", str(tls.cert), "--tls-key", str(tls.key), "--tls-ca", str(tls.ca),
-    ]  # fmt: skip
-    return Child("inference", args, settings.logs_dir / "inference.log")
+async def wait_until_ready(settings: LauncherSettings, supervisor: Supervisor, identity: TlsFiles) -> None:
+    """Shows which services are up while the mesh starts; returns once /healthz answers 200."""
+    started, shown = time.monotonic(), None
+    while time.monotonic() - started < settings.startup_timeout_seconds:
+        if await asyncio.to_thread(edge_is_healthy, settings):
+            print(f"meshserve: every service is SERVING after {time.monotonic() - started:.1f}s", file=sys.stderr)
+            return
+        serving = await serving_children(supervisor, identity)
+        waiting = [c.spec.name for c in supervisor.children if c.spec.health_address and c.spec.name not in serving]
+        progress = f"waiting for: {', '.join(waiting)}" if waiting else "waiting for the edge"
+        if progress != shown:
+            print(f"meshserve: {progress} ({time.monotonic() - started:.0f}s)", file=sys.stderr, flush=True)
+            shown = progress
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"the mesh was not ready after {settings.startup_timeout_seconds:.0f}s; see {settings.logs_dir}")
 
 
 async def run_up(settings: LauncherSettings) -> int:
-    certs = ensure_dev_certs(settings.certs_dir, ["inference", CLIENT_IDENTITY])
-    child = inference_child(settings, certs["inference"])
+    mesh = load_mesh_config(settings.config)
+    certs = ensure_dev_certs(settings.certs_dir, list(IDENTITIES))
+    supervisor = Supervisor(plan_mesh(settings, mesh, certs, prepare_edge(settings, certs)), settings.logs_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await child.start()
+    await supervisor.start_all()
+    keeping = asyncio.create_task(supervisor.keep_running())
     try:
-        startup = asyncio.create_task(
-            wait_serving(settings.inference_address, certs[CLIENT_IDENTITY], child, settings.startup_timeout_seconds)
-        )
+        ready = asyncio.create_task(wait_until_ready(settings, supervisor, certs["cli"]))
         stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({startup, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if startup.done():
-            startup.result()
+        await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if ready.done():
+            ready.result()
             print_ready(settings)
-            exited = asyncio.create_task(child.process.wait())
-            await asyncio.wait({stopping, exited}, return_when=asyncio.FIRST_COMPLETED)
-            if exited.done():
-                print(f"{child.name} exited with {exited.result()}; see {child.log_path}", file=sys.stderr)
-                return 1
+            await stopping
         return 0
-    except (RuntimeError, TimeoutError) as error:
-        print(f"\n{error}", file=sys.stderr)
+    except TimeoutError as error:
+        print(error, file=sys.stderr)
         return 1
     finally:
-        print("stopping...", file=sys.stderr)
-        await child.stop()
-        print("stopped", file=sys.stderr)
+        print("meshserve: stopping...", file=sys.stderr, flush=True)
+        await supervisor.stop_all()
+        keeping.cancel()
+        print("meshserve: stopped", file=sys.stderr, flush=True)
 
 
 def print_ready(settings: LauncherSettings) -> None:
+    http = f"http://{settings.address(settings.edge_http_port)}"
     print(
         f"""
-meshserve is up. The inference service listens on {settings.inference_address} (mTLS).
-  stream a reply:   .venv/bin/meshserve generate "Write a haiku about the sea"
-  logs:             {settings.logs_dir}/
+meshserve is up.
+  stream over gRPC:  .venv/bin/meshserve generate "Write a haiku about the sea"
+  stream over REST:  curl -N {http}/v1/generate -d '{{"prompt":"Hello","max_tokens":16}}'
+  over TLS:          curl -N --cacert {settings.certs_dir}/ca.pem https://localhost:{settings.edge_https_port}/v1/models
+  models, devices:   curl {http}/v1/models ; curl {http}/v1/gpu/status
+  logs:              {settings.logs_dir}/
 Press Ctrl-C to stop.""",
         file=sys.stderr,
         flush=True,

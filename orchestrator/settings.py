@@ -1,4 +1,4 @@
-"""The launcher's settings: environment (MESHSERVE_*) and command-line flags."""
+"""The launcher's settings: environment (MESHSERVE_*). Every port can be moved, so meshes can run side by side."""
 
 from __future__ import annotations
 
@@ -11,9 +11,17 @@ class LauncherSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MESHSERVE_")
 
     config: Path = Path("deploy/meshserve.toml")
-    # Certificates and logs of a local run.
+    # Certificates, the Envoy bootstrap, and the logs of a local run.
     state_dir: Path = Path(".meshserve")
-    inference_address: str = "127.0.0.1:50061"
+    host: str = "127.0.0.1"
+    edge_http_port: int = 8080
+    edge_https_port: int = 8443
+    edge_admin_port: int = 9901
+    gateway_port: int = 50041
+    scheduler_port: int = 50051
+    gpu_monitor_port: int = 50071
+    # The inference service of the n-th configured model listens on this port plus n.
+    inference_base_port: int = 50061
     startup_timeout_seconds: float = 300.0
 
     @property
@@ -23,3 +31,10 @@ class LauncherSettings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def edge_dir(self) -> Path:
+        return self.state_dir / "edge"
+
+    def address(self, port: int) -> str:
+        return f"{self.host}:{port}"

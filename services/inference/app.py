@@ -17,7 +17,7 @@ from services.inference.settings import InferenceSettings
 from services.shared.grpc_server import (
     add_health_and_reflection,
     bind,
-    create_server,
+    create_service_server,
     set_serving,
     stop_gracefully,
     wait_for_shutdown_signal,
@@ -42,7 +42,7 @@ async def serve(settings: InferenceSettings) -> int:
     )
     core = InferenceCore(engine, limits, SlotPool(model.slots))
 
-    server = create_server()
+    server = create_service_server(settings)
     inference_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(core, model.name), server)
     health = await add_health_and_reflection(server, [SERVICE_NAME])
     port = bind(server, settings.listen, settings.tls_files())

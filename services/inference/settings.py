@@ -4,40 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from services.shared.tls import TlsFiles
+from services.shared.service_settings import ServiceSettings
 
 
-class InferenceSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="MESHSERVE_INFERENCE_",
-        cli_prog_name="python -m services.inference",
-        cli_implicit_flags=True,
-        cli_kebab_case=True,
-    )
+class InferenceSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="MESHSERVE_INFERENCE_", cli_prog_name="python -m services.inference")
 
     # The mesh config file, and which of its models this service runs (empty: the first).
     config: Path = Path("deploy/meshserve.toml")
     model: str = ""
     listen: str = "127.0.0.1:50061"
-    # Plaintext is for tests of a single service on loopback; every other use is mTLS.
-    plaintext: bool = False
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_ca: Path | None = None
-    shutdown_grace_seconds: float = 5.0
-    log_level: str = "INFO"
-
-    @model_validator(mode="after")
-    def _credentials_or_plaintext(self) -> InferenceSettings:
-        if not self.plaintext and None in (self.tls_cert, self.tls_key, self.tls_ca):
-            raise ValueError("set tls_cert, tls_key and tls_ca for mTLS, or ask for plaintext explicitly")
-        return self
-
-    def tls_files(self) -> TlsFiles | None:
-        if self.plaintext:
-            return None
-        assert self.tls_cert and self.tls_key and self.tls_ca
-        return TlsFiles(self.tls_cert, self.tls_key, self.tls_ca)
+    # The gateway calls Generate; the scheduler reads GetModelInfo.
+    allowed_callers: list[str] = ["gateway", "scheduler"]

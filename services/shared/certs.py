@@ -108,13 +108,13 @@ def write_pem(issued: Issued, cert_path: Path, key_path: Path) -> None:
 def ensure_dev_certs(directory: Path, services: list[str]) -> dict[str, TlsFiles]:
     """Creates the CA and any missing, foreign or nearly expired service certificate; keeps the rest."""
     ca_cert, ca_key = directory / "ca.pem", directory / "ca-key.pem"
-    if not (ca_cert.exists() and ca_key.exists()) or _expiring(_load_cert(ca_cert)):
+    if not (ca_cert.exists() and ca_key.exists()) or _expiring(load_certificate(ca_cert)):
         write_pem(create_ca(), ca_cert, ca_key)
-    ca = Issued(_load_cert(ca_cert), _load_key(ca_key))
+    ca = Issued(load_certificate(ca_cert), load_private_key(ca_key))
     files = {}
     for service in services:
         cert, key = directory / f"{service}.pem", directory / f"{service}-key.pem"
-        if not (cert.exists() and key.exists()) or not _valid_leaf(_load_cert(cert), ca.certificate):
+        if not (cert.exists() and key.exists()) or not _valid_leaf(load_certificate(cert), ca.certificate):
             write_pem(issue(ca, service), cert, key)
         files[service] = TlsFiles(cert=cert, key=key, ca=ca_cert)
     return files
@@ -132,11 +132,11 @@ def _expiring(certificate: x509.Certificate) -> bool:
     return certificate.not_valid_after_utc - _now() < _RENEW_BEFORE
 
 
-def _load_cert(path: Path) -> x509.Certificate:
+def load_certificate(path: Path) -> x509.Certificate:
     return x509.load_pem_x509_certificate(path.read_bytes())
 
 
-def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
+def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     return key

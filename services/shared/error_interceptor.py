@@ -8,6 +8,7 @@ holding invalid UTF-8) is INVALID_ARGUMENT, where grpc would otherwise answer IN
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -50,6 +51,16 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         elif handler.stream_stream:
             wrapped["stream_stream"] = _wrap_stream(handler.stream_stream, method, streaming_requests=True)
         return handler._replace(**wrapped)
+
+
+async def responses_of(outcome: Any) -> AsyncIterator[Any]:
+    """A streaming handler either yields its responses or is a coroutine that writes them with
+    context.write() (as grpc's own health servicer does); both look like an async iterator here."""
+    if inspect.isawaitable(outcome):
+        await outcome
+        return
+    async for response in outcome:
+        yield response
 
 
 def _guarded_deserializer(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
@@ -113,7 +124,7 @@ def _wrap_stream(
 ) -> Callable[..., AsyncIterator[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
-            async for response in behavior(_prepare(request, streaming_requests), context):
+            async for response in responses_of(behavior(_prepare(request, streaming_requests), context)):
                 yield response
         except grpc.aio.AbortError:
             raise

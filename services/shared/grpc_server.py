@@ -11,7 +11,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.shared.authorization import SpiffeAuthorizationInterceptor
 from services.shared.error_interceptor import ErrorMappingInterceptor
+from services.shared.service_settings import ServiceSettings
 from services.shared.tls import TlsFiles, server_credentials
 
 log = logging.getLogger(__name__)
@@ -21,13 +23,22 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
 def create_server(interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> grpc.aio.Server:
+    # The error interceptor comes first, so it wraps the others: errors they raise are mapped too.
     return grpc.aio.server(
-        interceptors=[*interceptors, ErrorMappingInterceptor()],
+        interceptors=[ErrorMappingInterceptor(), *interceptors],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
     )
+
+
+def create_service_server(settings: ServiceSettings) -> grpc.aio.Server:
+    """A server that, over mTLS, admits only the callers its settings allow."""
+    if settings.plaintext:
+        log.warning("serving plaintext on %s: callers are not authenticated", settings.listen)
+        return create_server()
+    return create_server([SpiffeAuthorizationInterceptor(settings.allowed_callers)])
 
 
 async def add_health_and_reflection(

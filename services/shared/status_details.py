@@ -62,3 +62,25 @@ def details_of(error: grpc.RpcError) -> ErrorDetails:
             detail.Unpack(retry)
             retry_after = retry.retry_delay.ToNanoseconds() / 1e9
     return ErrorDetails(error.code(), error.details() or "", reason, metadata, retry_after)
+
+
+_KINDS = {code: kind for kind, code in _CODES.items()}
+# Codes that say the upstream failed rather than the request: a retry elsewhere or later may work.
+_UPSTREAM_RETRY_SECONDS = 1.0
+
+
+def to_mesh_error(error: grpc.RpcError, upstream: str) -> MeshError:
+    """The typed error behind a failed call, so it travels on unchanged; transport failures become UNAVAILABLE."""
+    details = details_of(error)
+    kind = _KINDS.get(details.code.value[0])
+    if kind is not None and details.reason:
+        return MeshError(details.reason, details.message, details.metadata, details.retry_after_seconds, kind)
+    if details.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return MeshError("DEADLINE_EXCEEDED", "the request's deadline passed", kind=ErrorKind.DEADLINE_EXCEEDED)
+    return MeshError(
+        f"{upstream.upper()}_UNAVAILABLE",
+        f"{upstream} failed: {details.code.name} {details.message}".strip(),
+        {"upstream": upstream, "upstream_code": details.code.name},
+        _UPSTREAM_RETRY_SECONDS,
+        ErrorKind.UNAVAILABLE,
+    )

@@ -1,11 +1,18 @@
-"""Transport credentials. Servers require a client certificate from the mesh CA; plaintext only on request."""
+"""Transport credentials. Servers require a client certificate from the mesh CA; plaintext only on request.
+
+Server credentials reload: on each new connection grpc asks whether the files changed, so certificates
+replaced on disk are used without a restart.
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -19,10 +26,34 @@ class TlsFiles:
     def read(self) -> tuple[bytes, bytes, bytes]:
         return self.cert.read_bytes(), self.key.read_bytes(), self.ca.read_bytes()
 
+    def version(self) -> tuple[int, ...]:
+        return tuple(path.stat().st_mtime_ns for path in (self.cert, self.key, self.ca))
+
 
 def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
-    cert, key, ca = files.read()
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
+    loaded = {"version": files.version()}
+
+    def configuration() -> grpc.ServerCertificateConfiguration:
+        cert, key, ca = files.read()
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+    def changed_configuration() -> grpc.ServerCertificateConfiguration | None:
+        try:
+            version = files.version()
+            if version == loaded["version"]:
+                return None
+            fresh = configuration()
+        except OSError as error:
+            # Mid-replacement: keep serving with the certificates already loaded.
+            log.warning("could not reload certificates: %s", error)
+            return None
+        loaded["version"] = version
+        log.info("reloaded certificates from %s", files.cert)
+        return fresh
+
+    return grpc.dynamic_ssl_server_credentials(
+        configuration(), changed_configuration, require_client_authentication=True
+    )
 
 
 def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:

@@ -110,3 +110,24 @@ async def test_an_undecodable_message_in_a_stream_is_invalid_argument(channel: g
             received.append(message.value)
     assert received == ["ok"]
     assert details_of(refused.value).reason == "MALFORMED_REQUEST"
+
+
+async def test_a_streaming_handler_that_writes_through_its_context_still_works() -> None:
+    """grpc's own aio health servicer streams Watch with context.write(); the interceptor must not break it."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from services.shared.grpc_server import add_health_and_reflection, set_serving
+
+    server = create_server()
+    health = await add_health_and_reflection(server, ["test.v1.Errors"])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as client:
+            watch = health_pb2_grpc.HealthStub(client).Watch(health_pb2.HealthCheckRequest())
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            await set_serving(health, ["test.v1.Errors"])
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+            watch.cancel()
+    finally:
+        await server.stop(None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -9,12 +11,21 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from meshserve.inference.v1 import inference_pb2 as pb
 from meshserve.inference.v1 import inference_pb2_grpc
 
-from services.shared.certs import create_ca, ensure_dev_certs, issue, write_pem
+from services.shared.certs import (
+    Issued,
+    create_ca,
+    ensure_dev_certs,
+    issue,
+    load_certificate,
+    load_private_key,
+    write_pem,
+)
 from services.shared.status_details import details_of
 from services.shared.tls import TlsFiles, channel_credentials
 from tests.conftest import track, untrack
@@ -62,7 +73,7 @@ def watch_startup(startup: Startup) -> None:
 @pytest.fixture(scope="module")
 def startup(model_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Startup]:
     directory = tmp_path_factory.mktemp("mtls")
-    certs = ensure_dev_certs(directory / "certs", ["inference", "gateway"])
+    certs = ensure_dev_certs(directory / "certs", ["inference", "gateway", "cli"])
     server = certs["inference"]
     port = free_port()
     args = inference_args(
@@ -113,6 +124,43 @@ def test_a_certificate_from_another_ca_is_refused_at_the_handshake(startup: Star
         with pytest.raises(grpc.RpcError) as refused:
             stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_mesh_certificate_with_another_spiffe_id_is_permission_denied(startup: Startup) -> None:
+    with secure_channel(startup.address, startup.certs["cli"]) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stub.Generate(pb.GenerateRequest(prompt="Hello", max_tokens=4), timeout=10))
+        # Health stays open to every mesh identity, so operators can probe it.
+        assert health_status(channel) == SERVING
+    details = details_of(refused.value)
+    assert details.code == grpc.StatusCode.PERMISSION_DENIED
+    assert details.reason == "CALLER_NOT_ALLOWED"
+    assert details.metadata == {"caller": "spiffe://meshserve.local/cli"}
+
+
+def test_certificates_replaced_on_disk_are_used_without_a_restart(startup: Startup, tmp_path: Path) -> None:
+    server = startup.certs["inference"]
+    before = ssl_peer_serial(startup.address, server.ca)
+    ca = Issued(load_certificate(server.ca), load_private_key(server.ca.with_name("ca-key.pem")))
+    write_pem(issue(ca, "inference"), server.cert, server.key)
+    after = ssl_peer_serial(startup.address, server.ca)
+    assert after != before
+    with secure_channel(startup.address, startup.certs["gateway"]) as channel:
+        reply = list(inference_pb2_grpc.InferenceServiceStub(channel).Generate(
+            pb.GenerateRequest(prompt="Hello", max_tokens=2), timeout=30))  # fmt: skip
+    assert reply[-1].usage.output_tokens == 2
+
+
+def ssl_peer_serial(address: str, ca: Path) -> int:
+    """The serial number of the certificate the server presents on a new connection."""
+    host, port = address.split(":")
+    context = ssl.create_default_context(cafile=str(ca))
+    context.set_alpn_protocols(["h2"])
+    with socket.create_connection((host, int(port)), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            der = tls.getpeercert(binary_form=True)
+    return x509.load_der_x509_certificate(der).serial_number
 
 
 def test_reflection_lists_the_services(startup: Startup) -> None:

@@ -68,3 +68,19 @@ def test_a_prompt_must_leave_room_for_one_token() -> None:
         check_prompt_fits(PreparedPrompt(tuple(range(100))), LIMITS)
     assert refused.value.reason == "PROMPT_TOO_LONG"
     assert refused.value.metadata == {"prompt_tokens": "100", "context_length": "100"}
+
+
+def test_shape_checks_need_no_model_limits() -> None:
+    from services.inference.core.validation import check_request_shape
+
+    check_request_shape(GenerationRequest(SamplingParams(max_tokens=10**6), prompt="hi"))
+    for request, reason in [
+        (GenerationRequest(), "EMPTY_PROMPT"),
+        (GenerationRequest(SamplingParams(max_tokens=0), prompt="hi"), "INVALID_MAX_TOKENS"),
+        (GenerationRequest(SamplingParams(temperature=9.0), prompt="hi"), "INVALID_TEMPERATURE"),
+        (GenerationRequest(SamplingParams(top_p=0.0), prompt="hi"), "INVALID_TOP_P"),
+        (GenerationRequest(SamplingParams(stop=("",)), prompt="hi"), "INVALID_STOP"),
+    ]:
+        with pytest.raises(MeshError) as refused:
+            check_request_shape(request)
+        assert refused.value.reason == reason

@@ -32,8 +32,22 @@ class RequestLimits:
 def validate_request(request: GenerationRequest, model: str, limits: RequestLimits) -> GenerationRequest:
     """Returns the request with every sampling parameter set, or raises MeshError."""
     _check_model(model, limits)
-    _check_input(request, limits)
+    check_request_shape(request)
+    _check_text_length(request, limits)
     return replace(request, sampling=_resolve_sampling(request.sampling, limits))
+
+
+def check_request_shape(request: GenerationRequest) -> None:
+    """The checks that need no knowledge of the model, so a gateway can make them before queueing."""
+    _check_input(request)
+    sampling = request.sampling
+    if sampling.max_tokens is not None and sampling.max_tokens < 1:
+        raise _out_of_range("INVALID_MAX_TOKENS", "max_tokens", sampling.max_tokens, "[1, context length)")
+    if sampling.temperature is not None:
+        _check_temperature(sampling.temperature)
+    if sampling.top_p is not None:
+        _check_top_p(sampling.top_p)
+    _check_stops(sampling.stop)
 
 
 def check_prompt_fits(prompt: PreparedPrompt, limits: RequestLimits) -> None:
@@ -58,13 +72,16 @@ def _check_model(model: str, limits: RequestLimits) -> None:
         )
 
 
-def _check_input(request: GenerationRequest, limits: RequestLimits) -> None:
+def _check_input(request: GenerationRequest) -> None:
     if request.prompt and request.messages:
         raise invalid_argument("PROMPT_AND_MESSAGES", "set either prompt or messages, not both")
     if not request.prompt and not request.messages:
         raise invalid_argument("EMPTY_PROMPT", "the prompt is empty: set prompt or messages")
     if request.messages and not any(message.content for message in request.messages):
         raise invalid_argument("EMPTY_PROMPT", "every message is empty")
+
+
+def _check_text_length(request: GenerationRequest, limits: RequestLimits) -> None:
     text_length = len(request.prompt) + sum(len(message.content) for message in request.messages)
     if text_length > limits.context_length * MAX_CHARS_PER_TOKEN:
         raise invalid_argument(
@@ -80,12 +97,19 @@ def _resolve_sampling(sampling: SamplingParams, limits: RequestLimits) -> Sampli
     top_p = limits.default_top_p if sampling.top_p is None else sampling.top_p
     if not 1 <= max_tokens < limits.context_length:
         raise _out_of_range("INVALID_MAX_TOKENS", "max_tokens", max_tokens, f"[1, {limits.context_length - 1}]")
+    _check_temperature(temperature)
+    _check_top_p(top_p)
+    return replace(sampling, max_tokens=max_tokens, temperature=temperature, top_p=top_p)
+
+
+def _check_temperature(temperature: float) -> None:
     if not (math.isfinite(temperature) and 0.0 <= temperature <= MAX_TEMPERATURE):
         raise _out_of_range("INVALID_TEMPERATURE", "temperature", temperature, f"[0, {MAX_TEMPERATURE}]")
+
+
+def _check_top_p(top_p: float) -> None:
     if not (math.isfinite(top_p) and 0.0 < top_p <= 1.0):
         raise _out_of_range("INVALID_TOP_P", "top_p", top_p, "(0, 1]")
-    _check_stops(sampling.stop)
-    return replace(sampling, max_tokens=max_tokens, temperature=temperature, top_p=top_p)
 
 
 def _check_stops(stops: tuple[str, ...]) -> None:

@@ -34,6 +34,19 @@ class SlotOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SLOT_OUTCOME_SUCCEEDED: _ClassVar[SlotOutcome]
     SLOT_OUTCOME_FAILED: _ClassVar[SlotOutcome]
     SLOT_OUTCOME_CANCELLED: _ClassVar[SlotOutcome]
+
+class DeviceKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DEVICE_KIND_UNSPECIFIED: _ClassVar[DeviceKind]
+    DEVICE_KIND_GPU: _ClassVar[DeviceKind]
+    DEVICE_KIND_HOST: _ClassVar[DeviceKind]
+
+class EndpointHealth(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ENDPOINT_HEALTH_UNSPECIFIED: _ClassVar[EndpointHealth]
+    ENDPOINT_HEALTH_SERVING: _ClassVar[EndpointHealth]
+    ENDPOINT_HEALTH_NOT_SERVING: _ClassVar[EndpointHealth]
+    ENDPOINT_HEALTH_UNREACHABLE: _ClassVar[EndpointHealth]
 PRIORITY_UNSPECIFIED: Priority
 PRIORITY_LOW: Priority
 PRIORITY_NORMAL: Priority
@@ -49,6 +62,13 @@ SLOT_OUTCOME_UNSPECIFIED: SlotOutcome
 SLOT_OUTCOME_SUCCEEDED: SlotOutcome
 SLOT_OUTCOME_FAILED: SlotOutcome
 SLOT_OUTCOME_CANCELLED: SlotOutcome
+DEVICE_KIND_UNSPECIFIED: DeviceKind
+DEVICE_KIND_GPU: DeviceKind
+DEVICE_KIND_HOST: DeviceKind
+ENDPOINT_HEALTH_UNSPECIFIED: EndpointHealth
+ENDPOINT_HEALTH_SERVING: EndpointHealth
+ENDPOINT_HEALTH_NOT_SERVING: EndpointHealth
+ENDPOINT_HEALTH_UNREACHABLE: EndpointHealth
 
 class SlotAsk(_message.Message):
     __slots__ = ("model", "fallback_models", "priority", "caller_id", "request_id", "prompt_tokens", "max_tokens")
@@ -133,7 +153,7 @@ class GetSchedulerStateRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DeviceState(_message.Message):
-    __slots__ = ("device_id", "capacity_bytes", "reserved_bytes", "measured_used_bytes", "pressure_level", "temperature_celsius", "read_time")
+    __slots__ = ("device_id", "capacity_bytes", "reserved_bytes", "measured_used_bytes", "pressure_level", "temperature_celsius", "read_time", "node_name", "kind", "name", "memory_total_bytes", "utilization_percent", "power_watts")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
     RESERVED_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +161,12 @@ class DeviceState(_message.Message):
     PRESSURE_LEVEL_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_CELSIUS_FIELD_NUMBER: _ClassVar[int]
     READ_TIME_FIELD_NUMBER: _ClassVar[int]
+    NODE_NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    POWER_WATTS_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     capacity_bytes: int
     reserved_bytes: int
@@ -148,7 +174,13 @@ class DeviceState(_message.Message):
     pressure_level: PressureLevel
     temperature_celsius: float
     read_time: _timestamp_pb2.Timestamp
-    def __init__(self, device_id: _Optional[str] = ..., capacity_bytes: _Optional[int] = ..., reserved_bytes: _Optional[int] = ..., measured_used_bytes: _Optional[int] = ..., pressure_level: _Optional[_Union[PressureLevel, str]] = ..., temperature_celsius: _Optional[float] = ..., read_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    node_name: str
+    kind: DeviceKind
+    name: str
+    memory_total_bytes: int
+    utilization_percent: float
+    power_watts: float
+    def __init__(self, device_id: _Optional[str] = ..., capacity_bytes: _Optional[int] = ..., reserved_bytes: _Optional[int] = ..., measured_used_bytes: _Optional[int] = ..., pressure_level: _Optional[_Union[PressureLevel, str]] = ..., temperature_celsius: _Optional[float] = ..., read_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., node_name: _Optional[str] = ..., kind: _Optional[_Union[DeviceKind, str]] = ..., name: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., utilization_percent: _Optional[float] = ..., power_watts: _Optional[float] = ...) -> None: ...
 
 class QueueDepth(_message.Message):
     __slots__ = ("priority", "depth")
@@ -159,18 +191,26 @@ class QueueDepth(_message.Message):
     def __init__(self, priority: _Optional[_Union[Priority, str]] = ..., depth: _Optional[int] = ...) -> None: ...
 
 class EndpointState(_message.Message):
-    __slots__ = ("endpoint", "total_slots", "used_slots", "resident", "circuit_open")
+    __slots__ = ("endpoint", "total_slots", "used_slots", "resident", "circuit_open", "health", "engine", "context_length", "memory_footprint_bytes")
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SLOTS_FIELD_NUMBER: _ClassVar[int]
     USED_SLOTS_FIELD_NUMBER: _ClassVar[int]
     RESIDENT_FIELD_NUMBER: _ClassVar[int]
     CIRCUIT_OPEN_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FOOTPRINT_BYTES_FIELD_NUMBER: _ClassVar[int]
     endpoint: Endpoint
     total_slots: int
     used_slots: int
     resident: bool
     circuit_open: bool
-    def __init__(self, endpoint: _Optional[_Union[Endpoint, _Mapping]] = ..., total_slots: _Optional[int] = ..., used_slots: _Optional[int] = ..., resident: _Optional[bool] = ..., circuit_open: _Optional[bool] = ...) -> None: ...
+    health: EndpointHealth
+    engine: str
+    context_length: int
+    memory_footprint_bytes: int
+    def __init__(self, endpoint: _Optional[_Union[Endpoint, _Mapping]] = ..., total_slots: _Optional[int] = ..., used_slots: _Optional[int] = ..., resident: _Optional[bool] = ..., circuit_open: _Optional[bool] = ..., health: _Optional[_Union[EndpointHealth, str]] = ..., engine: _Optional[str] = ..., context_length: _Optional[int] = ..., memory_footprint_bytes: _Optional[int] = ...) -> None: ...
 
 class GetSchedulerStateResponse(_message.Message):
     __slots__ = ("devices", "queue", "endpoints")

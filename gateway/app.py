@@ -1,0 +1,78 @@
+"""The gateway's composition root.
+
+The gateway's health is the mesh's readiness: SERVING while the scheduler answers, every inference
+endpoint serves and the GPU monitor reports. Envoy's /healthz follows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from grpc_health.v1 import health, health_pb2
+from meshserve.gateway.v1 import gateway_pb2_grpc
+
+from gateway.clients import InferenceClients, SchedulerClient
+from gateway.core.service import GatewayCore
+from gateway.servicer import SERVICE_NAME, GatewayServicer
+from gateway.settings import GatewaySettings
+from gateway.status import mesh_is_ready
+from services.shared.errors import MeshError
+from services.shared.grpc_server import (
+    add_health_and_reflection,
+    bind,
+    create_service_server,
+    stop_gracefully,
+    wait_for_shutdown_signal,
+)
+from services.shared.mesh_config import load_mesh_config
+from telemetry.logs import configure_logging
+
+log = logging.getLogger("gateway")
+
+
+async def follow_readiness(
+    scheduler: SchedulerClient, health_servicer: health.aio.HealthServicer, settings: GatewaySettings
+) -> None:
+    ready: bool | None = None
+    while True:
+        try:
+            now_ready = mesh_is_ready(await scheduler.state(timeout=2.0), settings.expect_devices)
+        except MeshError:
+            now_ready = False
+        if now_ready != ready:
+            status = health_pb2.HealthCheckResponse.SERVING if now_ready else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in ("", SERVICE_NAME):
+                await health_servicer.set(name, status)
+            log.info("mesh is %s", "ready" if now_ready else "not ready")
+            ready = now_ready
+        await asyncio.sleep(settings.readiness_interval_seconds)
+
+
+async def serve(settings: GatewaySettings) -> int:
+    mesh = load_mesh_config(settings.config)
+    tls = settings.tls_files()
+    scheduler = SchedulerClient(settings.scheduler, tls)
+    inference = InferenceClients(tls)
+    core = GatewayCore([model.name for model in mesh.models], scheduler, inference)
+
+    server = create_service_server(settings)
+    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(core, scheduler, mesh), server)
+    health_servicer = await add_health_and_reflection(server, [SERVICE_NAME])
+    bind(server, settings.listen, tls)
+    await server.start()
+    readiness = asyncio.create_task(follow_readiness(scheduler, health_servicer, settings))
+    log.info("listening on %s", settings.listen)
+    log.info("stopping on %s", (await wait_for_shutdown_signal()).name)
+    readiness.cancel()
+    await stop_gracefully(server, health_servicer, settings.shutdown_grace_seconds)
+    await inference.close()
+    await scheduler.close()
+    log.info("stopped")
+    return 0
+
+
+def main() -> None:
+    settings = GatewaySettings(_cli_parse_args=True)
+    configure_logging("gateway", settings.log_level)
+    raise SystemExit(asyncio.run(serve(settings)))

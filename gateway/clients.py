@@ -1,0 +1,96 @@
+"""The gateway's grpc adapters for its ports: the scheduler's slot stream and the inference endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import grpc
+from meshserve.inference.v1 import inference_pb2_grpc
+from meshserve.scheduler.v1 import scheduler_pb2 as spb
+from meshserve.scheduler.v1 import scheduler_pb2_grpc
+
+from gateway.convert import from_inference_response, to_inference_request
+from gateway.core.ports import SlotAsk, SlotGrant
+from orchestrator.scheduler.convert import PRIORITY_TO_PROTO
+from services.inference.core.model import GenerationChunk, GenerationRequest
+from services.shared.channels import open_channel
+from services.shared.errors import unavailable
+from services.shared.status_details import to_mesh_error
+from services.shared.tls import TlsFiles
+
+
+class SchedulerClient:
+    def __init__(self, address: str, tls: TlsFiles | None) -> None:
+        self._channel = open_channel(address, tls)
+        self._stub = scheduler_pb2_grpc.SchedulerServiceStub(self._channel)
+
+    @asynccontextmanager
+    async def acquire(self, ask: SlotAsk, timeout: float | None) -> AsyncIterator[SlotGrant]:
+        call = self._stub.AcquireSlot(timeout=timeout)
+        try:
+            await call.write(_ask_message(ask))
+            grant = await _wait_for_grant(call)
+        except grpc.aio.AioRpcError as error:
+            call.cancel()
+            raise to_mesh_error(error, "scheduler") from None
+        try:
+            yield SlotGrant(grant.slot_id, grant.model, grant.endpoint.address)
+        finally:
+            # Closing the stream is what frees the slot, whatever happened inside the block.
+            call.cancel()
+
+    async def state(self, timeout: float = 5.0) -> spb.GetSchedulerStateResponse:
+        try:
+            return await self._stub.GetSchedulerState(spb.GetSchedulerStateRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError as error:
+            raise to_mesh_error(error, "scheduler") from None
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+def _ask_message(ask: SlotAsk) -> spb.AcquireSlotRequest:
+    slot_ask = spb.SlotAsk(
+        model=ask.model, priority=PRIORITY_TO_PROTO[ask.priority], caller_id=ask.caller_id, request_id=ask.request_id
+    )
+    return spb.AcquireSlotRequest(ask=slot_ask)
+
+
+async def _wait_for_grant(call: grpc.aio.StreamStreamCall) -> spb.SlotGrant:
+    while True:
+        response = await call.read()
+        if response is grpc.aio.EOF:
+            raise unavailable("SCHEDULER_UNAVAILABLE", "the scheduler closed the slot stream without a grant", 1.0)
+        if response.HasField("granted"):
+            return response.granted
+
+
+class InferenceClients:
+    """One channel per endpoint address, opened on first use and kept."""
+
+    def __init__(self, tls: TlsFiles | None) -> None:
+        self._tls = tls
+        self._stubs: dict[str, tuple[grpc.aio.Channel, inference_pb2_grpc.InferenceServiceStub]] = {}
+
+    async def generate(
+        self, address: str, model: str, request: GenerationRequest, timeout: float | None
+    ) -> AsyncIterator[GenerationChunk]:
+        call = self._stub(address).Generate(to_inference_request(model, request), timeout=timeout)
+        try:
+            async for message in call:
+                yield from_inference_response(message)
+        except grpc.aio.AioRpcError as error:
+            raise to_mesh_error(error, "inference") from None
+        finally:
+            call.cancel()
+
+    def _stub(self, address: str) -> inference_pb2_grpc.InferenceServiceStub:
+        if address not in self._stubs:
+            channel = open_channel(address, self._tls)
+            self._stubs[address] = (channel, inference_pb2_grpc.InferenceServiceStub(channel))
+        return self._stubs[address][1]
+
+    async def close(self) -> None:
+        for channel, _ in self._stubs.values():
+            await channel.close()

@@ -1,0 +1,89 @@
+"""Conversions at the gateway's edges: its public protos, the inference protos, and the shared domain."""
+
+from __future__ import annotations
+
+from meshserve.gateway.v1 import gateway_pb2 as pb
+from meshserve.inference.v1 import inference_pb2
+
+from gateway.core.service import GatewayChunk, GatewayRequest
+from orchestrator.scheduler.core.model import Priority
+from services.inference.core.model import (
+    ChatMessage,
+    ChatRole,
+    FinishReason,
+    GenerationChunk,
+    GenerationRequest,
+    SamplingParams,
+    Usage,
+)
+from services.shared.errors import invalid_argument
+
+_ROLES = {pb.CHAT_ROLE_SYSTEM: ChatRole.SYSTEM, pb.CHAT_ROLE_USER: ChatRole.USER, pb.CHAT_ROLE_ASSISTANT: ChatRole.ASSISTANT}
+_PRIORITIES = {
+    pb.PRIORITY_UNSPECIFIED: Priority.NORMAL,
+    pb.PRIORITY_LOW: Priority.LOW,
+    pb.PRIORITY_NORMAL: Priority.NORMAL,
+    pb.PRIORITY_HIGH: Priority.HIGH,
+    pb.PRIORITY_CRITICAL: Priority.CRITICAL,
+}
+_INFERENCE_ROLES = {
+    ChatRole.SYSTEM: inference_pb2.CHAT_ROLE_SYSTEM,
+    ChatRole.USER: inference_pb2.CHAT_ROLE_USER,
+    ChatRole.ASSISTANT: inference_pb2.CHAT_ROLE_ASSISTANT,
+}
+_FINISH_FROM_INFERENCE = {
+    inference_pb2.FINISH_REASON_STOP: FinishReason.STOP,
+    inference_pb2.FINISH_REASON_LENGTH: FinishReason.LENGTH,
+}
+_FINISH_TO_PUBLIC = {FinishReason.STOP: pb.FINISH_REASON_STOP, FinishReason.LENGTH: pb.FINISH_REASON_LENGTH}
+
+
+def to_gateway_request(message: pb.GenerateRequest, caller_id: str, request_id: str) -> GatewayRequest:
+    if message.priority not in _PRIORITIES:
+        raise invalid_argument("INVALID_PRIORITY", f"unknown priority {message.priority}")
+    messages = []
+    for index, chat in enumerate(message.messages):
+        if chat.role not in _ROLES:
+            raise invalid_argument("INVALID_CHAT_ROLE", f"messages[{index}] needs a role: SYSTEM, USER or ASSISTANT")
+        messages.append(ChatMessage(_ROLES[chat.role], chat.content))
+    sampling = SamplingParams(
+        max_tokens=message.max_tokens if message.HasField("max_tokens") else None,
+        temperature=message.temperature if message.HasField("temperature") else None,
+        top_p=message.top_p if message.HasField("top_p") else None,
+        seed=message.seed if message.HasField("seed") else None,
+        stop=tuple(message.stop),
+    )
+    generation = GenerationRequest(sampling, message.prompt, tuple(messages), request_id)
+    return GatewayRequest(generation, message.model, _PRIORITIES[message.priority], caller_id)
+
+
+def to_public_response(item: GatewayChunk) -> pb.GenerateResponse:
+    chunk = item.chunk
+    response = pb.GenerateResponse(text=chunk.text, model=item.model)
+    if chunk.finish_reason is not None:
+        response.finish_reason = _FINISH_TO_PUBLIC[chunk.finish_reason]
+    if chunk.usage is not None:
+        response.usage.input_tokens = chunk.usage.input_tokens
+        response.usage.output_tokens = chunk.usage.output_tokens
+    return response
+
+
+def to_inference_request(model: str, request: GenerationRequest) -> inference_pb2.GenerateRequest:
+    sampling = request.sampling
+    message = inference_pb2.GenerateRequest(
+        model=model,
+        prompt=request.prompt,
+        messages=[inference_pb2.ChatMessage(role=_INFERENCE_ROLES[m.role], content=m.content) for m in request.messages],
+        stop=list(sampling.stop),
+        request_id=request.request_id,
+    )
+    for field in ("max_tokens", "temperature", "top_p", "seed"):
+        if getattr(sampling, field) is not None:
+            setattr(message, field, getattr(sampling, field))
+    return message
+
+
+def from_inference_response(message: inference_pb2.GenerateResponse) -> GenerationChunk:
+    finish = _FINISH_FROM_INFERENCE.get(message.finish_reason)
+    usage = Usage(message.usage.input_tokens, message.usage.output_tokens) if message.HasField("usage") else None
+    return GenerationChunk(message.text, tuple(message.token_ids), finish, usage)

@@ -1,0 +1,55 @@
+"""The public API: proto in, gateway core, proto out. Errors are mapped by the interceptor."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+import grpc
+from meshserve.gateway.v1 import gateway_pb2 as pb
+from meshserve.gateway.v1 import gateway_pb2_grpc
+
+from gateway.clients import SchedulerClient
+from gateway.convert import to_gateway_request, to_public_response
+from gateway.core.service import GatewayCore
+from gateway.status import gpu_status_response, models_response
+from services.shared.authorization import caller_identity
+from services.shared.mesh_config import MeshConfig
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GatewayService"].full_name
+# End users are named by the edge in this header; the mesh identity of the caller is the fallback.
+CALLER_HEADER = "x-meshserve-caller"
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
+    def __init__(self, core: GatewayCore, scheduler: SchedulerClient, mesh: MeshConfig) -> None:
+        self._core = core
+        self._scheduler = scheduler
+        self._mesh = mesh
+
+    async def Generate(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        command = to_gateway_request(request, _caller(context), uuid.uuid4().hex)
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+        async with aclosing(self._core.generate(command, deadline)) as chunks:
+            async for chunk in chunks:
+                yield to_public_response(chunk)
+
+    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+        return models_response(self._mesh, await self._scheduler.state())
+
+    async def GetGpuStatus(
+        self, request: pb.GetGpuStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetGpuStatusResponse:
+        return gpu_status_response(await self._scheduler.state())
+
+
+def _caller(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == CALLER_HEADER and value:
+            return str(value)
+    return caller_identity(context) or ""

@@ -1,0 +1,22 @@
+"""The gateway's settings: environment (MESHSERVE_GATEWAY_*) and command-line flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import SettingsConfigDict
+
+from services.shared.service_settings import ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="MESHSERVE_GATEWAY_", cli_prog_name="python -m gateway")
+
+    config: Path = Path("deploy/meshserve.toml")
+    listen: str = "127.0.0.1:50041"
+    scheduler: str = "127.0.0.1:50051"
+    # Whether readiness waits for device readings (a mesh run with a GPU monitor).
+    expect_devices: bool = True
+    readiness_interval_seconds: float = 0.5
+    # Only the edge calls the gateway.
+    allowed_callers: list[str] = ["edge"]

@@ -1,0 +1,62 @@
+"""ListModels and GetGpuStatus, assembled from the scheduler's state and the configured models."""
+
+from __future__ import annotations
+
+from meshserve.gateway.v1 import gateway_pb2 as pb
+from meshserve.scheduler.v1 import scheduler_pb2 as spb
+
+from services.shared.mesh_config import MeshConfig
+
+_DEVICE_KINDS = {spb.DEVICE_KIND_GPU: pb.DEVICE_KIND_GPU, spb.DEVICE_KIND_HOST: pb.DEVICE_KIND_HOST}
+
+
+def models_response(mesh: MeshConfig, state: spb.GetSchedulerStateResponse) -> pb.ListModelsResponse:
+    response = pb.ListModelsResponse()
+    for config in mesh.models:
+        endpoints = [endpoint for endpoint in state.endpoints if endpoint.endpoint.model == config.name]
+        model = response.models.add(
+            name=config.name,
+            engine=config.engine,
+            state=_model_state(endpoints),
+            context_length=config.context_length,
+            total_slots=sum(endpoint.total_slots for endpoint in endpoints),
+            free_slots=sum(endpoint.total_slots - endpoint.used_slots for endpoint in endpoints if endpoint.resident),
+        )
+        model.memory_footprint_bytes = max((e.memory_footprint_bytes for e in endpoints), default=0)
+    return response
+
+
+def _model_state(endpoints: list[spb.EndpointState]) -> int:
+    health = {endpoint.health for endpoint in endpoints}
+    if spb.ENDPOINT_HEALTH_SERVING in health:
+        return pb.MODEL_STATE_READY
+    if spb.ENDPOINT_HEALTH_NOT_SERVING in health:
+        return pb.MODEL_STATE_LOADING
+    if not endpoints:
+        return pb.MODEL_STATE_UNLOADED
+    return pb.MODEL_STATE_UNAVAILABLE
+
+
+def gpu_status_response(state: spb.GetSchedulerStateResponse) -> pb.GetGpuStatusResponse:
+    response = pb.GetGpuStatusResponse()
+    for device in state.devices:
+        public = response.devices.add(
+            device_id=device.device_id,
+            node_name=device.node_name,
+            kind=_DEVICE_KINDS.get(device.kind, pb.DEVICE_KIND_UNSPECIFIED),
+            name=device.name,
+            memory_total_bytes=device.memory_total_bytes,
+            memory_used_bytes=device.measured_used_bytes,
+            pressure_level=device.pressure_level,
+        )
+        public.read_time.CopyFrom(device.read_time)
+        for field in ("utilization_percent", "temperature_celsius", "power_watts"):
+            if device.HasField(field):
+                setattr(public, field, getattr(device, field))
+    return response
+
+
+def mesh_is_ready(state: spb.GetSchedulerStateResponse, expect_devices: bool) -> bool:
+    """Every endpoint serves, and the monitor has reported, where one is configured."""
+    endpoints_ready = all(endpoint.health == spb.ENDPOINT_HEALTH_SERVING for endpoint in state.endpoints)
+    return bool(state.endpoints) and endpoints_ready and (bool(state.devices) or not expect_devices)

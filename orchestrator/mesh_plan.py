@@ -1,0 +1,96 @@
+"""Which processes make up a local mesh, how each is started, and who each is (its certificate).
+
+Pure: it only computes command lines, so it can be checked without starting anything.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.settings import LauncherSettings
+from services.shared.mesh_config import MeshConfig
+from services.shared.tls import TlsFiles
+
+# Every identity the local mesh issues a certificate for; "cli" is the command-line client.
+IDENTITIES = ("gpu-monitor", "scheduler", "inference", "gateway", "edge", "cli")
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    name: str
+    argv: tuple[str, ...]
+    # The gRPC address whose health says the child is up; None for Envoy, which /healthz covers.
+    health_address: str | None
+
+
+def _python_module(module: str, *args: str) -> tuple[str, ...]:
+    return (sys.executable, "-m", module, *args)
+
+
+def _tls_flags(tls: TlsFiles) -> tuple[str, ...]:
+    return ("--tls-cert", str(tls.cert), "--tls-key", str(tls.key), "--tls-ca", str(tls.ca))
+
+
+def inference_addresses(settings: LauncherSettings, mesh: MeshConfig) -> list[tuple[str, str]]:
+    return [(model.name, settings.address(settings.inference_base_port + n)) for n, model in enumerate(mesh.models)]
+
+
+def plan_mesh(
+    settings: LauncherSettings, mesh: MeshConfig, certs: dict[str, TlsFiles], envoy_bootstrap: Path
+) -> list[ChildSpec]:
+    """The children in start order; they are stopped in reverse."""
+    endpoints = inference_addresses(settings, mesh)
+    return [
+        _gpu_monitor(settings, certs["gpu-monitor"]),
+        *(_inference(settings, model, address, certs["inference"]) for model, address in endpoints),
+        _scheduler(settings, endpoints, certs["scheduler"]),
+        _gateway(settings, certs["gateway"]),
+        _envoy(settings, envoy_bootstrap),
+    ]
+
+
+def _gpu_monitor(settings: LauncherSettings, tls: TlsFiles) -> ChildSpec:
+    address = settings.address(settings.gpu_monitor_port)
+    return ChildSpec("gpu-monitor", _python_module("services.gpu_monitor", "--listen", address, *_tls_flags(tls)), address)
+
+
+def _inference(settings: LauncherSettings, model: str, address: str, tls: TlsFiles) -> ChildSpec:
+    argv = _python_module(
+        "services.inference", "--config", str(settings.config), "--model", model, "--listen", address, *_tls_flags(tls)
+    )
+    return ChildSpec(f"inference-{model}", argv, address)
+
+
+def _scheduler(settings: LauncherSettings, endpoints: list[tuple[str, str]], tls: TlsFiles) -> ChildSpec:
+    address = settings.address(settings.scheduler_port)
+    endpoint_flags = [flag for model, at in endpoints for flag in ("--endpoints", f"{model}={at}")]
+    argv = _python_module(
+        "orchestrator.scheduler",
+        "--config", str(settings.config),
+        "--listen", address,
+        "--monitor", settings.address(settings.gpu_monitor_port),
+        *endpoint_flags,
+        *_tls_flags(tls),
+    )  # fmt: skip
+    return ChildSpec("scheduler", argv, address)
+
+
+def _gateway(settings: LauncherSettings, tls: TlsFiles) -> ChildSpec:
+    address = settings.address(settings.gateway_port)
+    argv = _python_module(
+        "gateway",
+        "--config", str(settings.config),
+        "--listen", address,
+        "--scheduler", settings.address(settings.scheduler_port),
+        *_tls_flags(tls),
+    )  # fmt: skip
+    return ChildSpec("gateway", argv, address)
+
+
+def _envoy(settings: LauncherSettings, bootstrap: Path) -> ChildSpec:
+    envoy = Path(sys.executable).with_name("envoy")
+    # A base id per admin port keeps Envoy's shared memory apart when several meshes run on one machine.
+    argv = (str(envoy), "-c", str(bootstrap), "--base-id", str(settings.edge_admin_port), "--log-level", "warning")
+    return ChildSpec("envoy", argv, None)

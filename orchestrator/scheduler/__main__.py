@@ -1,0 +1,4 @@
+from orchestrator.scheduler.app import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""The scheduler's composition root."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from meshserve.scheduler.v1 import scheduler_pb2_grpc
+
+from orchestrator.scheduler.broker import SlotBroker
+from orchestrator.scheduler.core.model import EndpointSpec
+from orchestrator.scheduler.core.scheduler import SlotScheduler
+from orchestrator.scheduler.device_watcher import DeviceWatcher
+from orchestrator.scheduler.endpoint_watcher import EndpointWatcher
+from orchestrator.scheduler.servicer import SERVICE_NAME, SchedulerServicer
+from orchestrator.scheduler.settings import SchedulerSettings
+from orchestrator.scheduler.state_report import StateReporter
+from services.shared.grpc_server import (
+    add_health_and_reflection,
+    bind,
+    create_service_server,
+    set_serving,
+    stop_gracefully,
+    wait_for_shutdown_signal,
+)
+from services.shared.mesh_config import load_mesh_config
+from telemetry.logs import configure_logging
+
+log = logging.getLogger("orchestrator.scheduler")
+
+
+def endpoint_specs(settings: SchedulerSettings) -> list[EndpointSpec]:
+    mesh = load_mesh_config(settings.config)
+    return [
+        EndpointSpec(f"{model}@{address}", model, address, mesh.model(model).slots)
+        for model, address in settings.endpoint_addresses()
+    ]
+
+
+async def serve(settings: SchedulerSettings) -> int:
+    specs = endpoint_specs(settings)
+    broker = SlotBroker(SlotScheduler(specs, settings.max_queue, start_available=False))
+    tls = settings.tls_files()
+    endpoints = EndpointWatcher(broker, specs, tls)
+    devices = DeviceWatcher(settings.monitor, tls) if settings.monitor else None
+
+    server = create_service_server(settings)
+    servicer = SchedulerServicer(broker, StateReporter(broker, endpoints, devices))
+    scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(servicer, server)
+    health = await add_health_and_reflection(server, [SERVICE_NAME])
+    bind(server, settings.listen, tls)
+    await server.start()
+    watchers = [asyncio.create_task(endpoints.run())]
+    if devices is not None:
+        watchers.append(asyncio.create_task(devices.run()))
+    await set_serving(health, [SERVICE_NAME])
+    log.info("listening on %s with %d endpoints", settings.listen, len(specs))
+    log.info("stopping on %s", (await wait_for_shutdown_signal()).name)
+    await stop_gracefully(server, health, settings.shutdown_grace_seconds)
+    for watcher in watchers:
+        watcher.cancel()
+    log.info("stopped")
+    return 0
+
+
+def main() -> None:
+    settings = SchedulerSettings(_cli_parse_args=True)
+    configure_logging("scheduler", settings.log_level)
+    raise SystemExit(asyncio.run(serve(settings)))

@@ -1,0 +1,92 @@
+"""The async shell around the scheduler's state machine.
+
+Each waiting ask has a mailbox; when the state machine grants, sheds or moves an ask, the broker posts
+the news there. Nothing here decides anything: it only delivers what SlotScheduler returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from orchestrator.scheduler.core.model import Ask, Grant, Queued, Shed
+from orchestrator.scheduler.core.scheduler import SlotScheduler
+from services.shared.errors import resource_exhausted
+
+log = logging.getLogger(__name__)
+
+Update = Grant | Queued | Shed
+
+
+class SlotBroker:
+    def __init__(self, core: SlotScheduler) -> None:
+        self._core = core
+        self._mailboxes: dict[str, asyncio.Queue[Update]] = {}
+        self._last_position: dict[str, int] = {}
+
+    @property
+    def core(self) -> SlotScheduler:
+        return self._core
+
+    async def acquire(self, ask: Ask) -> AsyncIterator[Queued | Grant]:
+        """Yields queue positions while the ask waits, then its grant. Refusals raise MeshError."""
+        decision, shed = self._core.submit(ask)
+        mailbox: asyncio.Queue[Update] = asyncio.Queue()
+        if isinstance(decision, Queued):
+            self._mailboxes[ask.ticket_id] = mailbox
+            self._last_position[ask.ticket_id] = decision.position
+        self._deliver(shed)
+        if isinstance(decision, Grant):
+            yield decision
+            return
+        granted = False
+        try:
+            yield decision
+            while not granted:
+                update = await mailbox.get()
+                if isinstance(update, Shed):
+                    raise resource_exhausted(
+                        "SHED", "a more urgent request took this one's place in the queue", update.retry_after_seconds
+                    )
+                granted = isinstance(update, Grant)
+                yield update
+        finally:
+            self._leave(ask.ticket_id, mailbox, granted)
+
+    def release(self, slot_id: str) -> None:
+        self._deliver(self._core.release(slot_id))
+
+    def set_available(self, endpoint_id: str, available: bool) -> None:
+        self._deliver(self._core.set_available(endpoint_id, available))
+
+    def _leave(self, ticket_id: str, mailbox: asyncio.Queue[Update], granted: bool) -> None:
+        self._mailboxes.pop(ticket_id, None)
+        self._last_position.pop(ticket_id, None)
+        if granted:
+            return
+        # The caller left while waiting. A grant may already sit unread in its mailbox: give it back.
+        while not mailbox.empty():
+            update = mailbox.get_nowait()
+            if isinstance(update, Grant):
+                self.release(update.slot_id)
+                return
+        if self._core.withdraw(ticket_id):
+            self._deliver([])
+
+    def _deliver(self, updates: list[Grant] | list[Shed]) -> None:
+        for update in updates:
+            mailbox = self._mailboxes.get(update.ticket_id)
+            if mailbox is not None:
+                mailbox.put_nowait(update)
+            elif isinstance(update, Grant):
+                log.warning("grant for %s, which has gone; releasing %s", update.ticket_id, update.slot_id)
+                self.release(update.slot_id)
+        self._announce_positions()
+
+    def _announce_positions(self) -> None:
+        for queued in self._core.positions():
+            mailbox = self._mailboxes.get(queued.ticket_id)
+            if mailbox is not None and self._last_position.get(queued.ticket_id) != queued.position:
+                self._last_position[queued.ticket_id] = queued.position
+                mailbox.put_nowait(queued)

@@ -1,0 +1,40 @@
+"""Proto messages to scheduler domain objects and back."""
+
+from __future__ import annotations
+
+from meshserve.scheduler.v1 import scheduler_pb2 as pb
+
+from orchestrator.scheduler.core.model import Ask, EndpointSpec, Grant, Priority, Queued
+from services.shared.errors import invalid_argument
+
+_PRIORITIES = {
+    pb.PRIORITY_UNSPECIFIED: Priority.NORMAL,
+    pb.PRIORITY_LOW: Priority.LOW,
+    pb.PRIORITY_NORMAL: Priority.NORMAL,
+    pb.PRIORITY_HIGH: Priority.HIGH,
+    pb.PRIORITY_CRITICAL: Priority.CRITICAL,
+}
+PRIORITY_TO_PROTO = {priority: value for value, priority in _PRIORITIES.items() if value != pb.PRIORITY_UNSPECIFIED}
+
+
+def to_ask(message: pb.AcquireSlotRequest, ticket_id: str) -> Ask:
+    if not message.HasField("ask"):
+        raise invalid_argument("ASK_FIRST", "the first message on an AcquireSlot stream must be an ask")
+    ask = message.ask
+    if not ask.model:
+        raise invalid_argument("MISSING_MODEL", "the ask must name a model")
+    if ask.priority not in _PRIORITIES:
+        raise invalid_argument("INVALID_PRIORITY", f"unknown priority {ask.priority}")
+    return Ask(ticket_id, ask.model, _PRIORITIES[ask.priority], ask.caller_id, ask.request_id)
+
+
+def to_endpoint(spec: EndpointSpec) -> pb.Endpoint:
+    return pb.Endpoint(endpoint_id=spec.endpoint_id, model=spec.model, address=spec.address, device_id=spec.device_id)
+
+
+def to_update(update: Queued | Grant) -> pb.AcquireSlotResponse:
+    if isinstance(update, Queued):
+        return pb.AcquireSlotResponse(queued=pb.QueuePosition(position=update.position, queue_depth=update.depth))
+    grant = pb.SlotGrant(slot_id=update.slot_id, endpoint=to_endpoint(update.endpoint), model=update.endpoint.model)
+    grant.queue_wait.FromNanoseconds(int(update.queue_wait_seconds * 1e9))
+    return pb.AcquireSlotResponse(granted=grant)

@@ -1,0 +1,40 @@
+"""Keeps the latest readings of every device, streamed from the GPU monitor."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from google.protobuf import duration_pb2
+from meshserve.gpumonitor.v1 import gpumonitor_pb2, gpumonitor_pb2_grpc
+
+from services.shared.channels import open_channel
+from services.shared.tls import TlsFiles
+
+log = logging.getLogger(__name__)
+
+_RECONNECT_SECONDS = 0.5
+
+
+class DeviceWatcher:
+    def __init__(self, monitor_address: str, tls: TlsFiles | None, interval_seconds: float = 1.0) -> None:
+        self._address = monitor_address
+        self._tls = tls
+        self._interval = duration_pb2.Duration()
+        self._interval.FromNanoseconds(int(interval_seconds * 1e9))
+        self.node_name = ""
+        self.readings: dict[str, gpumonitor_pb2.DeviceReading] = {}
+
+    async def run(self) -> None:
+        while True:
+            try:
+                async with open_channel(self._address, self._tls) as channel:
+                    stub = gpumonitor_pb2_grpc.GpuMonitorServiceStub(channel)
+                    request = gpumonitor_pb2.WatchReadingsRequest(interval=self._interval)
+                    async for update in stub.WatchReadings(request):
+                        self.node_name = update.node_name
+                        self.readings = {reading.device.device_id: reading for reading in update.readings}
+            except grpc.aio.AioRpcError as error:
+                log.warning("GPU monitor at %s: %s", self._address, error.code().name)
+            await asyncio.sleep(_RECONNECT_SECONDS)

@@ -1,0 +1,78 @@
+"""Authorises callers by the SPIFFE ID in their client certificate.
+
+mTLS already proves a caller holds a certificate from the mesh CA; this says which of those callers may
+use a service (only the gateway may call inference, for example). Health and reflection stay open to
+any mesh identity, so balancers and operators can probe every service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+
+from services.shared.certs import spiffe_id
+from services.shared.error_interceptor import responses_of
+from services.shared.errors import permission_denied
+
+_ALWAYS_OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def caller_identity(context: grpc.aio.ServicerContext) -> str | None:
+    values = context.auth_context().get("peer_spiffe_id") or []
+    return values[0].decode() if values else None
+
+
+class SpiffeAuthorizationInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, allowed_services: Iterable[str]) -> None:
+        self._allowed = frozenset(spiffe_id(service) for service in allowed_services)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(_ALWAYS_OPEN):
+            return handler
+        return guard_handler(handler, self._check)
+
+    def _check(self, context: grpc.aio.ServicerContext) -> None:
+        caller = caller_identity(context)
+        if caller not in self._allowed:
+            raise permission_denied(
+                "CALLER_NOT_ALLOWED",
+                f"{caller or 'a caller without a SPIFFE ID'} may not call this service",
+                caller=caller or "",
+            )
+
+
+def guard_handler(handler: grpc.RpcMethodHandler, check: Callable[[grpc.aio.ServicerContext], None]) -> Any:
+    """The same handler, with `check(context)` run before its behaviour, whatever its streaming kind."""
+    if handler.unary_unary:
+        return handler._replace(unary_unary=_guard_unary(handler.unary_unary, check))
+    if handler.stream_unary:
+        return handler._replace(stream_unary=_guard_unary(handler.stream_unary, check))
+    if handler.unary_stream:
+        return handler._replace(unary_stream=_guard_stream(handler.unary_stream, check))
+    return handler._replace(stream_stream=_guard_stream(handler.stream_stream, check))
+
+
+def _guard_unary(behavior: Callable[..., Awaitable[Any]], check: Callable[..., None]) -> Callable[..., Awaitable[Any]]:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        check(context)
+        return await behavior(request, context)
+
+    return guarded
+
+
+def _guard_stream(
+    behavior: Callable[..., AsyncIterator[Any]], check: Callable[..., None]
+) -> Callable[..., AsyncIterator[Any]]:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        check(context)
+        async for response in responses_of(behavior(request, context)):
+            yield response
+
+    return guarded

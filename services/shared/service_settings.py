@@ -1,0 +1,37 @@
+"""What every service's settings share: where it listens, its credentials, and who may call it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.shared.tls import TlsFiles
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(cli_implicit_flags=True, cli_kebab_case=True)
+
+    listen: str = "127.0.0.1:0"
+    # Plaintext is for tests of a single service on loopback; every other use is mTLS.
+    plaintext: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    # Services whose SPIFFE IDs may call this one; plaintext servers cannot tell callers apart.
+    allowed_callers: list[str] = []
+    shutdown_grace_seconds: float = 5.0
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _credentials_or_plaintext(self) -> ServiceSettings:
+        if not self.plaintext and None in (self.tls_cert, self.tls_key, self.tls_ca):
+            raise ValueError("set tls_cert, tls_key and tls_ca for mTLS, or ask for plaintext explicitly")
+        return self
+
+    def tls_files(self) -> TlsFiles | None:
+        if self.plaintext:
+            return None
+        assert self.tls_cert and self.tls_key and self.tls_ca
+        return TlsFiles(self.tls_cert, self.tls_key, self.tls_ca)

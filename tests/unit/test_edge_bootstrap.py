@@ -1,0 +1,249 @@
+"""The Envoy edge bootstrap: what the generated configuration says, checked without running Envoy."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf import descriptor_pb2
+
+from gateway.edge import EdgeConfig, build_bootstrap, build_descriptor_set, write_bootstrap
+from services.shared.tls import TlsFiles
+
+SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+FILTER_ORDER = [
+    "envoy.filters.http.health_check",
+    "envoy.filters.http.local_ratelimit",
+    "envoy.filters.http.grpc_json_transcoder",
+    "envoy.filters.http.router",
+]
+
+
+def tls_files(directory: Path, name: str) -> TlsFiles:
+    return TlsFiles(cert=directory / f"{name}.pem", key=directory / f"{name}-key.pem", ca=directory / "ca.pem")
+
+
+def edge_config(tmp_path: Path, **overrides: Any) -> EdgeConfig:
+    settings: dict[str, Any] = {
+        "gateway_endpoints": [("127.0.0.1", 50051)],
+        "server_tls": tls_files(tmp_path / "certs", "edge-public"),
+        "upstream_tls": tls_files(tmp_path / "certs", "edge"),
+        "descriptor_set": tmp_path / "gateway.pb",
+        "sds_dir": tmp_path / "sds",
+    }
+    return EdgeConfig(**{**settings, **overrides})
+
+
+@pytest.fixture()
+def bootstrap(tmp_path: Path) -> dict[str, Any]:
+    return build_bootstrap(edge_config(tmp_path))
+
+
+def listener(bootstrap: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [item for item in bootstrap["static_resources"]["listeners"] if item["name"] == name]
+    return found
+
+
+def connection_manager(bootstrap: dict[str, Any], name: str) -> dict[str, Any]:
+    (chain,) = listener(bootstrap, name)["filter_chains"]
+    (network_filter,) = chain["filters"]
+    assert network_filter["name"] == "envoy.filters.network.http_connection_manager"
+    return network_filter["typed_config"]
+
+
+def http_filter(bootstrap: dict[str, Any], name: str) -> dict[str, Any]:
+    filters = connection_manager(bootstrap, "edge_http")["http_filters"]
+    (found,) = [item["typed_config"] for item in filters if item["name"] == name]
+    return found
+
+
+def gateway_cluster(bootstrap: dict[str, Any]) -> dict[str, Any]:
+    (cluster,) = bootstrap["static_resources"]["clusters"]
+    assert cluster["name"] == "gateway"
+    return cluster
+
+
+def socket(address: dict[str, Any]) -> tuple[str, int]:
+    return address["socket_address"]["address"], address["socket_address"]["port_value"]
+
+
+def walk(value: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield key, item
+            yield from walk(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from walk(item)
+
+
+def test_listeners_and_admin_are_on_the_contract_addresses(bootstrap: dict[str, Any]) -> None:
+    assert socket(listener(bootstrap, "edge_http")["address"]) == ("127.0.0.1", 8080)
+    assert socket(listener(bootstrap, "edge_https")["address"]) == ("0.0.0.0", 8443)
+    assert socket(bootstrap["admin"]["address"]) == ("127.0.0.1", 9901)
+
+
+def test_every_port_can_be_chosen(tmp_path: Path) -> None:
+    config = edge_config(
+        tmp_path,
+        plain_http_address=("127.0.0.1", 18080),
+        tls_address=("127.0.0.1", 18443),
+        admin_address=("127.0.0.1", 19901),
+    )
+    bootstrap = build_bootstrap(config)
+    assert socket(listener(bootstrap, "edge_http")["address"]) == ("127.0.0.1", 18080)
+    assert socket(listener(bootstrap, "edge_https")["address"]) == ("127.0.0.1", 18443)
+    assert socket(bootstrap["admin"]["address"]) == ("127.0.0.1", 19901)
+
+
+@pytest.mark.parametrize("field", ["plain_http_address", "admin_address"])
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "localhost"])
+def test_plain_http_and_admin_stay_on_loopback(tmp_path: Path, field: str, host: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        edge_config(tmp_path, **{field: (host, 8080)})
+
+
+def test_both_listeners_share_the_filters_in_order_and_the_routes(bootstrap: dict[str, Any]) -> None:
+    plain, tls = connection_manager(bootstrap, "edge_http"), connection_manager(bootstrap, "edge_https")
+    assert [item["name"] for item in plain["http_filters"]] == FILTER_ORDER
+    assert plain["http_filters"] == tls["http_filters"]
+    assert plain["route_config"] == tls["route_config"]
+
+
+def test_every_typed_config_names_its_type(bootstrap: dict[str, Any]) -> None:
+    typed = [value for key, value in walk(bootstrap) if key in ("typed_config", "typed_extension_protocol_options")]
+    assert len(typed) > 8
+    for value in typed:
+        configs = value.values() if "@type" not in value else [value]
+        for config in configs:
+            assert config["@type"].startswith("type.googleapis.com/envoy."), config
+
+
+def test_keys_are_the_proto_field_names(bootstrap: dict[str, Any]) -> None:
+    outlier = gateway_cluster(bootstrap)["outlier_detection"]
+    # A field whose name has a digit: camel-casing libraries tend to mangle it.
+    assert outlier["consecutive_5xx"] == 3
+    keys = {key for key, _ in walk(bootstrap)}
+    assert "statPrefix" not in keys and "stat_prefix" in keys
+
+
+def test_the_transcoder_speaks_the_rest_contract(bootstrap: dict[str, Any], tmp_path: Path) -> None:
+    transcoder = http_filter(bootstrap, "envoy.filters.http.grpc_json_transcoder")
+    assert transcoder["proto_descriptor"] == str((tmp_path / "gateway.pb").resolve())
+    assert transcoder["services"] == ["meshserve.gateway.v1.GatewayService"]
+    assert transcoder["print_options"] == {
+        "preserve_proto_field_names": True,
+        "always_print_primitive_fields": True,
+        "stream_sse_style_delimited": True,
+    }
+    assert transcoder["convert_grpc_status"] is True
+    # Unbound methods (plain gRPC, health, reflection) pass through: false is proto3's default.
+    assert transcoder["request_validation_options"].get("reject_unknown_method", False) is False
+
+
+def test_healthz_is_answered_by_envoy_from_the_gateway_cluster_health(bootstrap: dict[str, Any]) -> None:
+    health = http_filter(bootstrap, "envoy.filters.http.health_check")
+    assert health["pass_through_mode"] is False
+    assert health["headers"] == [{"name": ":path", "string_match": {"exact": "/healthz"}}]
+    assert health["cluster_min_healthy_percentages"] == {"gateway": {"value": 100.0}}
+
+
+def test_the_rate_limit_is_enforced_with_the_configured_bucket(tmp_path: Path) -> None:
+    bootstrap = build_bootstrap(edge_config(tmp_path, rate_limit_per_second=7, rate_limit_burst=11))
+    limit = http_filter(bootstrap, "envoy.filters.http.local_ratelimit")
+    assert limit["token_bucket"] == {"max_tokens": 11, "tokens_per_fill": 7, "fill_interval": "1s"}
+    assert limit["filter_enabled"]["default_value"]["numerator"] == 100
+    assert limit["filter_enforced"]["default_value"]["numerator"] == 100
+    assert "status" not in limit  # Envoy's default answer is 429.
+
+
+def test_one_route_sends_everything_to_the_gateway_without_a_request_timeout(bootstrap: dict[str, Any]) -> None:
+    (host,) = connection_manager(bootstrap, "edge_http")["route_config"]["virtual_hosts"]
+    (route,) = host["routes"]
+    assert route["match"] == {"prefix": "/"}
+    assert route["route"]["cluster"] == "gateway"
+    assert route["route"]["timeout"] == "0s"
+    assert route["route"]["idle_timeout"] == "300s"
+    assert route["route"]["max_stream_duration"]["max_stream_duration"] == "3600s"
+    assert connection_manager(bootstrap, "edge_http")["stream_idle_timeout"] == "300s"
+
+
+def test_the_tls_listener_takes_its_certificate_from_sds_and_asks_for_no_client_certificate(
+    bootstrap: dict[str, Any], tmp_path: Path
+) -> None:
+    (chain,) = listener(bootstrap, "edge_https")["filter_chains"]
+    context = chain["transport_socket"]["typed_config"]
+    assert context["@type"].endswith("tls.v3.DownstreamTlsContext")
+    assert context["require_client_certificate"] is False
+    (secret,) = context["common_tls_context"]["tls_certificate_sds_secret_configs"]
+    source = secret["sds_config"]["path_config_source"]
+    assert Path(source["path"]).parent == (tmp_path / "sds").resolve()
+    assert source["watched_directory"] == {"path": str((tmp_path / "sds").resolve())}
+    assert "transport_socket" not in listener(bootstrap, "edge_http")["filter_chains"][0]
+
+
+def test_the_gateway_is_reached_over_mtls_http2_and_must_be_the_gateway(bootstrap: dict[str, Any]) -> None:
+    cluster = gateway_cluster(bootstrap)
+    assert cluster["type"] == "STATIC"
+    options = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert "http2_protocol_options" in options["explicit_http_config"]
+    context = cluster["transport_socket"]["typed_config"]
+    assert context["@type"].endswith("tls.v3.UpstreamTlsContext")
+    assert context["sni"] == "localhost"
+    common = context["common_tls_context"]
+    assert [secret["name"] for secret in common["tls_certificate_sds_secret_configs"]] == ["edge_client_certificate"]
+    validation = common["combined_validation_context"]
+    assert validation["default_validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "URI", "matcher": {"exact": "spiffe://meshserve.local/gateway"}}
+    ]
+    assert validation["validation_context_sds_secret_config"]["name"] == "mesh_ca"
+
+
+def test_the_gateway_is_health_checked_over_grpc_and_ejected_when_failing(bootstrap: dict[str, Any]) -> None:
+    cluster = gateway_cluster(bootstrap)
+    (check,) = cluster["health_checks"]
+    assert check["grpc_health_check"] == {}  # The empty service name: the server's overall health.
+    assert (check["interval"], check["timeout"], check["no_traffic_interval"]) == ("1s", "1s", "1s")
+    assert (check["unhealthy_threshold"], check["healthy_threshold"]) == (1, 1)
+    outlier = cluster["outlier_detection"]
+    assert outlier["consecutive_gateway_failure"] == 3
+    assert outlier["enforcing_consecutive_gateway_failure"] == 100
+    assert outlier["base_ejection_time"] == "5s"
+
+
+def test_gateway_host_names_are_resolved_by_dns(tmp_path: Path) -> None:
+    cluster = gateway_cluster(build_bootstrap(edge_config(tmp_path, gateway_endpoints=[("gateway.mesh", 50051)])))
+    assert cluster["type"] == "STRICT_DNS"
+
+
+def test_write_bootstrap_writes_the_bootstrap_and_one_secret_file_per_secret(tmp_path: Path) -> None:
+    config = edge_config(tmp_path)
+    path = write_bootstrap(config, tmp_path / "envoy.json")
+    assert json.loads(path.read_text()) == build_bootstrap(config)
+    documents = {file.stem: json.loads(file.read_text()) for file in (tmp_path / "sds").glob("*.json")}
+    assert set(documents) == {"edge_server_certificate", "edge_client_certificate", "mesh_ca"}
+    (server,) = documents["edge_server_certificate"]["resources"]
+    assert server["@type"] == SECRET_TYPE
+    assert server["name"] == "edge_server_certificate"
+    assert server["tls_certificate"]["certificate_chain"] == {"filename": str(config.server_tls.cert.resolve())}
+    assert server["tls_certificate"]["private_key"] == {"filename": str(config.server_tls.key.resolve())}
+    (ca,) = documents["mesh_ca"]["resources"]
+    assert ca["validation_context"]["trusted_ca"] == {"filename": str(config.upstream_tls.ca.resolve())}
+
+
+def test_the_descriptor_set_holds_the_api_and_the_error_types(tmp_path: Path) -> None:
+    path = build_descriptor_set(tmp_path / "out" / "gateway.pb")
+    descriptors = descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes())
+    names = {
+        f"{file.package}.{item.name}"
+        for file in descriptors.file
+        for item in [*file.service, *file.message_type]
+    }
+    assert "meshserve.gateway.v1.GatewayService" in names
+    assert {"google.rpc.Status", "google.rpc.ErrorInfo", "google.rpc.RetryInfo"} <= names
+    # The REST bindings travel with the methods, as options the transcoder reads.
+    (gateway,) = [file for file in descriptors.file if file.name == "meshserve/gateway/v1/gateway.proto"]
+    assert gateway.service[0].method[0].options.ByteSize() > 0
