@@ -71,6 +71,7 @@ def _scheduler(settings: LauncherSettings, endpoints: list[tuple[str, str]], tls
         "--config", str(settings.config),
         "--listen", address,
         "--monitor", settings.address(settings.gpu_monitor_port),
+        "--max-queue", str(settings.max_queue),
         *endpoint_flags,
         *_tls_flags(tls),
     )  # fmt: skip

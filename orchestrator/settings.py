@@ -23,6 +23,8 @@ class LauncherSettings(BaseSettings):
     # The inference service of the n-th configured model listens on this port plus n.
     inference_base_port: int = 50061
     startup_timeout_seconds: float = 300.0
+    # Requests that may wait in the scheduler's queue; past it they are refused with 429.
+    max_queue: int = 64
 
     @property
     def certs_dir(self) -> Path:

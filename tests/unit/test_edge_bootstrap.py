@@ -125,7 +125,7 @@ def test_every_typed_config_names_its_type(bootstrap: dict[str, Any]) -> None:
 def test_keys_are_the_proto_field_names(bootstrap: dict[str, Any]) -> None:
     outlier = gateway_cluster(bootstrap)["outlier_detection"]
     # A field whose name has a digit: camel-casing libraries tend to mangle it.
-    assert outlier["consecutive_5xx"] == 3
+    assert outlier["enforcing_consecutive_5xx"] == 0
     keys = {key for key, _ in walk(bootstrap)}
     assert "statPrefix" not in keys and "stat_prefix" in keys
 
@@ -209,8 +209,11 @@ def test_the_gateway_is_health_checked_over_grpc_and_ejected_when_failing(bootst
     assert (check["interval"], check["timeout"], check["no_traffic_interval"]) == ("1s", "1s", "1s")
     assert (check["unhealthy_threshold"], check["healthy_threshold"]) == (1, 1)
     outlier = cluster["outlier_detection"]
-    assert outlier["consecutive_gateway_failure"] == 3
-    assert outlier["enforcing_consecutive_gateway_failure"] == 100
+    # Ejected only when it cannot be reached, never for the gRPC errors it answers with.
+    assert outlier["split_external_local_origin_errors"] is True
+    assert outlier["consecutive_local_origin_failure"] == 3
+    assert outlier["enforcing_consecutive_local_origin_failure"] == 100
+    assert outlier["enforcing_consecutive_gateway_failure"] == 0
     assert outlier["base_ejection_time"] == "5s"
 
 

@@ -1,0 +1,84 @@
+"""EdgeConfig: everything the Envoy edge bootstrap depends on, as plain data."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.shared.certs import spiffe_id
+from services.shared.tls import TlsFiles
+
+# A (host, port) pair. Hosts are IP literals or DNS names.
+HostPort = tuple[str, int]
+
+GATEWAY_CLUSTER = "gateway"
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """How the edge listens, where the gateway replicas are, and which identities it uses.
+
+    server_tls is the certificate clients see on the TLS listener (its CA is not used: clients need no
+    certificate at the edge). upstream_tls is the edge's own mesh identity for mTLS to the gateway,
+    with the mesh CA that the gateway's certificate must chain to.
+    """
+
+    gateway_endpoints: list[HostPort]
+    server_tls: TlsFiles
+    upstream_tls: TlsFiles
+    descriptor_set: Path
+    # Where write_bootstrap puts the secret files that Envoy loads (and watches) through SDS.
+    sds_dir: Path
+    plain_http_address: HostPort = ("127.0.0.1", 8080)
+    tls_address: HostPort = ("0.0.0.0", 8443)
+    admin_address: HostPort = ("127.0.0.1", 9901)
+    # The gateway must present this URI SAN; the SNI is what its certificate also names.
+    gateway_san: str = spiffe_id("gateway")
+    gateway_sni: str = "localhost"
+    # One token bucket for the whole edge (per Envoy worker); an empty bucket answers 429.
+    rate_limit_per_second: int = 100
+    rate_limit_burst: int = 200
+    # Token streams are long and bursty: no overall request timeout, only an idle limit and a ceiling.
+    stream_idle_timeout: datetime.timedelta = datetime.timedelta(seconds=300)
+    max_stream_duration: datetime.timedelta = datetime.timedelta(hours=1)
+    connect_timeout: datetime.timedelta = datetime.timedelta(seconds=2)
+    health_check_interval: datetime.timedelta = datetime.timedelta(seconds=1)
+    outlier_consecutive_failures: int = 3
+    outlier_base_ejection_time: datetime.timedelta = datetime.timedelta(seconds=5)
+
+    def __post_init__(self) -> None:
+        # Plain HTTP and the admin interface carry no authentication, so they never leave the machine.
+        _check_listen_address("plain_http_address", self.plain_http_address, loopback_only=True)
+        _check_listen_address("admin_address", self.admin_address, loopback_only=True)
+        _check_listen_address("tls_address", self.tls_address, loopback_only=False)
+        if not self.gateway_endpoints:
+            raise ValueError("the edge needs at least one gateway endpoint")
+        for host, port in self.gateway_endpoints:
+            _check_port(host, port)
+        if self.rate_limit_per_second < 1 or self.rate_limit_burst < 1:
+            raise ValueError("the rate limit needs at least one request per second and a burst of one")
+
+
+def _check_listen_address(name: str, address: HostPort, *, loopback_only: bool) -> None:
+    host, port = address
+    ip = _ip(host)
+    # Envoy binds listeners to IP literals only.
+    if ip is None:
+        raise ValueError(f"{name} must be an IP address, not {host!r}")
+    if loopback_only and not ip.is_loopback:
+        raise ValueError(f"{name} must be a loopback address, not {host!r}")
+    _check_port(host, port)
+
+
+def _check_port(host: str, port: int) -> None:
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} of {host!r} is out of range")
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None

@@ -1,0 +1,94 @@
+"""The two edge listeners: plain HTTP on loopback and TLS for everyone, with one route table."""
+
+from __future__ import annotations
+
+import datetime
+
+from envoy_data_plane.envoy.config.core.v3 import TransportSocket
+from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
+from envoy_data_plane.envoy.config.route.v3 import (
+    Route,
+    RouteAction,
+    RouteActionMaxStreamDuration,
+    RouteConfiguration,
+    RouteMatch,
+    VirtualHost,
+)
+from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
+    HttpConnectionManager,
+    HttpConnectionManagerCodecType,
+)
+from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import CommonTlsContext, DownstreamTlsContext
+
+from gateway.edge.config import GATEWAY_CLUSTER, EdgeConfig
+from gateway.edge.filters import http_filters
+from gateway.edge.secrets import EDGE_SERVER_SECRET, sds_secret_config
+from gateway.edge.typed import pack, socket_address
+
+PLAIN_LISTENER = "edge_http"
+TLS_LISTENER = "edge_https"
+_DISABLED = datetime.timedelta(0)
+
+
+def listeners(config: EdgeConfig) -> list[Listener]:
+    plain = Listener(
+        name=PLAIN_LISTENER,
+        address=socket_address(config.plain_http_address),
+        filter_chains=[FilterChain(filters=[_http_connection_manager(config, PLAIN_LISTENER)])],
+    )
+    tls = Listener(
+        name=TLS_LISTENER,
+        address=socket_address(config.tls_address),
+        filter_chains=[
+            FilterChain(
+                filters=[_http_connection_manager(config, TLS_LISTENER)],
+                transport_socket=_downstream_tls(config),
+            )
+        ],
+    )
+    return [plain, tls]
+
+
+def _downstream_tls(config: EdgeConfig) -> TransportSocket:
+    context = DownstreamTlsContext(
+        common_tls_context=CommonTlsContext(
+            tls_certificate_sds_secret_configs=[sds_secret_config(config, EDGE_SERVER_SECRET)],
+            # h2 for gRPC clients, http/1.1 for REST clients such as curl without --http2.
+            alpn_protocols=["h2", "http/1.1"],
+        ),
+        # Clients authenticate to the gateway with their API credentials, not certificates.
+        require_client_certificate=False,
+    )
+    return TransportSocket(name="envoy.transport_sockets.tls", typed_config=pack(context))
+
+
+def _http_connection_manager(config: EdgeConfig, stat_prefix: str) -> Filter:
+    manager = HttpConnectionManager(
+        stat_prefix=stat_prefix,
+        codec_type=HttpConnectionManagerCodecType.AUTO,
+        route_config=_routes(config),
+        http_filters=http_filters(config),
+        # The edge faces clients directly, so the peer address is the client's address.
+        use_remote_address=True,
+        # A stream that says nothing for this long is dead; a slow but live token stream is not.
+        stream_idle_timeout=config.stream_idle_timeout,
+        request_timeout=_DISABLED,
+    )
+    return Filter(name="envoy.filters.network.http_connection_manager", typed_config=pack(manager))
+
+
+def _routes(config: EdgeConfig) -> RouteConfiguration:
+    action = RouteAction(
+        cluster=GATEWAY_CLUSTER,
+        # The default 15s route timeout would cut long generations, so only the stream limits apply.
+        timeout=_DISABLED,
+        idle_timeout=config.stream_idle_timeout,
+        max_stream_duration=RouteActionMaxStreamDuration(
+            max_stream_duration=config.max_stream_duration,
+            # A gRPC caller's deadline (grpc-timeout) is honoured, up to the same ceiling.
+            grpc_timeout_header_max=config.max_stream_duration,
+        ),
+    )
+    route = Route(match=RouteMatch(prefix="/"), route=action)
+    host = VirtualHost(name="meshserve", domains=["*"], routes=[route])
+    return RouteConfiguration(name="edge_routes", virtual_hosts=[host])

@@ -1,0 +1,107 @@
+"""A whole mesh started the way a user starts it, `meshserve up`, on free ports, shared by the e2e tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from services.shared.tls import TlsFiles, channel_credentials
+from tests.support import REPO_ROOT, free_port, write_model_config
+
+MESHSERVE = [sys.executable, "-m", "orchestrator"]
+
+
+@dataclass
+class Mesh:
+    process: subprocess.Popen
+    env: dict[str, str]
+    state_dir: Path
+    startup_output: str
+
+    def port(self, name: str) -> int:
+        return int(self.env[f"MESHSERVE_{name.upper()}_PORT"])
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port('edge_http')}"
+
+    def identity(self, name: str) -> TlsFiles:
+        certs = self.state_dir / "certs"
+        return TlsFiles(certs / f"{name}.pem", certs / f"{name}-key.pem", certs / "ca.pem")
+
+    def channel(self, port_name: str, identity: str) -> grpc.Channel:
+        return grpc.secure_channel(f"127.0.0.1:{self.port(port_name)}", channel_credentials(self.identity(identity)))
+
+    def log(self, child: str) -> str:
+        return (self.state_dir / "logs" / f"{child}.log").read_text(errors="replace")
+
+    def get_json(self, path: str) -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(self.http + path, timeout=10) as reply:
+                return reply.status, json.loads(reply.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.http + "/healthz", timeout=2) as reply:
+                return reply.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.healthy():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the mesh did not become healthy again")
+            time.sleep(0.1)
+
+
+def read_until(stream, marker: bytes, timeout: float) -> bytes:
+    output, deadline = b"", time.monotonic() + timeout
+    while marker not in output:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([stream], [], [], remaining)[0]:
+            raise TimeoutError(f"no {marker!r} after {timeout}s: {output.decode(errors='replace')}")
+        chunk = os.read(stream.fileno(), 65536)
+        if not chunk:
+            raise EOFError(output.decode(errors="replace"))
+        output += chunk
+    return output
+
+
+@pytest.fixture(scope="session")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    directory = tmp_path_factory.mktemp("mesh")
+    ports = ["edge_http", "edge_https", "edge_admin", "gateway", "scheduler", "gpu_monitor", "inference_base"]
+    env = {
+        **os.environ,
+        "MESHSERVE_CONFIG": str(write_model_config(directory, context_length=1024, slots=2)),
+        "MESHSERVE_STATE_DIR": str(directory / "state"),
+        "MESHSERVE_MAX_QUEUE": "4",
+        **{f"MESHSERVE_{name.upper()}_PORT": str(free_port()) for name in ports},
+    }
+    process = subprocess.Popen(
+        [*MESHSERVE, "up"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    output = read_until(process.stderr, b"Press Ctrl-C to stop.", timeout=180).decode()
+    yield Mesh(process, env, directory / "state", output)
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -1,0 +1,58 @@
+"""Inside the mesh every hop is mTLS: no certificate or a foreign one fails the handshake, the wrong identity is denied."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+from meshserve.gateway.v1 import gateway_pb2 as pb
+from meshserve.gateway.v1 import gateway_pb2_grpc
+from meshserve.inference.v1 import inference_pb2, inference_pb2_grpc
+
+from services.shared.certs import create_ca, issue, write_pem
+from services.shared.status_details import details_of
+from services.shared.tls import TlsFiles, channel_credentials
+from tests.e2e.conftest import Mesh
+
+
+def gateway_generate(channel: grpc.Channel) -> None:
+    list(gateway_pb2_grpc.GatewayServiceStub(channel).Generate(pb.GenerateRequest(prompt="Hi", max_tokens=2), timeout=10))
+
+
+def test_a_caller_without_a_certificate_is_refused_at_the_handshake(mesh: Mesh) -> None:
+    ca = mesh.identity("cli").ca.read_bytes()
+    with grpc.secure_channel(f"127.0.0.1:{mesh.port('gateway')}", grpc.ssl_channel_credentials(ca)) as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            gateway_generate(channel)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_certificate_from_another_ca_is_refused_at_the_handshake(mesh: Mesh, tmp_path: Path) -> None:
+    write_pem(issue(create_ca("impostor CA"), "edge"), tmp_path / "edge.pem", tmp_path / "edge-key.pem")
+    impostor = TlsFiles(tmp_path / "edge.pem", tmp_path / "edge-key.pem", mesh.identity("edge").ca)
+    with grpc.secure_channel(f"127.0.0.1:{mesh.port('gateway')}", channel_credentials(impostor)) as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            gateway_generate(channel)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize(("port", "identity"), [("gateway", "cli"), ("gateway", "inference"), ("inference_base", "cli")])
+def test_a_mesh_certificate_with_the_wrong_spiffe_id_is_permission_denied(mesh: Mesh, port: str, identity: str) -> None:
+    with mesh.channel(port, identity) as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            if port == "gateway":
+                gateway_generate(channel)
+            else:
+                stub = inference_pb2_grpc.InferenceServiceStub(channel)
+                list(stub.Generate(inference_pb2.GenerateRequest(prompt="Hi", max_tokens=2), timeout=10))
+    details = details_of(refused.value)
+    assert (details.code, details.reason) == (grpc.StatusCode.PERMISSION_DENIED, "CALLER_NOT_ALLOWED")
+    assert details.metadata["caller"] == f"spiffe://meshserve.local/{identity}"
+
+
+def test_the_edge_identity_is_the_one_the_gateway_serves(mesh: Mesh) -> None:
+    with mesh.channel("gateway", "edge") as channel:
+        replies = list(gateway_pb2_grpc.GatewayServiceStub(channel).Generate(
+            pb.GenerateRequest(prompt="Hi", max_tokens=2), timeout=30))  # fmt: skip
+    assert replies[-1].usage.output_tokens == 2

@@ -1,0 +1,23 @@
+"""Ctrl-C stops every process of the mesh. This file runs last: it ends the shared mesh."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+from tests.e2e.conftest import Mesh
+
+
+def mesh_pids(mesh: Mesh) -> list[int]:
+    # Every child's command line names the mesh's state directory (its certificates or bootstrap).
+    found = subprocess.run(["pgrep", "-f", "--", str(mesh.state_dir)], capture_output=True, text=True).stdout
+    return [int(pid) for pid in found.split()]
+
+
+def test_ctrl_c_stops_every_process(mesh: Mesh) -> None:
+    children = mesh_pids(mesh)
+    assert len(children) == 5  # monitor, one inference, scheduler, gateway, envoy
+    mesh.process.send_signal(signal.SIGINT)
+    assert mesh.process.wait(60) == 0
+    assert [pid for pid in children if Path(f"/proc/{pid}").exists()] == []

@@ -1,0 +1,395 @@
+"""The generated edge bootstrap on the real Envoy binary, in front of a real mTLS gRPC gateway stand-in.
+
+The stand-in GatewayService runs in this process on the test event loop, so every blocking call
+here (HTTP clients, envoy --mode validate) runs in a thread: a blocked loop would fail Envoy's
+one-second health checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import random
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from cryptography import x509
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from meshserve.gateway.v1 import gateway_pb2 as pb
+from meshserve.gateway.v1 import gateway_pb2_grpc
+
+from gateway.edge import EdgeConfig, build_descriptor_set, write_bootstrap
+from services.shared.certs import ensure_dev_certs
+from services.shared.errors import invalid_argument
+from services.shared.status_details import details_of, to_grpc_status
+from services.shared.tls import TlsFiles, server_credentials
+from tests.conftest import track, untrack
+from tests.support import ServiceProcess, free_port
+
+ENVOY = Path(sys.executable).with_name("envoy")
+GATEWAY_SERVICE = "meshserve.gateway.v1.GatewayService"
+TOKENS = ["Once", " upon", " a time"]
+TOKEN_GAP_SECONDS = 0.2
+
+
+class StandInGateway(gateway_pb2_grpc.GatewayServiceServicer):
+    """Just enough of the public API to see each kind of answer through the edge."""
+
+    def __init__(self) -> None:
+        self.requests: list[pb.GenerateRequest] = []
+
+    async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext):
+        self.requests.append(request)
+        if not request.prompt:
+            error = invalid_argument("EMPTY_PROMPT", "the prompt is empty", field="prompt")
+            await context.abort_with_status(to_grpc_status(error))
+        for index, text in enumerate(TOKENS):
+            if index:
+                await asyncio.sleep(TOKEN_GAP_SECONDS)
+            yield pb.GenerateResponse(text=text, model=request.model or "gemma-3-270m")
+        yield pb.GenerateResponse(
+            model=request.model or "gemma-3-270m",
+            finish_reason=pb.FINISH_REASON_LENGTH,
+            usage=pb.Usage(input_tokens=2, output_tokens=len(TOKENS)),
+        )
+
+    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext):
+        model = pb.Model(name="gemma-3-270m", engine="llama_cpp", state=pb.MODEL_STATE_READY, context_length=2048)
+        return pb.ListModelsResponse(models=[model])
+
+
+@dataclass
+class Gateway:
+    port: int
+    health: health.aio.HealthServicer
+    servicer: StandInGateway
+
+
+@dataclass
+class Edge:
+    config: EdgeConfig
+    process: ServiceProcess
+
+    @property
+    def http_port(self) -> int:
+        return self.config.plain_http_address[1]
+
+    @property
+    def tls_port(self) -> int:
+        return self.config.tls_address[1]
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    # When each line of the body arrived, to tell a stream from one late lump.
+    line_times: list[float]
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TlsFiles]:
+    return ensure_dev_certs(tmp_path_factory.mktemp("certs"), ["edge", "gateway"])
+
+
+@pytest.fixture(scope="module")
+def descriptor_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_descriptor_set(tmp_path_factory.mktemp("descriptors") / "gateway.pb")
+
+
+@pytest.fixture(scope="module")
+async def gateway(certs: dict[str, TlsFiles]) -> AsyncIterator[Gateway]:
+    # Like the real gateway: mTLS that requires a client certificate from the mesh CA.
+    server, servicer = grpc.aio.server(), StandInGateway()
+    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((GATEWAY_SERVICE, reflection.SERVICE_NAME), server)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    port = server.add_secure_port("127.0.0.1:0", server_credentials(certs["gateway"]))
+    await server.start()
+    yield Gateway(port, health_servicer, servicer)
+    await server.stop(None)
+
+
+def edge_config(
+    certs: dict[str, TlsFiles], descriptor_set: Path, gateway: Gateway, directory: Path, **overrides: Any
+) -> EdgeConfig:
+    # Free ports everywhere, so a running mesh (8080, 8443, 9901) and other tests never collide.
+    return EdgeConfig(
+        gateway_endpoints=[("127.0.0.1", gateway.port)],
+        server_tls=certs["edge"],
+        upstream_tls=certs["edge"],
+        descriptor_set=descriptor_set,
+        sds_dir=directory / "sds",
+        plain_http_address=("127.0.0.1", free_port()),
+        tls_address=("127.0.0.1", free_port()),
+        admin_address=("127.0.0.1", free_port()),
+        **overrides,
+    )
+
+
+async def start_edge(config: EdgeConfig, directory: Path) -> Edge:
+    bootstrap = write_bootstrap(config, directory / "envoy.json")
+    args = [
+        str(ENVOY), "-c", str(bootstrap), "--concurrency", "2",
+        # A random base id and no hot restart: parallel Envoys share no shared memory.
+        "--base-id", str(random.randrange(1_000, 1_000_000)), "--disable-hot-restart",
+    ]  # fmt: skip
+    edge = Edge(config, track(ServiceProcess("envoy", args, directory / "envoy.log")))
+    await wait_until_healthy(edge)
+    return edge
+
+
+async def stop_edge(edge: Edge) -> None:
+    await asyncio.to_thread(edge.process.terminate)
+    untrack(edge.process)
+
+
+async def wait_until_healthy(edge: Edge, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if edge.process.process.poll() is not None:
+            raise RuntimeError(f"envoy exited with {edge.process.process.returncode}:\n{edge.process.logs()}")
+        if await healthz(edge) == 200:
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"/healthz was not 200 after {timeout}s:\n{edge.process.logs()}")
+
+
+async def healthz(edge: Edge) -> int | None:
+    try:
+        return (await request(edge, "http", "GET", "/healthz")).status
+    except OSError:
+        return None
+
+
+@pytest.fixture(scope="module")
+async def edge(
+    certs: dict[str, TlsFiles], descriptor_set: Path, gateway: Gateway, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Edge]:
+    directory = tmp_path_factory.mktemp("edge")
+    edge = await start_edge(edge_config(certs, descriptor_set, gateway, directory), directory)
+    yield edge
+    await stop_edge(edge)
+
+
+def client_tls(edge: Edge) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(edge.config.server_tls.ca))
+
+
+def _request(edge: Edge, scheme: str, method: str, path: str, body: dict | None) -> Response:
+    if scheme == "https":
+        connection = http.client.HTTPSConnection("127.0.0.1", edge.tls_port, timeout=10, context=client_tls(edge))
+    else:
+        connection = http.client.HTTPConnection("127.0.0.1", edge.http_port, timeout=10)
+    try:
+        payload = json.dumps(body).encode() if body is not None else None
+        connection.request(method, path, body=payload, headers={"content-type": "application/json"})
+        response = connection.getresponse()
+        lines, times = [], []
+        while line := response.readline():
+            lines.append(line)
+            times.append(time.monotonic())
+        return Response(response.status, {k.lower(): v for k, v in response.getheaders()}, b"".join(lines), times)
+    finally:
+        connection.close()
+
+
+async def request(edge: Edge, scheme: str, method: str, path: str, body: dict | None = None) -> Response:
+    return await asyncio.to_thread(_request, edge, scheme, method, path, body)
+
+
+def sse_events(body: bytes) -> list[dict[str, Any]]:
+    """The JSON of each `data:` event; every event must be exactly one data line."""
+    events = []
+    for block in body.decode().split("\n\n"):
+        if block.strip():
+            assert block.startswith("data: ") and "\n" not in block.strip(), block
+            events.append(json.loads(block.removeprefix("data: ")))
+    return events
+
+
+async def test_envoy_accepts_the_generated_bootstrap(
+    certs: dict[str, TlsFiles], descriptor_set: Path, gateway: Gateway, tmp_path: Path
+) -> None:
+    bootstrap = write_bootstrap(edge_config(certs, descriptor_set, gateway, tmp_path), tmp_path / "envoy.json")
+    validated = await asyncio.to_thread(
+        subprocess.run,
+        [str(ENVOY), "--mode", "validate", "-c", str(bootstrap), "--disable-hot-restart"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    assert "OK" in validated.stdout + validated.stderr
+
+
+SCHEMES = pytest.mark.parametrize("scheme", ["http", "https"])
+
+
+@SCHEMES
+async def test_generate_streams_server_sent_events_with_snake_case_json(
+    edge: Edge, gateway: Gateway, scheme: str
+) -> None:
+    body = {
+        "model": "gemma-3-270m",
+        "prompt": "Hello",
+        "max_tokens": 8,
+        "temperature": 0.5,
+        "priority": "PRIORITY_HIGH",
+    }
+    response = await request(edge, scheme, "POST", "/v1/generate", body)
+    assert response.status == 200, response.body
+    expected = pb.GenerateRequest(
+        model="gemma-3-270m", prompt="Hello", max_tokens=8, temperature=0.5, priority=pb.PRIORITY_HIGH
+    )
+    assert gateway.servicer.requests[-1] == expected
+    assert response.headers["content-type"] == "text/event-stream"
+    events = sse_events(response.body)
+    assert "".join(event["text"] for event in events) == "".join(TOKENS)
+    # Zero values are printed too (always_print_primitive_fields), enums by name.
+    assert events[0] == {"text": "Once", "finish_reason": "FINISH_REASON_UNSPECIFIED", "model": "gemma-3-270m"}
+    assert events[-1]["finish_reason"] == "FINISH_REASON_LENGTH"
+    assert events[-1]["usage"] == {"input_tokens": 2, "output_tokens": len(TOKENS)}
+    # Each event left Envoy as the gateway sent it, not all at once at the end.
+    assert response.line_times[-1] - response.line_times[0] >= TOKEN_GAP_SECONDS * (len(TOKENS) - 1) * 0.8
+
+
+@SCHEMES
+async def test_models_answer_json(edge: Edge, scheme: str) -> None:
+    response = await request(edge, scheme, "GET", "/v1/models")
+    assert response.status == 200, response.body
+    assert response.headers["content-type"] == "application/json"
+    (model,) = response.json()["models"]
+    assert model["name"] == "gemma-3-270m"
+    assert model["state"] == "MODEL_STATE_READY"
+    assert model["context_length"] == 2048
+    assert model["free_slots"] == 0  # Printed although zero; int64 fields print as strings.
+    assert model["memory_footprint_bytes"] == "0"
+
+
+@SCHEMES
+async def test_an_empty_prompt_is_a_400_with_the_status_as_json(edge: Edge, scheme: str) -> None:
+    response = await request(edge, scheme, "POST", "/v1/generate", {"prompt": ""})
+    assert response.status == 400, response.body
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {
+        "code": 3,
+        "message": "the prompt is empty",
+        "details": [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "EMPTY_PROMPT",
+                "domain": "meshserve.dev",
+                "metadata": {"field": "prompt"},
+            }
+        ],
+    }
+
+
+async def test_grpc_passes_through_the_plain_listener(edge: Edge) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{edge.http_port}") as channel:
+        await check_grpc(channel)
+
+
+async def test_grpc_passes_through_the_tls_listener(edge: Edge) -> None:
+    credentials = grpc.ssl_channel_credentials(root_certificates=edge.config.server_tls.ca.read_bytes())
+    async with grpc.aio.secure_channel(f"127.0.0.1:{edge.tls_port}", credentials) as channel:
+        await check_grpc(channel)
+
+
+async def check_grpc(channel: grpc.aio.Channel) -> None:
+    stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+    messages = [message async for message in stub.Generate(pb.GenerateRequest(prompt="Hello"), timeout=10)]
+    assert "".join(message.text for message in messages) == "".join(TOKENS)
+    assert messages[-1].usage.output_tokens == len(TOKENS)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await anext(aiter(stub.Generate(pb.GenerateRequest(prompt=""), timeout=10)))
+    details = details_of(refused.value)
+    assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "EMPTY_PROMPT")
+    answer = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    reflected = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+    )
+    services = {service.name async for answer in reflected for service in answer.list_services_response.service}
+    assert GATEWAY_SERVICE in services
+
+
+async def test_healthz_follows_the_gateway_health(edge: Edge, gateway: Gateway) -> None:
+    try:
+        await gateway.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert await eventually(lambda status: status == 503, lambda: healthz(edge))
+    finally:
+        await gateway.health.set("", health_pb2.HealthCheckResponse.SERVING)
+    assert await eventually(lambda status: status == 200, lambda: healthz(edge))
+
+
+async def eventually(accept: Callable[[Any], bool], probe: Callable[[], Any], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if accept(await probe()):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def test_a_replaced_server_certificate_is_served_without_a_restart(
+    edge: Edge, certs: dict[str, TlsFiles]
+) -> None:
+    # Issue a new edge certificate in place; certs.py replaces files by rename, as Envoy's watch expects.
+    edge.config.server_tls.cert.unlink()
+    renewed = ensure_dev_certs(edge.config.server_tls.cert.parent, ["edge"])["edge"]
+    expected = x509.load_pem_x509_certificate(renewed.cert.read_bytes()).serial_number
+
+    async def served_serial() -> int:
+        return await asyncio.to_thread(_served_serial, edge)
+
+    assert await eventually(lambda serial: serial == expected, served_serial)
+
+
+def _served_serial(edge: Edge) -> int:
+    connection = http.client.HTTPSConnection("127.0.0.1", edge.tls_port, timeout=10, context=client_tls(edge))
+    try:
+        connection.connect()
+        return x509.load_der_x509_certificate(connection.sock.getpeercert(binary_form=True)).serial_number
+    finally:
+        connection.close()
+
+
+async def test_requests_over_the_rate_limit_get_429_but_healthz_does_not(
+    certs: dict[str, TlsFiles], descriptor_set: Path, gateway: Gateway, tmp_path: Path
+) -> None:
+    config = edge_config(certs, descriptor_set, gateway, tmp_path, rate_limit_per_second=1, rate_limit_burst=2)
+    edge = await start_edge(config, tmp_path)
+    try:
+        statuses = [(await request(edge, "http", "GET", "/v1/models")).status for _ in range(6)]
+        assert statuses[0] == 200 and 429 in statuses, statuses
+        assert await healthz(edge) == 200
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{edge.http_port}") as channel:
+            stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+            codes = [await grpc_code(stub.ListModels(pb.ListModelsRequest(), timeout=10)) for _ in range(4)]
+        assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes, codes
+    finally:
+        await stop_edge(edge)
+
+
+async def grpc_code(call: Any) -> grpc.StatusCode:
+    try:
+        await call
+    except grpc.aio.AioRpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
