@@ -22,6 +22,7 @@ from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import CommonTls
 
 from gateway.edge.config import GATEWAY_CLUSTER, EdgeConfig
 from gateway.edge.filters import http_filters
+from gateway.edge.local_replies import local_reply_config
 from gateway.edge.secrets import EDGE_SERVER_SECRET, sds_secret_config
 from gateway.edge.typed import pack, socket_address
 
@@ -68,6 +69,7 @@ def _http_connection_manager(config: EdgeConfig, stat_prefix: str) -> Filter:
         codec_type=HttpConnectionManagerCodecType.AUTO,
         route_config=_routes(config),
         http_filters=http_filters(config),
+        local_reply_config=local_reply_config(),
         # The edge faces clients directly, so the peer address is the client's address.
         use_remote_address=True,
         # A stream that says nothing for this long is dead; a slow but live token stream is not.

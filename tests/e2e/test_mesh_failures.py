@@ -1,7 +1,8 @@
-"""A dying inference process: the client hears UNAVAILABLE within a second, the launcher restarts it, work resumes."""
+"""Dying processes: a client hears UNAVAILABLE within a second, nothing leaks, the launcher restarts them."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,35 +10,55 @@ import time
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2
 from meshserve.gateway.v1 import gateway_pb2 as pb
 from meshserve.gateway.v1 import gateway_pb2_grpc
+from meshserve.scheduler.v1 import scheduler_pb2
 
 from services.shared.status_details import details_of
 from tests.e2e.conftest import Mesh
 from tests.e2e.sse import OpenStream, post_generate
+from tests.e2e.test_mesh_scheduling import inference_free_slots, scheduler_state, used_slots, wait_for
+from tests.support import health_status
+
+INFERENCE = ("services.inference", "inference_base")
+GATEWAY = ("-m gateway", "gateway")
 
 
-def inference_pid(mesh: Mesh) -> int:
-    pattern = f"services.inference .*--listen 127.0.0.1:{mesh.port('inference_base')}"
+def pid_of(mesh: Mesh, child: tuple[str, str]) -> int:
+    module, port = child
+    pattern = f"{module} .*--listen 127.0.0.1:{mesh.port(port)}"
     pids = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True).stdout.split()
     assert len(pids) == 1, pids
     return int(pids[0])
 
 
-def wait_for_new_inference(mesh: Mesh, old_pid: int) -> None:
+def wait_for_replacement(mesh: Mesh, child: tuple[str, str], old_pid: int) -> None:
+    """Until the launcher's replacement serves: a new process whose own health is SERVING, then /healthz."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if inference_pid(mesh) != old_pid:
+            if pid_of(mesh, child) != old_pid and child_serving(mesh, child[1]) and endpoints_serving(mesh):
                 break
         except AssertionError:
             pass
         time.sleep(0.1)
+    else:
+        pytest.fail(f"{child[0]} was not replaced within 60s")
     mesh.wait_healthy(timeout=60)
 
 
+def endpoints_serving(mesh: Mesh) -> bool:
+    return all(e.health == scheduler_pb2.ENDPOINT_HEALTH_SERVING for e in scheduler_state(mesh).endpoints)
+
+
+def child_serving(mesh: Mesh, port: str) -> bool:
+    with mesh.channel(port, "cli") as channel:
+        return health_status(channel) == health_pb2.HealthCheckResponse.SERVING
+
+
 def test_killing_inference_mid_stream_fails_the_grpc_client_fast_and_is_recovered(mesh: Mesh) -> None:
-    pid = inference_pid(mesh)
+    pid = pid_of(mesh, INFERENCE)
     with grpc.insecure_channel(f"127.0.0.1:{mesh.port('edge_http')}") as channel:
         stream = gateway_pb2_grpc.GatewayServiceStub(channel).Generate(
             pb.GenerateRequest(prompt="Tell me a very long story.", max_tokens=900), timeout=60
@@ -53,13 +74,13 @@ def test_killing_inference_mid_stream_fails_the_grpc_client_fast_and_is_recovere
     assert details.code == grpc.StatusCode.UNAVAILABLE, details
     assert details.reason == "INFERENCE_UNAVAILABLE"
     assert waited < 1.0, f"the client waited {waited:.3f}s"
-    wait_for_new_inference(mesh, pid)
+    wait_for_replacement(mesh, INFERENCE, pid)
     reply = post_generate("127.0.0.1", mesh.port("edge_http"), {"prompt": "Hello", "max_tokens": 4})
     assert reply.status == 200 and reply.events[-1]["usage"]["output_tokens"] == 4
 
 
 def test_killing_inference_ends_a_rest_stream_fast_and_new_requests_get_503_until_it_is_back(mesh: Mesh) -> None:
-    pid = inference_pid(mesh)
+    pid = pid_of(mesh, INFERENCE)
     stream = OpenStream("127.0.0.1", mesh.port("edge_http"), {"prompt": "Tell me a long story.", "max_tokens": 900})
     stream.next_event()
     os.kill(pid, signal.SIGKILL)
@@ -74,6 +95,22 @@ def test_killing_inference_ends_a_rest_stream_fast_and_new_requests_get_503_unti
     refused = post_generate("127.0.0.1", mesh.port("edge_http"), {"prompt": "Hello", "max_tokens": 4})
     if refused.status != 200:  # the restart may already have won the race
         assert refused.status == 503, refused.body
-    wait_for_new_inference(mesh, pid)
+        assert json.loads(refused.body)["code"] == 14
+    wait_for_replacement(mesh, INFERENCE, pid)
+    reply = post_generate("127.0.0.1", mesh.port("edge_http"), {"prompt": "Hello", "max_tokens": 4})
+    assert reply.status == 200 and reply.events[-1]["usage"]["output_tokens"] == 4
+
+
+def test_a_crashed_gateway_leaks_no_slot(mesh: Mesh) -> None:
+    gateway_pid = pid_of(mesh, GATEWAY)
+    stream = OpenStream("127.0.0.1", mesh.port("edge_http"), {"prompt": "Tell me a long story.", "max_tokens": 900})
+    stream.next_event()
+    assert used_slots(mesh) == 1
+    os.kill(gateway_pid, signal.SIGKILL)
+    # The slot stream died with the gateway: the scheduler frees the slot, and the engine stops.
+    assert wait_for(lambda: used_slots(mesh) == 0, 1.0, "the scheduler freeing the slot") < 1.0
+    assert wait_for(lambda: inference_free_slots(mesh) == 2, 1.0, "the engine stopping") < 1.0
+    stream.close()
+    wait_for_replacement(mesh, GATEWAY, gateway_pid)
     reply = post_generate("127.0.0.1", mesh.port("edge_http"), {"prompt": "Hello", "max_tokens": 4})
     assert reply.status == 200 and reply.events[-1]["usage"]["output_tokens"] == 4

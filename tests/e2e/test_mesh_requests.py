@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import grpc
@@ -97,9 +98,20 @@ def test_bad_requests_get_the_documented_status_and_reason(mesh: Mesh, body: dic
     assert f'"reason":"{reason}"' in reply.body.decode()
 
 
-@pytest.mark.parametrize("body", [b'{"prompt": "Hi",', b"not json", b'{"prompt": 5}', b'{"colour": "red"}'])
-def test_malformed_json_is_400(mesh: Mesh, body: bytes) -> None:
-    assert post_generate("127.0.0.1", mesh.port("edge_http"), body).status == 400
+@pytest.mark.parametrize("body", [b'{"prompt": "Hi",', b"not json", b'{"prompt": 5}', b'{"prompt": "Hi", "priority": "URGENT"}'])
+def test_malformed_json_is_400_with_a_status_body(mesh: Mesh, body: bytes) -> None:
+    reply = post_generate("127.0.0.1", mesh.port("edge_http"), body)
+    assert reply.status == 400
+    error = json.loads(reply.body)
+    assert error["code"] == 3 and error["message"]
+    assert error["details"][0]["reason"] == "MALFORMED_REQUEST"
+
+
+def test_an_unknown_field_is_ignored_so_a_misspelt_prompt_is_refused_as_empty(mesh: Mesh) -> None:
+    # The proto3 JSON mapping (and so Envoy's transcoder) drops unknown fields; the gateway then sees no prompt.
+    reply = post_generate("127.0.0.1", mesh.port("edge_http"), {"promt": "Hello"})
+    assert reply.status == 400
+    assert json.loads(reply.body)["details"][0]["reason"] == "EMPTY_PROMPT"
 
 
 def test_the_mesh_still_serves_after_bad_input(mesh: Mesh) -> None:
