@@ -27,6 +27,8 @@ from services.shared.grpc_server import (
 )
 from services.shared.mesh_config import load_mesh_config
 from telemetry.logs import configure_logging
+from telemetry.metrics import serve_metrics
+from telemetry.tracing import configure_tracing
 
 log = logging.getLogger("gateway")
 
@@ -61,6 +63,7 @@ async def serve(settings: GatewaySettings) -> int:
     health_servicer = await add_health_and_reflection(server, [SERVICE_NAME])
     bind(server, settings.listen, tls)
     await server.start()
+    serve_metrics(settings.metrics_listen)
     readiness = asyncio.create_task(follow_readiness(scheduler, health_servicer, settings))
     log.info("listening on %s", settings.listen)
     log.info("stopping on %s", (await wait_for_shutdown_signal()).name)
@@ -75,4 +78,9 @@ async def serve(settings: GatewaySettings) -> int:
 def main() -> None:
     settings = GatewaySettings(_cli_parse_args=True)
     configure_logging("gateway", settings.log_level)
-    raise SystemExit(asyncio.run(serve(settings)))
+    stop_tracing = configure_tracing("gateway", settings.tracing())
+    try:
+        raise SystemExit(asyncio.run(serve(settings)))
+    finally:
+        # Flushes the spans still batched, so the last requests before a stop are not lost.
+        stop_tracing()

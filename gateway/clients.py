@@ -16,29 +16,41 @@ from orchestrator.scheduler.convert import PRIORITY_TO_PROTO
 from services.inference.core.model import GenerationChunk, GenerationRequest
 from services.shared.channels import open_channel
 from services.shared.errors import unavailable
-from services.shared.status_details import to_mesh_error
+from services.shared.status_details import details_of, to_mesh_error
 from services.shared.tls import TlsFiles
+from telemetry.spans import client_span, record_failure
+
+ACQUIRE_SLOT = "/meshserve.scheduler.v1.SchedulerService/AcquireSlot"
+GENERATE = "/meshserve.inference.v1.InferenceService/Generate"
+
+
+def _failed(span, error: grpc.aio.AioRpcError, upstream: str) -> Exception:
+    details = details_of(error)
+    record_failure(span, details.code, details.reason or details.code.name, details.message)
+    return to_mesh_error(error, upstream)
 
 
 class SchedulerClient:
     def __init__(self, address: str, tls: TlsFiles | None) -> None:
+        self._address = address
         self._channel = open_channel(address, tls)
         self._stub = scheduler_pb2_grpc.SchedulerServiceStub(self._channel)
 
     @asynccontextmanager
     async def acquire(self, ask: SlotAsk, timeout: float | None) -> AsyncIterator[SlotGrant]:
-        call = self._stub.AcquireSlot(timeout=timeout)
-        try:
-            await call.write(_ask_message(ask))
-            grant = await _wait_for_grant(call)
-        except grpc.aio.AioRpcError as error:
-            call.cancel()
-            raise to_mesh_error(error, "scheduler") from None
-        try:
-            yield SlotGrant(grant.slot_id, grant.model, grant.endpoint.address)
-        finally:
-            # Closing the stream is what frees the slot, whatever happened inside the block.
-            call.cancel()
+        with client_span(ACQUIRE_SLOT, self._address) as (span, metadata):
+            call = self._stub.AcquireSlot(timeout=timeout, metadata=metadata)
+            try:
+                await call.write(_ask_message(ask))
+                grant = await _wait_for_grant(call)
+            except grpc.aio.AioRpcError as error:
+                call.cancel()
+                raise _failed(span, error, "scheduler") from None
+            try:
+                yield SlotGrant(grant.slot_id, grant.model, grant.endpoint.address)
+            finally:
+                # Closing the stream is what frees the slot, whatever happened inside the block.
+                call.cancel()
 
     async def state(self, timeout: float = 5.0) -> spb.GetSchedulerStateResponse:
         try:
@@ -76,14 +88,15 @@ class InferenceClients:
     async def generate(
         self, address: str, model: str, request: GenerationRequest, timeout: float | None
     ) -> AsyncIterator[GenerationChunk]:
-        call = self._stub(address).Generate(to_inference_request(model, request), timeout=timeout)
-        try:
-            async for message in call:
-                yield from_inference_response(message)
-        except grpc.aio.AioRpcError as error:
-            raise to_mesh_error(error, "inference") from None
-        finally:
-            call.cancel()
+        with client_span(GENERATE, address) as (span, metadata):
+            call = self._stub(address).Generate(to_inference_request(model, request), timeout=timeout, metadata=metadata)
+            try:
+                async for message in call:
+                    yield from_inference_response(message)
+            except grpc.aio.AioRpcError as error:
+                raise _failed(span, error, "inference") from None
+            finally:
+                call.cancel()
 
     def _stub(self, address: str) -> inference_pb2_grpc.InferenceServiceStub:
         if address not in self._stubs:

@@ -14,9 +14,13 @@ from meshserve.gateway.v1 import gateway_pb2_grpc
 from gateway.clients import SchedulerClient
 from gateway.convert import to_gateway_request, to_public_response
 from gateway.core.service import GatewayCore
+from opentelemetry import trace
+
+from gateway.observability import UNKNOWN_MODEL_LABEL, observed_generation
 from gateway.status import gpu_status_response, models_response
 from services.shared.authorization import caller_identity
 from services.shared.mesh_config import MeshConfig
+from telemetry.spans import TRACE_ID_HEADER, trace_id_of
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GatewayService"].full_name
 # End users are named by the edge in this header; the mesh identity of the caller is the fallback.
@@ -33,11 +37,24 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateResponse]:
         command = to_gateway_request(request, _caller(context), uuid.uuid4().hex)
+        span = trace.get_current_span()
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
-        async with aclosing(self._core.generate(command, deadline)) as chunks:
+        stream = observed_generation(span, command, self._model_label(command.model), self._core.generate(command, deadline))
+        first = True
+        async with aclosing(stream) as chunks:
             async for chunk in chunks:
+                if first:
+                    # Sent with the first token, not before: a refusal must stay a trailers-only status,
+                    # which is what lets the edge answer it with its HTTP code.
+                    await context.send_initial_metadata(((TRACE_ID_HEADER, trace_id_of(span)),))
+                    first = False
                 yield to_public_response(chunk)
+
+    def _model_label(self, requested: str) -> str:
+        names = [model.name for model in self._mesh.models]
+        model = requested or names[0]
+        return model if model in names else UNKNOWN_MODEL_LABEL
 
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
         return models_response(self._mesh, await self._scheduler.state())

@@ -10,10 +10,11 @@ from typing import Any as JsonValue
 from envoy_data_plane.envoy.config.bootstrap.v3 import Admin, Bootstrap, BootstrapStaticResources
 from envoy_data_plane.envoy.config.core.v3 import Node
 
-from gateway.edge.clusters import gateway_cluster
+from gateway.edge.clusters import clusters
 from gateway.edge.config import EdgeConfig
 from gateway.edge.listeners import listeners
 from gateway.edge.secrets import secret_documents
+from gateway.edge.tracing import tracing_runtime
 from gateway.edge.typed import socket_address, to_json_dict
 
 NODE_ID = "meshserve-edge"
@@ -23,8 +24,10 @@ def build_bootstrap(config: EdgeConfig) -> dict[str, JsonValue]:
     """The bootstrap as a JSON-compatible dict (proto3 JSON with the .proto field names)."""
     bootstrap = Bootstrap(
         node=Node(id=NODE_ID, cluster=NODE_ID),
-        static_resources=BootstrapStaticResources(listeners=listeners(config), clusters=[gateway_cluster(config)]),
+        static_resources=BootstrapStaticResources(listeners=listeners(config), clusters=clusters(config)),
         admin=Admin(address=socket_address(config.admin_address)),
+        # Only the tracer's batching; without tracing, Envoy's defaults for everything.
+        layered_runtime=tracing_runtime(config),
     )
     return to_json_dict(bootstrap)
 

@@ -1,4 +1,8 @@
-"""The gateway cluster: mTLS over HTTP/2 to every gateway replica, with health checks and ejection."""
+"""The edge's clusters.
+
+- gateway: mTLS over HTTP/2 to every gateway replica, with health checks and ejection.
+- otel_collector (only with tracing on): plaintext HTTP/2 to the OTLP/gRPC collector.
+"""
 
 from __future__ import annotations
 
@@ -33,22 +37,25 @@ from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
 )
 from envoy_data_plane.envoy.type.matcher.v3 import StringMatcher
 
-from gateway.edge.config import GATEWAY_CLUSTER, EdgeConfig, HostPort
+from gateway.edge.config import GATEWAY_CLUSTER, OTEL_COLLECTOR_CLUSTER, EdgeConfig, HostPort
 from gateway.edge.secrets import EDGE_CLIENT_SECRET, MESH_CA_SECRET, sds_secret_config
 from gateway.edge.typed import pack, socket_address
 
 _HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
+def clusters(config: EdgeConfig) -> list[Cluster]:
+    collector = [] if config.otlp_endpoint is None else [otel_collector_cluster(config, config.otlp_endpoint)]
+    return [gateway_cluster(config), *collector]
+
+
 def gateway_cluster(config: EdgeConfig) -> Cluster:
-    static = all(_is_ip(host) for host, _ in config.gateway_endpoints)
     return Cluster(
         name=GATEWAY_CLUSTER,
-        # DNS names (a Kubernetes Service, say) are re-resolved; IP literals need no resolver.
-        type=ClusterDiscoveryType.STATIC if static else ClusterDiscoveryType.STRICT_DNS,
+        type=_discovery_type(config.gateway_endpoints),
         dns_lookup_family=ClusterDnsLookupFamily.V4_PREFERRED,
         connect_timeout=config.connect_timeout,
-        load_assignment=_endpoints(config.gateway_endpoints),
+        load_assignment=_endpoints(GATEWAY_CLUSTER, config.gateway_endpoints),
         typed_extension_protocol_options={_HTTP_PROTOCOL_OPTIONS: pack(_http2_only())},
         transport_socket=_upstream_mtls(config),
         health_checks=[_grpc_health_check(config.health_check_interval)],
@@ -56,9 +63,31 @@ def gateway_cluster(config: EdgeConfig) -> Cluster:
     )
 
 
-def _endpoints(endpoints: list[HostPort]) -> ClusterLoadAssignment:
+def otel_collector_cluster(config: EdgeConfig, collector: HostPort) -> Cluster:
+    """Where Envoy's OpenTelemetry tracer exports spans: OTLP/gRPC, so HTTP/2, in plaintext.
+
+    Plaintext, as collectors (Jaeger's 4317 among them) listen by default. No health checks: a
+    collector that is down costs dropped spans, never requests.
+    """
+    return Cluster(
+        name=OTEL_COLLECTOR_CLUSTER,
+        type=_discovery_type([collector]),
+        dns_lookup_family=ClusterDnsLookupFamily.V4_PREFERRED,
+        connect_timeout=config.connect_timeout,
+        load_assignment=_endpoints(OTEL_COLLECTOR_CLUSTER, [collector]),
+        typed_extension_protocol_options={_HTTP_PROTOCOL_OPTIONS: pack(_http2_only())},
+    )
+
+
+def _discovery_type(endpoints: list[HostPort]) -> ClusterDiscoveryType:
+    # DNS names (a Kubernetes Service, say) are re-resolved; IP literals need no resolver.
+    static = all(_is_ip(host) for host, _ in endpoints)
+    return ClusterDiscoveryType.STATIC if static else ClusterDiscoveryType.STRICT_DNS
+
+
+def _endpoints(cluster_name: str, endpoints: list[HostPort]) -> ClusterLoadAssignment:
     hosts = [LbEndpoint(endpoint=Endpoint(address=socket_address(endpoint))) for endpoint in endpoints]
-    return ClusterLoadAssignment(cluster_name=GATEWAY_CLUSTER, endpoints=[LocalityLbEndpoints(lb_endpoints=hosts)])
+    return ClusterLoadAssignment(cluster_name=cluster_name, endpoints=[LocalityLbEndpoints(lb_endpoints=hosts)])
 
 
 def _http2_only() -> HttpProtocolOptions:

@@ -14,6 +14,7 @@ from services.shared.tls import TlsFiles
 HostPort = tuple[str, int]
 
 GATEWAY_CLUSTER = "gateway"
+OTEL_COLLECTOR_CLUSTER = "otel_collector"
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,13 @@ class EdgeConfig:
     health_check_interval: datetime.timedelta = datetime.timedelta(seconds=1)
     outlier_consecutive_failures: int = 3
     outlier_base_ejection_time: datetime.timedelta = datetime.timedelta(seconds=5)
+    # The OTLP/gRPC collector (Jaeger, an OpenTelemetry Collector) that Envoy sends its spans to.
+    # None: no tracing at all, and nothing about it in the bootstrap.
+    otlp_endpoint: HostPort | None = None
+    # Envoy batches spans per worker and sends a batch when it holds trace_min_flush_spans spans, or
+    # at every trace_flush_interval, whichever comes first (Envoy's defaults: 5 spans, 5 seconds).
+    trace_flush_interval: datetime.timedelta = datetime.timedelta(seconds=1)
+    trace_min_flush_spans: int = 5
 
     def __post_init__(self) -> None:
         # Plain HTTP and the admin interface carry no authentication, so they never leave the machine.
@@ -59,6 +67,10 @@ class EdgeConfig:
             _check_port(host, port)
         if self.rate_limit_per_second < 1 or self.rate_limit_burst < 1:
             raise ValueError("the rate limit needs at least one request per second and a burst of one")
+        if self.otlp_endpoint is not None:
+            _check_port(*self.otlp_endpoint)
+        if self.trace_flush_interval < datetime.timedelta(milliseconds=1) or self.trace_min_flush_spans < 1:
+            raise ValueError("spans need a flush interval of at least 1ms and a batch of at least one span")
 
 
 def _check_listen_address(name: str, address: HostPort, *, loopback_only: bool) -> None:

@@ -24,6 +24,7 @@ from gateway.edge.config import GATEWAY_CLUSTER, EdgeConfig
 from gateway.edge.filters import http_filters
 from gateway.edge.local_replies import local_reply_config
 from gateway.edge.secrets import EDGE_SERVER_SECRET, sds_secret_config
+from gateway.edge.tracing import http_tracing
 from gateway.edge.typed import pack, socket_address
 
 PLAIN_LISTENER = "edge_http"
@@ -75,6 +76,8 @@ def _http_connection_manager(config: EdgeConfig, stat_prefix: str) -> Filter:
         # A stream that says nothing for this long is dead; a slow but live token stream is not.
         stream_idle_timeout=config.stream_idle_timeout,
         request_timeout=_DISABLED,
+        # None (no collector) leaves tracing out of the bootstrap altogether.
+        tracing=http_tracing(config),
     )
     return Filter(name="envoy.filters.network.http_connection_manager", typed_config=pack(manager))
 

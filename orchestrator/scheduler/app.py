@@ -6,12 +6,14 @@ import asyncio
 import logging
 
 from meshserve.scheduler.v1 import scheduler_pb2_grpc
+from prometheus_client import REGISTRY
 
 from orchestrator.scheduler.broker import SlotBroker
 from orchestrator.scheduler.core.model import EndpointSpec
 from orchestrator.scheduler.core.scheduler import SlotScheduler
 from orchestrator.scheduler.device_watcher import DeviceWatcher
 from orchestrator.scheduler.endpoint_watcher import EndpointWatcher
+from orchestrator.scheduler.metrics import SchedulerStateCollector
 from orchestrator.scheduler.servicer import SERVICE_NAME, SchedulerServicer
 from orchestrator.scheduler.settings import SchedulerSettings
 from orchestrator.scheduler.state_report import StateReporter
@@ -25,6 +27,8 @@ from services.shared.grpc_server import (
 )
 from services.shared.mesh_config import load_mesh_config
 from telemetry.logs import configure_logging
+from telemetry.metrics import serve_metrics
+from telemetry.tracing import configure_tracing
 
 log = logging.getLogger("orchestrator.scheduler")
 
@@ -44,12 +48,15 @@ async def serve(settings: SchedulerSettings) -> int:
     endpoints = EndpointWatcher(broker, specs, tls)
     devices = DeviceWatcher(settings.monitor, tls) if settings.monitor else None
 
+    reporter = StateReporter(broker, endpoints, devices)
+    REGISTRY.register(SchedulerStateCollector(reporter))
     server = create_service_server(settings)
-    servicer = SchedulerServicer(broker, StateReporter(broker, endpoints, devices))
+    servicer = SchedulerServicer(broker, reporter)
     scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(servicer, server)
     health = await add_health_and_reflection(server, [SERVICE_NAME])
     bind(server, settings.listen, tls)
     await server.start()
+    serve_metrics(settings.metrics_listen)
     watchers = [asyncio.create_task(endpoints.run())]
     if devices is not None:
         watchers.append(asyncio.create_task(devices.run()))
@@ -66,4 +73,9 @@ async def serve(settings: SchedulerSettings) -> int:
 def main() -> None:
     settings = SchedulerSettings(_cli_parse_args=True)
     configure_logging("scheduler", settings.log_level)
-    raise SystemExit(asyncio.run(serve(settings)))
+    stop_tracing = configure_tracing("scheduler", settings.tracing())
+    try:
+        raise SystemExit(asyncio.run(serve(settings)))
+    finally:
+        # Flushes the spans still batched, so the last requests before a stop are not lost.
+        stop_tracing()

@@ -13,6 +13,7 @@ from meshserve.scheduler.v1 import scheduler_pb2_grpc
 from orchestrator.scheduler.broker import SlotBroker
 from orchestrator.scheduler.convert import to_ask, to_update
 from orchestrator.scheduler.core.model import Grant
+from orchestrator.scheduler.observability import traced_acquire
 from orchestrator.scheduler.state_report import StateReporter
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SchedulerService"].full_name
@@ -28,7 +29,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
     ) -> AsyncIterator[pb.AcquireSlotResponse]:
         ask = to_ask(await anext(aiter(request_iterator), pb.AcquireSlotRequest()), uuid.uuid4().hex)
         grant: Grant | None = None
-        async with aclosing(self._broker.acquire(ask)) as updates:
+        async with aclosing(traced_acquire(ask, self._broker.acquire(ask))) as updates:
             async for update in updates:
                 grant = update if isinstance(update, Grant) else None
                 yield to_update(update)

@@ -11,6 +11,7 @@ from services.gpu_monitor.core.host_source import HostMemorySource
 from services.gpu_monitor.core.monitor import GpuMonitorCore
 from services.gpu_monitor.core.nvml_source import NvmlSource
 from services.gpu_monitor.core.sources import SelectedSource, SourceMode, SourceUnavailableError, select_source
+from services.gpu_monitor.metrics import keep_recording
 from services.gpu_monitor.servicer import SERVICE_NAME, GpuMonitorServicer
 from services.gpu_monitor.settings import GpuMonitorSettings
 from services.shared.grpc_server import (
@@ -22,6 +23,8 @@ from services.shared.grpc_server import (
     wait_for_shutdown_signal,
 )
 from telemetry.logs import configure_logging
+from telemetry.metrics import serve_metrics
+from telemetry.tracing import configure_tracing
 
 log = logging.getLogger("services.gpu_monitor")
 
@@ -38,6 +41,7 @@ async def serve(settings: GpuMonitorSettings) -> int:
     health = await add_health_and_reflection(server, [SERVICE_NAME])
     port = bind(server, settings.listen, settings.tls_files())
     await server.start()
+    serve_metrics(settings.metrics_listen)
     log.info("listening on %s (port %d), starting the %s source", settings.listen, port, settings.source)
 
     # The server answers health checks (NOT_SERVING) and refuses readings while the source starts.
@@ -56,9 +60,11 @@ async def serve(settings: GpuMonitorSettings) -> int:
         else:
             selected = starting.result()
             core.mark_ready(selected.source)
+            recording = asyncio.create_task(keep_recording(core))
             await set_serving(health, [SERVICE_NAME])
             log.info("reading %s: %s; SERVING", selected.source.kind.value, selected.reason)
             log.info("stopping on %s", (await signalled).name)
+            recording.cancel()
     core.mark_stopping()
     await stop_gracefully(server, health, settings.shutdown_grace_seconds)
     await _close_source(starting)
@@ -77,4 +83,9 @@ async def _close_source(starting: asyncio.Task[SelectedSource]) -> None:
 def main() -> None:
     settings = GpuMonitorSettings(_cli_parse_args=True)
     configure_logging("gpu-monitor", settings.log_level)
-    raise SystemExit(asyncio.run(serve(settings)))
+    stop_tracing = configure_tracing("gpu-monitor", settings.tracing())
+    try:
+        raise SystemExit(asyncio.run(serve(settings)))
+    finally:
+        # Flushes the spans still batched, so the last requests before a stop are not lost.
+        stop_tracing()

@@ -24,6 +24,8 @@ from services.shared.grpc_server import (
 )
 from services.shared.mesh_config import ModelConfig, load_mesh_config
 from telemetry.logs import configure_logging
+from telemetry.metrics import SLOTS_IN_USE, SLOTS_TOTAL, serve_metrics
+from telemetry.tracing import configure_tracing
 
 log = logging.getLogger("services.inference")
 
@@ -40,13 +42,17 @@ async def serve(settings: InferenceSettings) -> int:
     limits = RequestLimits(
         model.name, model.context_length, model.default_max_tokens, model.default_temperature, model.default_top_p
     )
-    core = InferenceCore(engine, limits, SlotPool(model.slots))
+    slots = SlotPool(model.slots)
+    core = InferenceCore(engine, limits, slots)
+    SLOTS_TOTAL.labels(model.name).set(slots.total)
+    SLOTS_IN_USE.labels(model.name).set_function(lambda: slots.total - slots.free)
 
     server = create_service_server(settings)
-    inference_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(core, model.name), server)
+    inference_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(core, model.name, settings.trace_content), server)
     health = await add_health_and_reflection(server, [SERVICE_NAME])
     port = bind(server, settings.listen, settings.tls_files())
     await server.start()
+    serve_metrics(settings.metrics_listen)
     log.info("listening on %s (port %d), loading %s", settings.listen, port, model.name)
 
     # The server answers health checks (NOT_SERVING) and refuses work while the model loads.
@@ -75,4 +81,9 @@ async def serve(settings: InferenceSettings) -> int:
 def main() -> None:
     settings = InferenceSettings(_cli_parse_args=True)
     configure_logging("inference", settings.log_level)
-    raise SystemExit(asyncio.run(serve(settings)))
+    stop_tracing = configure_tracing("inference", settings.tracing())
+    try:
+        raise SystemExit(asyncio.run(serve(settings)))
+    finally:
+        # Flushes the spans still batched, so the last requests before a stop are not lost.
+        stop_tracing()

@@ -18,3 +18,5 @@ class InferenceSettings(ServiceSettings):
     listen: str = "127.0.0.1:50061"
     # The gateway calls Generate; the scheduler reads GetModelInfo.
     allowed_callers: list[str] = ["gateway", "scheduler"]
+    # Prompts and completions go into traces only when an operator opts in: they may hold personal data.
+    trace_content: bool = False

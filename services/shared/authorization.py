@@ -13,10 +13,8 @@ from typing import Any
 import grpc
 
 from services.shared.certs import spiffe_id
-from services.shared.error_interceptor import responses_of
+from services.shared.error_interceptor import PROBE_METHOD_PREFIXES, responses_of
 from services.shared.errors import permission_denied
-
-_ALWAYS_OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
 def caller_identity(context: grpc.aio.ServicerContext) -> str | None:
@@ -34,7 +32,7 @@ class SpiffeAuthorizationInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(_ALWAYS_OPEN):
+        if handler is None or handler_call_details.method.startswith(PROBE_METHOD_PREFIXES):
             return handler
         return guard_handler(handler, self._check)
 

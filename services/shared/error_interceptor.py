@@ -1,25 +1,35 @@
-"""The one place where errors become gRPC statuses.
+"""The one place where errors become gRPC statuses, and so where each call's outcome is known.
 
 Every handler is wrapped so that a MeshError becomes google.rpc.Status with an ErrorInfo (and a
 RetryInfo where it has a delay), and anything else becomes INTERNAL without a traceback sent to the
-client. It also guards request decoding: a message that does not parse (for example a string field
+client. The same wrapper records the outcome on the call's span (the reason, or a cancellation, which
+the gRPC instrumentation misses) and counts it in meshserve_rpc_requests_total. It also guards request decoding: a message that does not parse (for example a string field
 holding invalid UTF-8) is INVALID_ARGUMENT, where grpc would otherwise answer INTERNAL.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
 
+from opentelemetry import trace
+
 from services.shared.errors import MeshError, invalid_argument
 from services.shared.status_details import to_grpc_status
+from telemetry.metrics import RPC_DURATION, RPC_REQUESTS
+from telemetry.spans import TRACE_ID_HEADER, record_cancellation, record_failure, trace_id_of
 
 log = logging.getLogger(__name__)
+
+# Health checks and reflection: infrastructure probing a service, not work done for a caller.
+PROBE_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
 class _UndecodableRequest:
@@ -97,24 +107,59 @@ def _prepare(request: Any, streaming_requests: bool) -> Any:
     return request
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: Exception, method: str) -> None:
+class _CallRecord:
+    """The outcome of one call, counted once it ends; health and reflection probes are not counted."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.code = grpc.StatusCode.OK
+        self._started = time.monotonic()
+
+    def done(self) -> None:
+        if self.method.startswith(PROBE_METHOD_PREFIXES):
+            return
+        RPC_REQUESTS.labels(self.method, self.code.name).inc()
+        RPC_DURATION.labels(self.method).observe(time.monotonic() - self._started)
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: Exception, record: _CallRecord) -> None:
+    span = trace.get_current_span()
+    # A failed call names its trace too, so a caller can find out what happened to it.
+    trace_header = ((TRACE_ID_HEADER, trace_id_of(span)),) if span.get_span_context().is_valid else ()
     if isinstance(error, MeshError):
         status = to_grpc_status(error)
-        await context.abort(status.code, status.details, status.trailing_metadata)
-    log.exception("unexpected error in %s", method, exc_info=error)
-    await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        record.code = status.code
+        record_failure(span, status.code, error.reason, error.message)
+        await context.abort(status.code, status.details, (*status.trailing_metadata, *trace_header))
+    log.exception("unexpected error in %s", record.method, exc_info=error)
+    record.code = grpc.StatusCode.INTERNAL
+    record_failure(span, grpc.StatusCode.INTERNAL, type(error).__name__, "internal error")
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error", trace_header)
+
+
+def _record_cancellation(context: grpc.aio.ServicerContext, record: _CallRecord) -> None:
+    remaining = context.time_remaining()
+    deadline_passed = remaining is not None and remaining <= 0
+    record.code = grpc.StatusCode.DEADLINE_EXCEEDED if deadline_passed else grpc.StatusCode.CANCELLED
+    record_cancellation(trace.get_current_span(), deadline_passed)
 
 
 def _wrap_unary(
     behavior: Callable[..., Awaitable[Any]], method: str, streaming_requests: bool
 ) -> Callable[..., Awaitable[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        record = _CallRecord(method)
         try:
             return await behavior(_prepare(request, streaming_requests), context)
         except grpc.aio.AbortError:
             raise
+        except asyncio.CancelledError:
+            _record_cancellation(context, record)
+            raise
         except Exception as error:  # noqa: BLE001 - this is the one place errors are mapped
-            await _abort(context, error, method)
+            await _abort(context, error, record)
+        finally:
+            record.done()
 
     return handle
 
@@ -123,12 +168,18 @@ def _wrap_stream(
     behavior: Callable[..., AsyncIterator[Any]], method: str, streaming_requests: bool
 ) -> Callable[..., AsyncIterator[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        record = _CallRecord(method)
         try:
             async for response in responses_of(behavior(_prepare(request, streaming_requests), context)):
                 yield response
         except grpc.aio.AbortError:
             raise
+        except asyncio.CancelledError:
+            _record_cancellation(context, record)
+            raise
         except Exception as error:  # noqa: BLE001 - this is the one place errors are mapped
-            await _abort(context, error, method)
+            await _abort(context, error, record)
+        finally:
+            record.done()
 
     return handle

@@ -15,6 +15,7 @@ from services.shared.authorization import SpiffeAuthorizationInterceptor
 from services.shared.error_interceptor import ErrorMappingInterceptor
 from services.shared.service_settings import ServiceSettings
 from services.shared.tls import TlsFiles, server_credentials
+from telemetry.tracing import tracing_server_interceptor
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +24,10 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
 def create_server(interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> grpc.aio.Server:
-    # The error interceptor comes first, so it wraps the others: errors they raise are mapped too.
+    # Tracing wraps everything, so its span sees the final status; the error interceptor wraps the rest,
+    # so errors they raise are mapped too.
     return grpc.aio.server(
-        interceptors=[ErrorMappingInterceptor(), *interceptors],
+        interceptors=[tracing_server_interceptor(), ErrorMappingInterceptor(), *interceptors],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

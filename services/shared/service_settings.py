@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import model_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.shared.tls import TlsFiles
+from telemetry.tracing import TracingSettings
 
 
 class ServiceSettings(BaseSettings):
@@ -23,12 +24,23 @@ class ServiceSettings(BaseSettings):
     allowed_callers: list[str] = []
     shutdown_grace_seconds: float = 5.0
     log_level: str = "INFO"
+    # HOST:PORT for Prometheus /metrics; empty serves none.
+    metrics_listen: str = ""
+    # The standard OpenTelemetry variables, under their own names.
+    otel_exporter_otlp_endpoint: str = Field(
+        default="", validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+    otel_sdk_disabled: bool = Field(default=False, validation_alias="OTEL_SDK_DISABLED")
+    otel_traces_exporter: str = Field(default="otlp", validation_alias="OTEL_TRACES_EXPORTER")
 
     @model_validator(mode="after")
     def _credentials_or_plaintext(self) -> ServiceSettings:
         if not self.plaintext and None in (self.tls_cert, self.tls_key, self.tls_ca):
             raise ValueError("set tls_cert, tls_key and tls_ca for mTLS, or ask for plaintext explicitly")
         return self
+
+    def tracing(self) -> TracingSettings:
+        return TracingSettings(self.otel_exporter_otlp_endpoint, self.otel_sdk_disabled, self.otel_traces_exporter)
 
     def tls_files(self) -> TlsFiles | None:
         if self.plaintext:

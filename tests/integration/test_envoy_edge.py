@@ -8,6 +8,7 @@ one-second health checks.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import http.client
 import json
 import random
@@ -15,7 +16,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from services.shared.errors import invalid_argument
 from services.shared.status_details import details_of, to_grpc_status
 from services.shared.tls import TlsFiles, server_credentials
 from tests.conftest import track, untrack
+from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.support import ServiceProcess, free_port
 
 ENVOY = Path(sys.executable).with_name("envoy")
@@ -47,9 +49,12 @@ class StandInGateway(gateway_pb2_grpc.GatewayServiceServicer):
 
     def __init__(self) -> None:
         self.requests: list[pb.GenerateRequest] = []
+        # The metadata each Generate call arrived with, in the order of requests.
+        self.metadata: list[dict[str, str]] = []
 
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext):
         self.requests.append(request)
+        self.metadata.append({key: value for key, value in context.invocation_metadata() or ()})
         if not request.prompt:
             error = invalid_argument("EMPTY_PROMPT", "the prompt is empty", field="prompt")
             await context.abort_with_status(to_grpc_status(error))
@@ -224,10 +229,12 @@ def sse_events(body: bytes) -> list[dict[str, Any]]:
     return events
 
 
+@pytest.mark.parametrize("otlp_endpoint", [None, ("otel-collector.observability", 4317)])
 async def test_envoy_accepts_the_generated_bootstrap(
-    certs: dict[str, TlsFiles], descriptor_set: Path, gateway: Gateway, tmp_path: Path
+    certs: dict[str, TlsFiles], descriptor_set: Path, gateway: Gateway, tmp_path: Path, otlp_endpoint: Any
 ) -> None:
-    bootstrap = write_bootstrap(edge_config(certs, descriptor_set, gateway, tmp_path), tmp_path / "envoy.json")
+    config = edge_config(certs, descriptor_set, gateway, tmp_path, otlp_endpoint=otlp_endpoint)
+    bootstrap = write_bootstrap(config, tmp_path / "envoy.json")
     validated = await asyncio.to_thread(
         subprocess.run,
         [str(ENVOY), "--mode", "validate", "-c", str(bootstrap), "--disable-hot-restart"],
@@ -393,3 +400,77 @@ async def grpc_code(call: Any) -> grpc.StatusCode:
     except grpc.aio.AioRpcError as error:
         return error.code()
     return grpc.StatusCode.OK
+
+
+# OTLP span kinds.
+SPAN_KIND_SERVER, SPAN_KIND_CLIENT = 2, 3
+
+
+@pytest.fixture(scope="module")
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="module")
+async def traced_edge(
+    certs: dict[str, TlsFiles],
+    descriptor_set: Path,
+    gateway: Gateway,
+    otlp_receiver: OtlpReceiver,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Edge]:
+    directory = tmp_path_factory.mktemp("traced-edge")
+    host, port = otlp_receiver.endpoint.rsplit(":", 1)
+    # A short flush interval: the two spans of one request stay under the batch size (5), so they
+    # leave Envoy on its flush timer, as a quiet mesh's spans do.
+    config = edge_config(
+        certs, descriptor_set, gateway, directory,
+        otlp_endpoint=(host, int(port)), trace_flush_interval=datetime.timedelta(milliseconds=200),
+    )  # fmt: skip
+    edge = await start_edge(config, directory)
+    yield edge
+    await stop_edge(edge)
+
+
+def metadata_of(gateway: Gateway, prompt: str) -> dict[str, str]:
+    """The metadata of the one Generate call the gateway got with this prompt."""
+    servicer = gateway.servicer
+    (metadata,) = [servicer.metadata[i] for i, sent in enumerate(servicer.requests) if sent.prompt == prompt]
+    return metadata
+
+
+@SCHEMES
+async def test_envoy_traces_a_request_and_the_gateway_continues_its_trace(
+    traced_edge: Edge, gateway: Gateway, otlp_receiver: OtlpReceiver, scheme: str
+) -> None:
+    prompt = f"traced {random.randrange(1 << 30)}"
+    response = await request(traced_edge, scheme, "POST", "/v1/generate", {"prompt": prompt})
+    assert response.status == 200, response.body
+    version, trace_id, parent_id, flags = metadata_of(gateway, prompt)["traceparent"].split("-")
+    assert (version, flags) == ("00", "01")  # W3C trace context, sampled.
+
+    def both_envoy_spans(spans: list[ReceivedSpan]) -> bool:
+        return {SPAN_KIND_SERVER, SPAN_KIND_CLIENT} <= {s.kind for s in spans if s.trace_id == trace_id}
+
+    await otlp_receiver.wait_for_async(both_envoy_spans, timeout=10)
+    spans = otlp_receiver.spans_for_trace(trace_id)
+    assert {span.service_name for span in spans} == {"envoy"}
+    (ingress,) = [span for span in spans if span.kind == SPAN_KIND_SERVER]
+    (upstream,) = [span for span in spans if span.kind == SPAN_KIND_CLIENT]
+    # The client's request starts the trace; Envoy's call to the gateway is its child and the gateway's parent.
+    assert ingress.parent_span_id == ""
+    assert upstream.parent_span_id == ingress.span_id
+    assert upstream.span_id == parent_id
+    assert ingress.attributes["http.method"] == "POST"
+    port = traced_edge.tls_port if scheme == "https" else traced_edge.http_port
+    assert ingress.attributes["http.url"] == f"{scheme}://127.0.0.1:{port}/v1/generate"
+    assert ingress.attributes["http.status_code"] == "200"
+    assert upstream.attributes["upstream_cluster"] == "gateway"
+
+
+async def test_without_a_collector_envoy_sends_no_trace_context(edge: Edge, gateway: Gateway) -> None:
+    prompt = f"untraced {random.randrange(1 << 30)}"
+    response = await request(edge, "http", "POST", "/v1/generate", {"prompt": prompt})
+    assert response.status == 200, response.body
+    assert "traceparent" not in metadata_of(gateway, prompt)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,10 +61,13 @@ def http_filter(bootstrap: dict[str, Any], name: str) -> dict[str, Any]:
     return found
 
 
+def cluster(bootstrap: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [item for item in bootstrap["static_resources"]["clusters"] if item["name"] == name]
+    return found
+
+
 def gateway_cluster(bootstrap: dict[str, Any]) -> dict[str, Any]:
-    (cluster,) = bootstrap["static_resources"]["clusters"]
-    assert cluster["name"] == "gateway"
-    return cluster
+    return cluster(bootstrap, "gateway")
 
 
 def socket(address: dict[str, Any]) -> tuple[str, int]:
@@ -250,3 +254,90 @@ def test_the_descriptor_set_holds_the_api_and_the_error_types(tmp_path: Path) ->
     # The REST bindings travel with the methods, as options the transcoder reads.
     (gateway,) = [file for file in descriptors.file if file.name == "meshserve/gateway/v1/gateway.proto"]
     assert gateway.service[0].method[0].options.ByteSize() > 0
+
+
+OTEL_CONFIG_TYPE = "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig"
+
+
+@pytest.fixture()
+def traced(tmp_path: Path) -> dict[str, Any]:
+    return build_bootstrap(edge_config(tmp_path, otlp_endpoint=("127.0.0.1", 4317)))
+
+
+def test_without_a_collector_nothing_about_tracing_is_in_the_bootstrap(bootstrap: dict[str, Any]) -> None:
+    for name in ("edge_http", "edge_https"):
+        assert "tracing" not in connection_manager(bootstrap, name)
+    assert [item["name"] for item in bootstrap["static_resources"]["clusters"]] == ["gateway"]
+    assert "layered_runtime" not in bootstrap
+    assert "opentelemetry" not in json.dumps(bootstrap)
+
+
+def test_with_a_collector_both_listeners_trace_with_opentelemetry(traced: dict[str, Any]) -> None:
+    tracing = connection_manager(traced, "edge_http")["tracing"]
+    assert connection_manager(traced, "edge_https")["tracing"] == tracing
+    assert tracing["provider"] == {
+        "name": "envoy.tracers.opentelemetry",
+        "typed_config": {
+            "@type": OTEL_CONFIG_TYPE,
+            "grpc_service": {"envoy_grpc": {"cluster_name": "otel_collector"}, "timeout": "5s"},
+            "service_name": "envoy",
+        },
+    }
+    # The edge samples every request, and its call to the gateway is a span of its own.
+    assert tracing["random_sampling"] == {"value": 100.0}
+    assert tracing["spawn_upstream_span"] is True
+
+
+def test_the_collector_is_reached_over_plaintext_http2(traced: dict[str, Any], bootstrap: dict[str, Any]) -> None:
+    collector = cluster(traced, "otel_collector")
+    assert collector["type"] == "STATIC"
+    (locality,) = collector["load_assignment"]["endpoints"]
+    (host,) = locality["lb_endpoints"]
+    assert socket(host["endpoint"]["address"]) == ("127.0.0.1", 4317)
+    assert collector["load_assignment"]["cluster_name"] == "otel_collector"
+    options = collector["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert "http2_protocol_options" in options["explicit_http_config"]
+    assert "transport_socket" not in collector
+    assert "health_checks" not in collector
+    # The gateway cluster is unchanged by tracing.
+    assert gateway_cluster(traced) == gateway_cluster(bootstrap)
+
+
+def test_a_collector_host_name_is_resolved_by_dns(tmp_path: Path) -> None:
+    bootstrap = build_bootstrap(edge_config(tmp_path, otlp_endpoint=("jaeger", 4317)))
+    assert cluster(bootstrap, "otel_collector")["type"] == "STRICT_DNS"
+    assert gateway_cluster(bootstrap)["type"] == "STATIC"
+
+
+def test_spans_are_flushed_as_configured(tmp_path: Path, traced: dict[str, Any]) -> None:
+    # Envoy's defaults (5 spans, 5s) would keep a quiet edge's spans out of Jaeger for seconds.
+    (default,) = traced["layered_runtime"]["layers"]
+    assert default["static_layer"] == {
+        "tracing.opentelemetry.flush_interval_ms": 1000,
+        "tracing.opentelemetry.min_flush_spans": 5,
+    }
+    config = edge_config(
+        tmp_path,
+        otlp_endpoint=("127.0.0.1", 4317),
+        trace_flush_interval=datetime.timedelta(milliseconds=250),
+        trace_min_flush_spans=1,
+    )
+    (layer,) = build_bootstrap(config)["layered_runtime"]["layers"]
+    assert layer["static_layer"] == {
+        "tracing.opentelemetry.flush_interval_ms": 250,
+        "tracing.opentelemetry.min_flush_spans": 1,
+    }
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"otlp_endpoint": ("127.0.0.1", 0)},
+        {"otlp_endpoint": ("jaeger", 70000)},
+        {"trace_flush_interval": datetime.timedelta(0)},
+        {"trace_min_flush_spans": 0},
+    ],
+)
+def test_bad_tracing_settings_are_refused(tmp_path: Path, overrides: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        edge_config(tmp_path, **overrides)
