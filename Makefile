@@ -10,13 +10,18 @@ WHEEL_CACHE ?= $(HOME)/.cache/meshserve/wheels
 LLAMA_CPP_VERSION := 0.3.36
 PYTEST_ARGS ?=
 
-.PHONY: up test stubs proto-check unit integration clean-venv
+.PHONY: up test lint stubs proto-check unit integration clean-venv
 
 up: $(STAMP)
 	$(BIN)/meshserve up
 
-test: $(STAMP) proto-check
+test: $(STAMP) proto-check lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# ruff: lint and formatting, for the hand-written code (generated stubs excluded in pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

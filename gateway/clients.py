@@ -89,7 +89,9 @@ class InferenceClients:
         self, address: str, model: str, request: GenerationRequest, timeout: float | None
     ) -> AsyncIterator[GenerationChunk]:
         with client_span(GENERATE, address) as (span, metadata):
-            call = self._stub(address).Generate(to_inference_request(model, request), timeout=timeout, metadata=metadata)
+            call = self._stub(address).Generate(
+                to_inference_request(model, request), timeout=timeout, metadata=metadata
+            )
             try:
                 async for message in call:
                     yield from_inference_response(message)

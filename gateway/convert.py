@@ -18,7 +18,11 @@ from services.inference.core.model import (
 )
 from services.shared.errors import invalid_argument
 
-_ROLES = {pb.CHAT_ROLE_SYSTEM: ChatRole.SYSTEM, pb.CHAT_ROLE_USER: ChatRole.USER, pb.CHAT_ROLE_ASSISTANT: ChatRole.ASSISTANT}
+_ROLES = {
+    pb.CHAT_ROLE_SYSTEM: ChatRole.SYSTEM,
+    pb.CHAT_ROLE_USER: ChatRole.USER,
+    pb.CHAT_ROLE_ASSISTANT: ChatRole.ASSISTANT,
+}
 _PRIORITIES = {
     pb.PRIORITY_UNSPECIFIED: Priority.NORMAL,
     pb.PRIORITY_LOW: Priority.LOW,
@@ -73,7 +77,9 @@ def to_inference_request(model: str, request: GenerationRequest) -> inference_pb
     message = inference_pb2.GenerateRequest(
         model=model,
         prompt=request.prompt,
-        messages=[inference_pb2.ChatMessage(role=_INFERENCE_ROLES[m.role], content=m.content) for m in request.messages],
+        messages=[
+            inference_pb2.ChatMessage(role=_INFERENCE_ROLES[m.role], content=m.content) for m in request.messages
+        ],
         stop=list(sampling.stop),
         request_id=request.request_id,
     )

@@ -10,12 +10,11 @@ from contextlib import aclosing
 import grpc
 from meshserve.gateway.v1 import gateway_pb2 as pb
 from meshserve.gateway.v1 import gateway_pb2_grpc
+from opentelemetry import trace
 
 from gateway.clients import SchedulerClient
 from gateway.convert import to_gateway_request, to_public_response
 from gateway.core.service import GatewayCore
-from opentelemetry import trace
-
 from gateway.observability import UNKNOWN_MODEL_LABEL, observed_generation
 from gateway.status import gpu_status_response, models_response
 from services.shared.authorization import caller_identity
@@ -40,7 +39,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         span = trace.get_current_span()
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
-        stream = observed_generation(span, command, self._model_label(command.model), self._core.generate(command, deadline))
+        stream = observed_generation(
+            span, command, self._model_label(command.model), self._core.generate(command, deadline)
+        )
         first = True
         async with aclosing(stream) as chunks:
             async for chunk in chunks:
@@ -56,7 +57,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         model = requested or names[0]
         return model if model in names else UNKNOWN_MODEL_LABEL
 
-    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
         return models_response(self._mesh, await self._scheduler.state())
 
     async def GetGpuStatus(

@@ -34,6 +34,7 @@ def prepare_edge(settings: LauncherSettings, certs: dict[str, TlsFiles]):
         plain_http_address=(settings.host, settings.edge_http_port),
         tls_address=("0.0.0.0", settings.edge_https_port),
         admin_address=(settings.host, settings.edge_admin_port),
+        otlp_endpoint=settings.otlp_collector(),
     )
     return write_bootstrap(edge, settings.edge_dir / "envoy.json")
 

@@ -37,6 +37,10 @@ def inference_addresses(settings: LauncherSettings, mesh: MeshConfig) -> list[tu
     return [(model.name, settings.address(settings.inference_base_port + n)) for n, model in enumerate(mesh.models)]
 
 
+def _metrics_flags(settings: LauncherSettings, port: int) -> tuple[str, ...]:
+    return ("--metrics-listen", settings.address(port))
+
+
 def plan_mesh(
     settings: LauncherSettings, mesh: MeshConfig, certs: dict[str, TlsFiles], envoy_bootstrap: Path
 ) -> list[ChildSpec]:
@@ -44,7 +48,7 @@ def plan_mesh(
     endpoints = inference_addresses(settings, mesh)
     return [
         _gpu_monitor(settings, certs["gpu-monitor"]),
-        *(_inference(settings, model, address, certs["inference"]) for model, address in endpoints),
+        *(_inference(settings, n, model, address, certs["inference"]) for n, (model, address) in enumerate(endpoints)),
         _scheduler(settings, endpoints, certs["scheduler"]),
         _gateway(settings, certs["gateway"]),
         _envoy(settings, envoy_bootstrap),
@@ -53,13 +57,20 @@ def plan_mesh(
 
 def _gpu_monitor(settings: LauncherSettings, tls: TlsFiles) -> ChildSpec:
     address = settings.address(settings.gpu_monitor_port)
-    return ChildSpec("gpu-monitor", _python_module("services.gpu_monitor", "--listen", address, *_tls_flags(tls)), address)
+    metrics = _metrics_flags(settings, settings.gpu_monitor_metrics_port)
+    argv = _python_module("services.gpu_monitor", "--listen", address, *metrics, *_tls_flags(tls))
+    return ChildSpec("gpu-monitor", argv, address)
 
 
-def _inference(settings: LauncherSettings, model: str, address: str, tls: TlsFiles) -> ChildSpec:
+def _inference(settings: LauncherSettings, index: int, model: str, address: str, tls: TlsFiles) -> ChildSpec:
     argv = _python_module(
-        "services.inference", "--config", str(settings.config), "--model", model, "--listen", address, *_tls_flags(tls)
-    )
+        "services.inference",
+        "--config", str(settings.config),
+        "--model", model,
+        "--listen", address,
+        *_metrics_flags(settings, settings.inference_metrics_base_port + index),
+        *_tls_flags(tls),
+    )  # fmt: skip
     return ChildSpec(f"inference-{model}", argv, address)
 
 
@@ -72,6 +83,7 @@ def _scheduler(settings: LauncherSettings, endpoints: list[tuple[str, str]], tls
         "--listen", address,
         "--monitor", settings.address(settings.gpu_monitor_port),
         "--max-queue", str(settings.max_queue),
+        *_metrics_flags(settings, settings.scheduler_metrics_port),
         *endpoint_flags,
         *_tls_flags(tls),
     )  # fmt: skip
@@ -85,6 +97,7 @@ def _gateway(settings: LauncherSettings, tls: TlsFiles) -> ChildSpec:
         "--config", str(settings.config),
         "--listen", address,
         "--scheduler", settings.address(settings.scheduler_port),
+        *_metrics_flags(settings, settings.gateway_metrics_port),
         *_tls_flags(tls),
     )  # fmt: skip
     return ChildSpec("gateway", argv, address)

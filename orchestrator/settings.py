@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,6 +27,15 @@ class LauncherSettings(BaseSettings):
     startup_timeout_seconds: float = 300.0
     # Requests that may wait in the scheduler's queue; past it they are refused with 429.
     max_queue: int = 64
+    # Prometheus /metrics of each service; the inference service of the n-th model gets the base plus n.
+    gateway_metrics_port: int = 9464
+    scheduler_metrics_port: int = 9465
+    gpu_monitor_metrics_port: int = 9466
+    inference_metrics_base_port: int = 9467
+    # Where traces go (OTLP/gRPC). The services read the standard variables themselves; Envoy is told here.
+    otel_exporter_otlp_endpoint: str = Field(
+        default="", validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
 
     @property
     def certs_dir(self) -> Path:
@@ -40,3 +51,12 @@ class LauncherSettings(BaseSettings):
 
     def address(self, port: int) -> str:
         return f"{self.host}:{port}"
+
+    def otlp_collector(self) -> tuple[str, int] | None:
+        """The collector as host and port, for Envoy; None when traces are off."""
+        if not self.otel_exporter_otlp_endpoint:
+            return None
+        endpoint = urlsplit(self.otel_exporter_otlp_endpoint)
+        if not endpoint.hostname:
+            endpoint = urlsplit(f"//{self.otel_exporter_otlp_endpoint}")
+        return endpoint.hostname or "localhost", endpoint.port or 4317

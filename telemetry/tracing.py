@@ -17,7 +17,6 @@ from opentelemetry.instrumentation.grpc.filters import any_of, negate, service_p
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 

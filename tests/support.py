@@ -82,9 +82,11 @@ class ServiceProcess:
 def health_status(channel: grpc.Channel, service: str = "", timeout: float = 1.0) -> int | None:
     """The health status, or None while the server does not answer."""
     try:
-        return health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=service), timeout=timeout
-        ).status
+        return (
+            health_pb2_grpc.HealthStub(channel)
+            .Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+            .status
+        )
     except grpc.RpcError:
         return None
 

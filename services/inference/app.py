@@ -48,7 +48,9 @@ async def serve(settings: InferenceSettings) -> int:
     SLOTS_IN_USE.labels(model.name).set_function(lambda: slots.total - slots.free)
 
     server = create_service_server(settings)
-    inference_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(core, model.name, settings.trace_content), server)
+    inference_pb2_grpc.add_InferenceServiceServicer_to_server(
+        InferenceServicer(core, model.name, settings.trace_content), server
+    )
     health = await add_health_and_reflection(server, [SERVICE_NAME])
     port = bind(server, settings.listen, settings.tls_files())
     await server.start()

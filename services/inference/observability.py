@@ -35,7 +35,9 @@ async def traced_generation(
 ) -> AsyncIterator[GenerationChunk]:
     operation = operation_name(bool(request.messages))
     sampling = request.sampling
-    attributes = request_attributes(operation, PROVIDER, model, sampling.max_tokens, sampling.temperature, sampling.top_p)
+    attributes = request_attributes(
+        operation, PROVIDER, model, sampling.max_tokens, sampling.temperature, sampling.top_p
+    )
     with tracer.start_as_current_span(f"{operation} {model}", attributes=attributes) as span:
         if record_content:
             span.set_attribute(INPUT_MESSAGES, _input_messages(request))
@@ -101,7 +103,10 @@ def _finished(span: Span, model: str, chunk: GenerationChunk) -> None:
     usage = chunk.usage
     span.set_attributes(response_attributes(model, chunk.finish_reason.value, usage.input_tokens, usage.output_tokens))
     log.info(
-        "generated %d tokens for %d prompt tokens (%s)", usage.output_tokens, usage.input_tokens, chunk.finish_reason.value
+        "generated %d tokens for %d prompt tokens (%s)",
+        usage.output_tokens,
+        usage.input_tokens,
+        chunk.finish_reason.value,
     )
 
 

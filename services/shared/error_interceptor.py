@@ -3,8 +3,9 @@
 Every handler is wrapped so that a MeshError becomes google.rpc.Status with an ErrorInfo (and a
 RetryInfo where it has a delay), and anything else becomes INTERNAL without a traceback sent to the
 client. The same wrapper records the outcome on the call's span (the reason, or a cancellation, which
-the gRPC instrumentation misses) and counts it in meshserve_rpc_requests_total. It also guards request decoding: a message that does not parse (for example a string field
-holding invalid UTF-8) is INVALID_ARGUMENT, where grpc would otherwise answer INTERNAL.
+the gRPC instrumentation misses) and counts it in meshserve_rpc_requests_total. It also guards request
+decoding: a message that does not parse (for example a string field holding invalid UTF-8) is
+INVALID_ARGUMENT, where grpc would otherwise answer INTERNAL.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
-
 from opentelemetry import trace
 
 from services.shared.errors import MeshError, invalid_argument

@@ -51,9 +51,7 @@ def not_found(reason: str, message: str, **metadata: object) -> MeshError:
 
 
 def resource_exhausted(reason: str, message: str, retry_after_seconds: float, **metadata: object) -> MeshError:
-    return MeshError(
-        reason, message, _as_strings(metadata), retry_after_seconds, kind=ErrorKind.RESOURCE_EXHAUSTED
-    )
+    return MeshError(reason, message, _as_strings(metadata), retry_after_seconds, kind=ErrorKind.RESOURCE_EXHAUSTED)
 
 
 def unavailable(reason: str, message: str, retry_after_seconds: float | None = None, **metadata: object) -> MeshError:

@@ -43,9 +43,7 @@ def create_service_server(settings: ServiceSettings) -> grpc.aio.Server:
     return create_server([SpiffeAuthorizationInterceptor(settings.allowed_callers)])
 
 
-async def add_health_and_reflection(
-    server: grpc.aio.Server, service_names: Sequence[str]
-) -> health.aio.HealthServicer:
+async def add_health_and_reflection(server: grpc.aio.Server, service_names: Sequence[str]) -> health.aio.HealthServicer:
     """Registers grpc.health.v1 with every service NOT_SERVING, and server reflection."""
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

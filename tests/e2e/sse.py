@@ -53,7 +53,7 @@ def post_generate(
             while b"\n\n" in buffer:
                 frame, buffer = buffer.split(b"\n\n", 1)
                 if frame.startswith(b"data: "):
-                    reply.events.append(json.loads(frame[len(b"data: "):]))
+                    reply.events.append(json.loads(frame[len(b"data: ") :]))
                     reply.arrivals.append(time.monotonic())
         return reply
     finally:
@@ -65,7 +65,9 @@ class OpenStream:
 
     def __init__(self, host: str, port: int, body: dict) -> None:
         self._connection = http.client.HTTPConnection(host, port, timeout=60)
-        self._connection.request("POST", "/v1/generate", json.dumps(body).encode(), {"Content-Type": "application/json"})
+        self._connection.request(
+            "POST", "/v1/generate", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
         self._response = self._connection.getresponse()
         self._buffer = b""
 
@@ -76,7 +78,7 @@ class OpenStream:
                 raise EOFError("the stream ended")
             self._buffer += chunk
         frame, self._buffer = self._buffer.split(b"\n\n", 1)
-        return json.loads(frame[len(b"data: "):])
+        return json.loads(frame[len(b"data: ") :])
 
     def close(self) -> None:
         self._connection.sock and self._connection.sock.close()

@@ -98,7 +98,9 @@ def test_bad_requests_get_the_documented_status_and_reason(mesh: Mesh, body: dic
     assert f'"reason":"{reason}"' in reply.body.decode()
 
 
-@pytest.mark.parametrize("body", [b'{"prompt": "Hi",', b"not json", b'{"prompt": 5}', b'{"prompt": "Hi", "priority": "URGENT"}'])
+@pytest.mark.parametrize(
+    "body", [b'{"prompt": "Hi",', b"not json", b'{"prompt": 5}', b'{"prompt": "Hi", "priority": "URGENT"}']
+)
 def test_malformed_json_is_400_with_a_status_body(mesh: Mesh, body: bytes) -> None:
     reply = post_generate("127.0.0.1", mesh.port("edge_http"), body)
     assert reply.status == 400

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 
 import pytest
 from meshserve.inference.v1 import inference_pb2, inference_pb2_grpc
@@ -27,6 +28,10 @@ def used_slots(mesh: Mesh) -> int:
 
 def queued(mesh: Mesh) -> int:
     return sum(depth.depth for depth in scheduler_state(mesh).queue)
+
+
+def queue_holds(mesh: Mesh, count: int) -> bool:
+    return queued(mesh) == count
 
 
 def inference_free_slots(mesh: Mesh) -> int:
@@ -78,8 +83,7 @@ def test_waiting_requests_are_served_in_priority_order(mesh: Mesh) -> None:
     for name in ("LOW", "NORMAL", "HIGH", "CRITICAL"):
         body = {"prompt": "Say one word.", "max_tokens": 3, "priority": f"PRIORITY_{name}"}
         threads.append(in_background(mesh, body, replies, name))
-        expected = len(threads)
-        wait_for(lambda: queued(mesh) == expected, 5.0, f"{name} being queued")
+        wait_for(partial(queue_holds, mesh, len(threads)), 5.0, f"{name} being queued")
     # One slot frees up: the waiting requests go through it one by one, most urgent first.
     first.close()
     for thread in threads:

@@ -1,4 +1,7 @@
-"""Inside the mesh every hop is mTLS: no certificate or a foreign one fails the handshake, the wrong identity is denied."""
+"""Every hop inside the mesh is mTLS: no certificate, or a foreign one, fails the handshake.
+
+A certificate from the mesh CA whose SPIFFE ID may not call the service is denied.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +20,9 @@ from tests.e2e.conftest import Mesh
 
 
 def gateway_generate(channel: grpc.Channel) -> None:
-    list(gateway_pb2_grpc.GatewayServiceStub(channel).Generate(pb.GenerateRequest(prompt="Hi", max_tokens=2), timeout=10))
+    list(
+        gateway_pb2_grpc.GatewayServiceStub(channel).Generate(pb.GenerateRequest(prompt="Hi", max_tokens=2), timeout=10)
+    )
 
 
 def test_a_caller_without_a_certificate_is_refused_at_the_handshake(mesh: Mesh) -> None:
@@ -37,7 +42,9 @@ def test_a_certificate_from_another_ca_is_refused_at_the_handshake(mesh: Mesh, t
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-@pytest.mark.parametrize(("port", "identity"), [("gateway", "cli"), ("gateway", "inference"), ("inference_base", "cli")])
+@pytest.mark.parametrize(
+    ("port", "identity"), [("gateway", "cli"), ("gateway", "inference"), ("inference_base", "cli")]
+)
 def test_a_mesh_certificate_with_the_wrong_spiffe_id_is_permission_denied(mesh: Mesh, port: str, identity: str) -> None:
     with mesh.channel(port, identity) as channel:
         with pytest.raises(grpc.RpcError) as refused:

@@ -110,7 +110,7 @@ def test_a_watch_streams_at_the_requested_interval(stub: gpumonitor_pb2_grpc.Gpu
     call.cancel()
     assert 0.25 <= elapsed < 3.0
     read_times = [message.readings[0].read_time.ToNanoseconds() for message in messages]
-    gaps = [(later - earlier) / 1e9 for earlier, later in zip(read_times, read_times[1:])]
+    gaps = [(later - earlier) / 1e9 for earlier, later in zip(read_times, read_times[1:], strict=False)]
     assert all(0.05 <= gap < 1.0 for gap in gaps), gaps
     assert all(message.node_name == NODE and message.readings for message in messages)
 
@@ -120,7 +120,7 @@ def test_a_watch_without_an_interval_uses_the_configured_default(
 ) -> None:
     call = stub.WatchReadings(pb.WatchReadingsRequest(), timeout=10)
     started = time.monotonic()
-    count = sum(1 for _, _ in zip(range(3), call))
+    count = sum(1 for _, _ in zip(range(3), call, strict=False))
     elapsed = time.monotonic() - started
     call.cancel()
     assert count == 3

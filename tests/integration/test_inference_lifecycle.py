@@ -29,7 +29,7 @@ from services.shared.certs import (
 from services.shared.status_details import details_of
 from services.shared.tls import TlsFiles, channel_credentials
 from tests.conftest import track, untrack
-from tests.support import ServiceProcess, free_port, health_status, inference_args, wait_until_serving
+from tests.support import ServiceProcess, free_port, health_status, inference_args
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -130,4 +130,4 @@ def test_it_can_be_started_and_stopped_without_a_context_manager() -> None:
     finally:
         receiver.stop()
     with pytest.raises(RuntimeError):
-        OtlpReceiver().endpoint
+        _ = OtlpReceiver().endpoint

@@ -244,11 +244,7 @@ def test_write_bootstrap_writes_the_bootstrap_and_one_secret_file_per_secret(tmp
 def test_the_descriptor_set_holds_the_api_and_the_error_types(tmp_path: Path) -> None:
     path = build_descriptor_set(tmp_path / "out" / "gateway.pb")
     descriptors = descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes())
-    names = {
-        f"{file.package}.{item.name}"
-        for file in descriptors.file
-        for item in [*file.service, *file.message_type]
-    }
+    names = {f"{file.package}.{item.name}" for file in descriptors.file for item in [*file.service, *file.message_type]}
     assert "meshserve.gateway.v1.GatewayService" in names
     assert {"google.rpc.Status", "google.rpc.ErrorInfo", "google.rpc.RetryInfo"} <= names
     # The REST bindings travel with the methods, as options the transcoder reads.

@@ -12,7 +12,7 @@ from services.gpu_monitor.convert import to_device_reading, to_requested_interva
 from services.gpu_monitor.core.readings import Device, DeviceKind, DeviceReading, Snapshot, SourceKind
 from services.shared.errors import MeshError
 
-READ_TIME = datetime.datetime(2026, 1, 2, 3, 4, 5, 250000, tzinfo=datetime.timezone.utc)
+READ_TIME = datetime.datetime(2026, 1, 2, 3, 4, 5, 250000, tzinfo=datetime.UTC)
 
 
 def test_a_gpu_reading_carries_every_measurement() -> None:
@@ -23,7 +23,7 @@ def test_a_gpu_reading_carries_every_measurement() -> None:
     )
     assert (message.memory_total_bytes, message.memory_used_bytes) == (80, 10)
     assert (message.utilization_percent, message.temperature_celsius, message.power_watts) == (40.0, 55.0, 123.5)
-    assert message.read_time.ToDatetime(tzinfo=datetime.timezone.utc) == READ_TIME
+    assert message.read_time.ToDatetime(tzinfo=datetime.UTC) == READ_TIME
 
 
 def test_unknown_measurements_stay_unset() -> None:

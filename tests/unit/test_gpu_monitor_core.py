@@ -102,7 +102,7 @@ async def test_a_watch_sends_at_once_then_every_interval() -> None:
     started = time.monotonic()
     arrivals = []
     async with aclosing(core.watch(0.1)) as snapshots:
-        async for snapshot in snapshots:
+        async for _ in snapshots:
             arrivals.append(time.monotonic() - started)
             if len(arrivals) == 4:
                 break

@@ -15,7 +15,7 @@ GIB = 1024**3
 HOST_TOTAL = 16 * GIB
 HOST_AVAILABLE = 10 * GIB
 CGROUP_V1_UNLIMITED = "9223372036854771712"
-FIXED_TIME = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+FIXED_TIME = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 
 
 def write_meminfo(directory: Path, total: int = HOST_TOTAL, available: int | None = HOST_AVAILABLE) -> Path:

@@ -15,7 +15,7 @@ from services.gpu_monitor.core.readings import DeviceKind, SourceKind
 from services.gpu_monitor.core.sources import SourceReadError, SourceUnavailableError
 
 GIB = 1024**3
-FIXED_TIME = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+FIXED_TIME = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 
 
 @dataclass

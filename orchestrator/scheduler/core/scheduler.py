@@ -72,9 +72,7 @@ class SlotScheduler:
         if not endpoints:
             raise not_found("UNKNOWN_MODEL", f"no model named {ask.model!r}", model=ask.model)
         if not any(endpoint.available for endpoint in endpoints):
-            raise unavailable(
-                "NO_ENDPOINT_AVAILABLE", f"no endpoint of {ask.model} is up", _NO_ENDPOINT_RETRY_SECONDS
-            )
+            raise unavailable("NO_ENDPOINT_AVAILABLE", f"no endpoint of {ask.model} is up", _NO_ENDPOINT_RETRY_SECONDS)
         endpoint = self._least_loaded(endpoints)
         if endpoint is not None:
             return self._grant(endpoint, ask, enqueued_at=self._clock()), []

@@ -67,8 +67,6 @@ class InferenceCore:
 
     def _require_ready(self) -> None:
         if self._state is ModelState.LOADING:
-            raise unavailable(
-                "MODEL_LOADING", f"{self._limits.model_name} is still loading", _LOADING_RETRY_SECONDS
-            )
+            raise unavailable("MODEL_LOADING", f"{self._limits.model_name} is still loading", _LOADING_RETRY_SECONDS)
         if self._state is ModelState.STOPPING:
             raise unavailable("SHUTTING_DOWN", "this endpoint is shutting down; use another")

@@ -171,7 +171,9 @@ class LlamaCppEngine:
         try:
             return self._formatter(messages=messages).prompt
         except (ValueError, jinja2.TemplateError) as error:
-            raise invalid_argument("INVALID_CONVERSATION", f"the chat template refused the conversation: {error}")
+            raise invalid_argument(
+                "INVALID_CONVERSATION", f"the chat template refused the conversation: {error}"
+            ) from error
 
     def _chat_formatter(self, llm: Llama) -> Jinja2ChatFormatter | None:
         template = self._config.read_chat_template() or llm.metadata.get("tokenizer.chat_template")
