@@ -15,6 +15,7 @@ from orchestrator.mesh_plan import IDENTITIES
 from orchestrator.settings import LauncherSettings
 from services.shared.certs import ensure_dev_certs
 from services.shared.status_details import details_of
+from telemetry.spans import TRACE_ID_HEADER
 
 PRIORITIES = ("LOW", "NORMAL", "HIGH", "CRITICAL")
 
@@ -34,6 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     generate.add_argument("--priority", choices=PRIORITIES, default="NORMAL")
     generate.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds")
     generate.add_argument("--plaintext", action="store_true", help="use the loopback plain listener, not TLS")
+    generate.add_argument("--show-trace", action="store_true", help="print the request's trace id and Jaeger link")
     return parser.parse_args(argv)
 
 
@@ -60,12 +62,17 @@ def generate_request(args: argparse.Namespace) -> pb.GenerateRequest:
     return request
 
 
+def show_trace(settings: LauncherSettings, metadata) -> None:
+    for key, value in metadata or ():
+        if key == TRACE_ID_HEADER:
+            print(f"\ntrace {value}: {settings.jaeger_ui}/trace/{value}", file=sys.stderr)
+
+
 def generate(settings: LauncherSettings, args: argparse.Namespace) -> int:
     with edge_channel(settings, args.plaintext) as channel:
+        call = gateway_pb2_grpc.GatewayServiceStub(channel).Generate(generate_request(args), timeout=args.timeout)
         try:
-            for message in gateway_pb2_grpc.GatewayServiceStub(channel).Generate(
-                generate_request(args), timeout=args.timeout
-            ):
+            for message in call:
                 print(message.text, end="", flush=True)
                 if message.finish_reason:
                     finish = pb.FinishReason.Name(message.finish_reason)
@@ -76,7 +83,11 @@ def generate(settings: LauncherSettings, args: argparse.Namespace) -> int:
             details = details_of(error)
             retry = f" (retry in {details.retry_after_seconds:.2f}s)" if details.retry_after_seconds else ""
             print(f"\nerror: {details.code.name} {details.reason or ''}: {details.message}{retry}", file=sys.stderr)
+            if args.show_trace:
+                show_trace(settings, error.trailing_metadata())
             return 1
+        if args.show_trace:
+            show_trace(settings, call.initial_metadata())
     return 0
 
 

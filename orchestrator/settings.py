@@ -32,6 +32,8 @@ class LauncherSettings(BaseSettings):
     scheduler_metrics_port: int = 9465
     gpu_monitor_metrics_port: int = 9466
     inference_metrics_base_port: int = 9467
+    # Where operators read traces; `meshserve generate --show-trace` links to it.
+    jaeger_ui: str = "http://localhost:16686"
     # Where traces go (OTLP/gRPC). The services read the standard variables themselves; Envoy is told here.
     otel_exporter_otlp_endpoint: str = Field(
         default="", validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")

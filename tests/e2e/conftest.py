@@ -19,9 +19,13 @@ import grpc
 import pytest
 
 from services.shared.tls import TlsFiles, channel_credentials
+from tests.otlp_receiver import OtlpReceiver
 from tests.support import REPO_ROOT, free_port, write_model_config
 
 MESHSERVE = [sys.executable, "-m", "orchestrator"]
+
+
+METRICS_PORTS = ("gateway_metrics", "scheduler_metrics", "gpu_monitor_metrics", "inference_metrics_base")
 
 
 @dataclass
@@ -30,6 +34,7 @@ class Mesh:
     env: dict[str, str]
     state_dir: Path
     startup_output: str
+    traces: OtlpReceiver
 
     def port(self, name: str) -> int:
         return int(self.env[f"MESHSERVE_{name.upper()}_PORT"])
@@ -83,8 +88,20 @@ def read_until(stream, marker: bytes, timeout: float) -> bytes:
     return output
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that end the shared mesh run after every other test, whatever their file is called."""
+    items.sort(key=lambda item: item.get_closest_marker("ends_mesh") is not None)
+
+
 @pytest.fixture(scope="session")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+def traces() -> Iterator[OtlpReceiver]:
+    """A real OTLP/gRPC receiver on loopback, where every process of the e2e mesh sends its spans."""
+    with OtlpReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="session")
+def mesh(tmp_path_factory: pytest.TempPathFactory, traces: OtlpReceiver) -> Iterator[Mesh]:
     directory = tmp_path_factory.mktemp("mesh")
     ports = ["edge_http", "edge_https", "edge_admin", "gateway", "scheduler", "gpu_monitor", "inference_base"]
     env = {
@@ -92,13 +109,16 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         "MESHSERVE_CONFIG": str(write_model_config(directory, context_length=1024, slots=2)),
         "MESHSERVE_STATE_DIR": str(directory / "state"),
         "MESHSERVE_MAX_QUEUE": "4",
-        **{f"MESHSERVE_{name.upper()}_PORT": str(free_port()) for name in ports},
+        **{f"MESHSERVE_{name.upper()}_PORT": str(free_port()) for name in (*ports, *METRICS_PORTS)},
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{traces.endpoint}",
+        # Export within a tenth of a second, so a test need not wait for the default five.
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
     process = subprocess.Popen(
         [*MESHSERVE, "up"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     output = read_until(process.stderr, b"Press Ctrl-C to stop.", timeout=180).decode()
-    yield Mesh(process, env, directory / "state", output)
+    yield Mesh(process, env, directory / "state", output, traces)
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
         try:

@@ -80,6 +80,9 @@ class OpenStream:
         frame, self._buffer = self._buffer.split(b"\n\n", 1)
         return json.loads(frame[len(b"data: ") :])
 
+    def header(self, name: str) -> str:
+        return self._response.getheader(name) or ""
+
     def close(self) -> None:
         self._connection.sock and self._connection.sock.close()
         self._connection.close()

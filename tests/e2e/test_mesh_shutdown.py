@@ -1,10 +1,12 @@
-"""Ctrl-C stops every process of the mesh. This file runs last: it ends the shared mesh."""
+"""Ctrl-C stops every process of the mesh. It ends the shared mesh, so it is marked to run last."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.e2e.conftest import Mesh
 
@@ -15,6 +17,7 @@ def mesh_pids(mesh: Mesh) -> list[int]:
     return [int(pid) for pid in found.split()]
 
 
+@pytest.mark.ends_mesh
 def test_ctrl_c_stops_every_process(mesh: Mesh) -> None:
     children = mesh_pids(mesh)
     assert len(children) == 5  # monitor, one inference, scheduler, gateway, envoy
