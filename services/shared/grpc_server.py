@@ -31,6 +31,11 @@ def create_server(interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> gr
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # Mesh clients ping idle channels to notice a dead peer (services/shared/channels.py). grpc's
+            # default server answers pings more often than every 5 minutes with GOAWAY too_many_pings,
+            # which fails every call on that channel; pings once a second are cheap, so allow them.
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 1000),
         ],
     )
 

@@ -113,4 +113,6 @@ def test_a_full_queue_is_refused_with_429_and_a_retry_delay(mesh: Mesh) -> None:
     assert elapsed < 0.5, f"the refusal took {elapsed:.3f}s"
     # Nothing accepted was lost: every queued request was served in full.
     assert sorted(replies) == ["q0", "q1", "q2", "q3"]
+    outcomes = {name: (reply.status, reply.body[:300], reply.events[-1:]) for name, reply in replies.items()}
+    assert all(reply.status == 200 and reply.events for reply in replies.values()), outcomes
     assert all(reply.events[-1]["usage"]["output_tokens"] == 2 for reply in replies.values())

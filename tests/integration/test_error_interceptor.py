@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 from google.protobuf import wrappers_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.shared.errors import invalid_argument, resource_exhausted
-from services.shared.grpc_server import create_server
+from services.shared.grpc_server import add_health_and_reflection, create_server, set_serving
 from services.shared.status_details import details_of
 
 SERVICE = "test.v1.Errors"
@@ -114,10 +116,6 @@ async def test_an_undecodable_message_in_a_stream_is_invalid_argument(channel: g
 
 async def test_a_streaming_handler_that_writes_through_its_context_still_works() -> None:
     """grpc's own aio health servicer streams Watch with context.write(); the interceptor must not break it."""
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    from services.shared.grpc_server import add_health_and_reflection, set_serving
-
     server = create_server()
     health = await add_health_and_reflection(server, ["test.v1.Errors"])
     port = server.add_insecure_port("127.0.0.1:0")
@@ -129,5 +127,25 @@ async def test_a_streaming_handler_that_writes_through_its_context_still_works()
             await set_serving(health, ["test.v1.Errors"])
             assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
             watch.cancel()
+    finally:
+        await server.stop(None)
+
+
+async def test_an_idle_channel_that_pings_is_not_cut_off() -> None:
+    """A client pinging an idle channel every 1.5 s, as mesh clients do every 10 s, keeps its channel."""
+    server = create_server()
+    await add_health_and_reflection(server, [])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    options = [("grpc.keepalive_time_ms", 1500), ("grpc.keepalive_permit_without_calls", 1),
+               ("grpc.http2.max_pings_without_data", 0)]  # fmt: skip
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as client:
+            health = health_pb2_grpc.HealthStub(client)
+            await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            # Long enough for grpc's default server to count two ping strikes and send GOAWAY.
+            await asyncio.sleep(5)
+            assert client.get_state() == grpc.ChannelConnectivity.READY
+            await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
     finally:
         await server.stop(None)
