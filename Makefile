@@ -10,7 +10,7 @@ WHEEL_CACHE ?= $(HOME)/.cache/meshserve/wheels
 LLAMA_CPP_VERSION := 0.3.36
 PYTEST_ARGS ?=
 
-.PHONY: up test lint stubs proto-check unit integration clean-venv
+.PHONY: up test lint bench stubs proto-check unit integration clean-venv
 
 up: $(STAMP)
 	$(BIN)/meshserve up
@@ -28,6 +28,15 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+# The benchmark (bench/): every system side by side, interleaved. BENCH_ARGS=--quick finishes in under 3 minutes.
+BENCH_ARGS ?=
+bench: $(STAMP) $(VENV)/.bench-installed
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/pip install --quiet --find-links $(WHEEL_CACHE) -c requirements.lock -e '.[dev,bench]'
+	touch $@
 
 # Regenerates the committed Python stubs from protos/. tests/unit/test_stubs_fresh.py fails when they are stale.
 stubs: $(STAMP)

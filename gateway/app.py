@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import uvloop
 from grpc_health.v1 import health, health_pb2
 from meshserve.gateway.v1 import gateway_pb2_grpc
 
@@ -80,7 +81,8 @@ def main() -> None:
     configure_logging("gateway", settings.log_level)
     stop_tracing = configure_tracing("gateway", settings.tracing())
     try:
-        raise SystemExit(asyncio.run(serve(settings)))
+        # uvloop: a faster event loop under grpc.aio, which spends most of the service's own CPU.
+        raise SystemExit(uvloop.run(serve(settings)))
     finally:
         # Flushes the spans still batched, so the last requests before a stop are not lost.
         stop_tracing()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import uvloop
 from meshserve.scheduler.v1 import scheduler_pb2_grpc
 from prometheus_client import REGISTRY
 
@@ -75,7 +76,8 @@ def main() -> None:
     configure_logging("scheduler", settings.log_level)
     stop_tracing = configure_tracing("scheduler", settings.tracing())
     try:
-        raise SystemExit(asyncio.run(serve(settings)))
+        # uvloop: a faster event loop under grpc.aio, which spends most of the service's own CPU.
+        raise SystemExit(uvloop.run(serve(settings)))
     finally:
         # Flushes the spans still batched, so the last requests before a stop are not lost.
         stop_tracing()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import uvloop
 from meshserve.gpumonitor.v1 import gpumonitor_pb2_grpc
 
 from services.gpu_monitor.core.host_source import HostMemorySource
@@ -85,7 +86,8 @@ def main() -> None:
     configure_logging("gpu-monitor", settings.log_level)
     stop_tracing = configure_tracing("gpu-monitor", settings.tracing())
     try:
-        raise SystemExit(asyncio.run(serve(settings)))
+        # uvloop: a faster event loop under grpc.aio, which spends most of the service's own CPU.
+        raise SystemExit(uvloop.run(serve(settings)))
     finally:
         # Flushes the spans still batched, so the last requests before a stop are not lost.
         stop_tracing()

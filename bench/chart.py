@@ -1,0 +1,48 @@
+"""The benchmark chart: latency and throughput per system and concurrency, and the overload comparison."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from bench.overload import OverloadResult  # noqa: E402
+
+
+def write_chart(path: Path, combined: dict, overload: list[OverloadResult], title: str) -> None:
+    systems = list(combined)
+    concurrencies = sorted({c for figures in combined.values() for c in figures})
+    figure, axes = plt.subplots(2, 2, figsize=(13, 9))
+    panels = [
+        (axes[0][0], "time to first token p50 (ms)", lambda f: 1000 * (f["ttft"]["p50"] or 0)),
+        (axes[0][1], "output tokens per second", lambda f: f["output_tokens_per_second"] or 0),
+        (axes[1][0], "end-to-end latency p50 (ms)", lambda f: 1000 * (f["end_to_end"]["p50"] or 0)),
+    ]
+    width = 0.8 / len(systems)
+    for axis, label, pick in panels:
+        for index, system in enumerate(systems):
+            values = [pick(combined[system][c]) for c in concurrencies]
+            positions = [position + index * width for position in range(len(concurrencies))]
+            axis.bar(positions, values, width, label=system)
+        axis.set_xticks([p + width * (len(systems) - 1) / 2 for p in range(len(concurrencies))])
+        axis.set_xticklabels([f"concurrency {c}" for c in concurrencies])
+        axis.set_title(label)
+    axes[0][0].legend(fontsize=8)
+    _overload_panel(axes[1][1], overload)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _overload_panel(axis, overload: list[OverloadResult]) -> None:
+    names = [result.system for result in overload]
+    high_p99 = [1000 * (result.high_ttft["p99"] or 0) for result in overload]
+    bars = axis.bar(names, high_p99, color=["tab:orange", "tab:red"][: len(names)])
+    for bar, result in zip(bars, overload, strict=True):
+        share = f"{100 * result.answered_within_deadline_share:.0f}% in deadline"
+        axis.annotate(share, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom")
+    axis.set_title("overload 3x capacity: HIGH priority TTFT p99 (ms)")

@@ -1,0 +1,153 @@
+"""One client per system under test. Each streams one completion and times every token as it arrives.
+
+All are synchronous and safe to call from many threads at once: concurrency is a thread per client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import threading
+import time
+from pathlib import Path
+
+import grpc
+from meshserve.gateway.v1 import gateway_pb2 as pb
+from meshserve.gateway.v1 import gateway_pb2_grpc
+
+from bench.workload import PROMPT, SEED, Measurement
+from services.inference.core.model import GenerationRequest, SamplingParams
+from services.inference.engines.llama_cpp import LlamaCppEngine
+from services.shared.mesh_config import ModelConfig
+
+TOP_P = 0.95
+
+
+class FloorClient:
+    """The engine alone, in this process: the same llama.cpp engine and slots the mesh runs, no network."""
+
+    name = "engine in-process"
+
+    def __init__(self, config: ModelConfig) -> None:
+        self._engine = LlamaCppEngine(config)
+        self._engine.load()
+        self._loop = asyncio.new_event_loop()
+        self._slots = asyncio.Semaphore(config.slots)
+        threading.Thread(target=self._loop.run_forever, daemon=True, name="floor-loop").start()
+
+    def stream(self, max_tokens: int, priority: str = "NORMAL", deadline: float | None = None) -> Measurement:
+        future = asyncio.run_coroutine_threadsafe(self._generate(max_tokens), self._loop)
+        return future.result(timeout=deadline)
+
+    async def _generate(self, max_tokens: int) -> Measurement:
+        started = time.monotonic()
+        result = Measurement()
+        request = GenerationRequest(SamplingParams(max_tokens, 0.0, TOP_P, SEED), prompt=PROMPT)
+        async with self._slots:
+            prompt = await self._engine.prepare(request)
+            async for chunk in self._engine.generate(request, prompt):
+                _token(result, started, len(chunk.token_ids))
+                if chunk.usage is not None:
+                    result.tokens = chunk.usage.output_tokens
+        result.total = time.monotonic() - started
+        return result
+
+
+class MeshGrpcClient:
+    """meshserve through the TLS edge with generated gRPC stubs."""
+
+    name = "meshserve gRPC"
+
+    def __init__(self, https_port: int, ca: Path) -> None:
+        credentials = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes())
+        self._channel = grpc.secure_channel(f"localhost:{https_port}", credentials)
+        self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
+
+    def stream(self, max_tokens: int, priority: str = "NORMAL", deadline: float | None = None) -> Measurement:
+        request = pb.GenerateRequest(prompt=PROMPT, max_tokens=max_tokens, temperature=0.0, top_p=TOP_P, seed=SEED)
+        request.priority = pb.Priority.Value(f"PRIORITY_{priority}")
+        started, result = time.monotonic(), Measurement()
+        try:
+            for message in self._stub.Generate(request, timeout=deadline):
+                _token(result, started, 1 if message.text else 0)
+                if message.finish_reason:
+                    result.tokens = message.usage.output_tokens
+        except grpc.RpcError as error:
+            result.status = error.code().name
+        result.total = time.monotonic() - started
+        return result
+
+
+class MeshRestClient:
+    """meshserve through the edge's REST listener, reading server-sent events."""
+
+    name = "meshserve REST+SSE"
+
+    def __init__(self, http_port: int) -> None:
+        self._port = http_port
+
+    def stream(self, max_tokens: int, priority: str = "NORMAL", deadline: float | None = None) -> Measurement:
+        body = {"prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0.0, "top_p": TOP_P, "seed": SEED,
+                "priority": f"PRIORITY_{priority}"}  # fmt: skip
+        return _sse(self._port, "/v1/generate", body, deadline, _mesh_event)
+
+
+class PeerClient:
+    """llama-cpp-python's own OpenAI-compatible server, called as its users call it: streaming completions."""
+
+    name = "llama_cpp.server"
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+
+    def stream(self, max_tokens: int, priority: str = "NORMAL", deadline: float | None = None) -> Measurement:
+        body = {"prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0.0, "top_p": TOP_P, "seed": SEED,
+                "stream": True}  # fmt: skip
+        return _sse(self._port, "/v1/completions", body, deadline, _peer_event)
+
+
+def _token(result: Measurement, started: float, count: int) -> None:
+    if count <= 0:
+        return
+    now = time.monotonic() - started
+    if result.first_token is None:
+        result.first_token = now
+    result.token_times.append(now)
+
+
+def _mesh_event(result: Measurement, started: float, event: dict) -> None:
+    _token(result, started, 1 if event.get("text") else 0)
+    if "usage" in event:
+        result.tokens = event["usage"]["output_tokens"]
+
+
+def _peer_event(result: Measurement, started: float, event: dict) -> None:
+    choice = event["choices"][0]
+    if choice.get("finish_reason") is None:
+        _token(result, started, 1)
+        result.tokens += 1
+
+
+def _sse(port: int, path: str, body: dict, deadline: float | None, on_event) -> Measurement:
+    started, result = time.monotonic(), Measurement()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=deadline or 300)
+    try:
+        connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        if response.status != 200:
+            result.status = f"HTTP {response.status}"
+            response.read()
+            return result
+        for line in response:
+            if deadline is not None and time.monotonic() - started > deadline:
+                result.status = "DEADLINE_EXCEEDED"
+                break
+            if line.startswith(b"data: ") and line.strip() != b"data: [DONE]":
+                on_event(result, started, json.loads(line[len(b"data: ") :]))
+    except (OSError, http.client.HTTPException) as error:
+        result.status = type(error).__name__
+    finally:
+        connection.close()
+        result.total = time.monotonic() - started
+    return result

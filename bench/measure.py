@@ -1,0 +1,65 @@
+"""Running one system at one concurrency, and accounting for the CPU the mesh's own processes spend."""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from bench.processes import Mesh, cpu_seconds
+from bench.workload import Measurement, RunSummary, Workload, summarize
+
+MESH_OVERHEAD_ROLES = ("envoy", "gateway", "scheduler")
+
+
+def run_closed_loop(client, concurrency: int, workload: Workload) -> tuple[list[Measurement], float]:
+    """`concurrency` clients, each sending its requests one after another."""
+    requests = concurrency * workload.requests_per_client
+    with ThreadPoolExecutor(concurrency) as pool:
+        started = time.monotonic()
+        results = list(
+            pool.map(lambda _: client.stream(workload.max_tokens).check_length(workload.max_tokens), range(requests))
+        )
+        return results, time.monotonic() - started
+
+
+@dataclass
+class CpuSample:
+    """CPU seconds spent during one run: the bench process itself, and each mesh process."""
+
+    own: float
+    mesh: dict[str, float]
+    tokens: int
+
+
+def own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def measure(client, concurrency: int, workload: Workload, mesh: Mesh | None) -> tuple[RunSummary, CpuSample]:
+    roles = mesh.roles() if mesh else {}
+    before_own, before = own_cpu(), {role: cpu_seconds(pid) for role, pid in roles.items()}
+    results, wall = run_closed_loop(client, concurrency, workload)
+    spent = {role: cpu_seconds(pid) - before[role] for role, pid in roles.items()}
+    summary = summarize(client.name, concurrency, results, wall)
+    return summary, CpuSample(own_cpu() - before_own, spent, summary.tokens)
+
+
+def mesh_overhead(samples: list[CpuSample], engine_cpu_per_token: float) -> dict[str, float]:
+    """CPU seconds per 1,000 tokens of Envoy, gateway, scheduler, and the inference service minus its engine.
+
+    The engine's share of the inference process is the engine's CPU per token measured in process, in the
+    same run, times the tokens the mesh streamed.
+    """
+    tokens = sum(sample.tokens for sample in samples)
+    if not tokens:
+        return {}
+    per_thousand = {role: 1000 * sum(s.mesh.get(role, 0.0) for s in samples) / tokens for role in MESH_OVERHEAD_ROLES}
+    inference = 1000 * sum(s.mesh.get("inference", 0.0) for s in samples) / tokens
+    per_thousand["inference minus engine"] = max(0.0, inference - 1000 * engine_cpu_per_token)
+    per_thousand["total"] = sum(per_thousand.values())
+    per_thousand["engine"] = 1000 * engine_cpu_per_token
+    per_thousand["share of engine"] = per_thousand["total"] / per_thousand["engine"] if engine_cpu_per_token else 0.0
+    return per_thousand

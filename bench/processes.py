@@ -1,0 +1,120 @@
+"""The servers under test, started as a user starts them, and the CPU time their processes use."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.shared.mesh_config import ModelConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+# The mesh's own processes, by what their command lines say.
+MESH_ROLES = {"envoy": "envoy", "gateway": "-m gateway", "scheduler": "orchestrator.scheduler",
+              "inference": "services.inference", "gpu-monitor": "services.gpu_monitor"}  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (fields 14 and 15 of /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_SECOND
+
+
+@dataclass
+class Mesh:
+    process: subprocess.Popen
+    state_dir: Path
+    ports: dict[str, int]
+
+    def roles(self) -> dict[str, int]:
+        """The mesh's processes, role to pid."""
+        found = subprocess.run(["pgrep", "-af", "--", str(self.state_dir)], capture_output=True, text=True).stdout
+        roles = {}
+        for line in found.splitlines():
+            pid, command = line.split(" ", 1)
+            for role, marker in MESH_ROLES.items():
+                if marker in command and role not in roles:
+                    roles[role] = int(pid)
+        return roles
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_mesh(state_dir: Path, max_queue: int) -> Mesh:
+    names = ["edge_http", "edge_https", "edge_admin", "gateway", "scheduler", "gpu_monitor", "inference_base",
+             "gateway_metrics", "scheduler_metrics", "gpu_monitor_metrics", "inference_metrics_base"]  # fmt: skip
+    ports = {name: free_port() for name in names}
+    env = {**os.environ, "MESHSERVE_STATE_DIR": str(state_dir), "MESHSERVE_MAX_QUEUE": str(max_queue),
+           **{f"MESHSERVE_{name.upper()}_PORT": str(port) for name, port in ports.items()}}  # fmt: skip
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    process = subprocess.Popen([sys.executable, "-m", "orchestrator", "up"], cwd=REPO_ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    _wait_for_output(process, b"Press Ctrl-C to stop.", timeout=300)
+    return Mesh(process, state_dir, ports)
+
+
+@dataclass
+class Peer:
+    process: subprocess.Popen
+    port: int
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_peer(config: ModelConfig, log_path: Path) -> Peer:
+    """llama_cpp.server on the same model file with the same context and threads."""
+    port = free_port()
+    argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(config.resolve_model_file()),
+            "--n_ctx", str(config.context_length), "--n_threads", str(config.threads),
+            "--host", "127.0.0.1", "--port", str(port),
+            # By default a new request cuts off the one streaming: answers would end after a few tokens.
+            # Without that, requests wait their turn: the unbounded queue its users get under load.
+            "--interrupt_requests", "False"]  # fmt: skip
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1):
+                return Peer(process, port)
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited; see {log_path}") from None
+            time.sleep(0.2)
+    raise TimeoutError(f"llama_cpp.server did not answer; see {log_path}")
+
+
+def _wait_for_output(process: subprocess.Popen, marker: bytes, timeout: float) -> None:
+    output, deadline = b"", time.monotonic() + timeout
+    while marker not in output:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([process.stderr], [], [], remaining)[0]:
+            raise TimeoutError(f"the mesh did not start: {output.decode(errors='replace')}")
+        chunk = os.read(process.stderr.fileno(), 65536)
+        if not chunk:
+            raise RuntimeError(f"the mesh exited: {output.decode(errors='replace')}")
+        output += chunk

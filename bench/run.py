@@ -1,0 +1,98 @@
+"""`make bench`: the same model, prompt and sampling through every system, interleaved round by round.
+
+Systems: the engine in process (the floor), meshserve over gRPC through the TLS edge, meshserve over
+REST+SSE, and llama-cpp-python's own server. Figures are medians over rounds; ratios are to the floor
+measured in the same run, because this machine is noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.chart import write_chart
+from bench.clients import FloorClient, MeshGrpcClient, MeshRestClient, PeerClient
+from bench.measure import CpuSample, measure, mesh_overhead
+from bench.overload import offer_load
+from bench.processes import REPO_ROOT, start_mesh, start_peer
+from bench.report import FLOOR, combine, machine, ratios_to_floor, table, write_json
+from bench.workload import FULL, QUICK, RunSummary, Workload
+from services.shared.mesh_config import load_mesh_config
+
+# The mesh's queue bound in the benchmark: it holds every client of the closed-loop runs (16), and is small
+# enough that 3x overload is answered with 429 rather than absorbed.
+BENCH_MAX_QUEUE = 32
+
+
+def interleaved_rounds(clients: list, workload: Workload, mesh) -> tuple[list[RunSummary], dict[str, list]]:
+    summaries, cpu = [], {"floor": [], "mesh": []}
+    for round_number in range(1, workload.rounds + 1):
+        for client in clients:
+            for concurrency in workload.concurrencies:
+                is_mesh = client.name.startswith("meshserve")
+                summary, sample = measure(client, concurrency, workload, mesh if is_mesh else None)
+                summaries.append(summary)
+                if client.name == FLOOR:
+                    cpu["floor"].append(sample)
+                elif is_mesh:
+                    cpu["mesh"].append(sample)
+                print(f"round {round_number} {client.name:<20} c={concurrency:<3} "
+                      f"{summary.output_tokens_per_second:6.1f} tok/s", file=sys.stderr, flush=True)  # fmt: skip
+    return summaries, cpu
+
+
+def engine_cpu_per_token(samples: list[CpuSample]) -> float:
+    tokens = sum(sample.tokens for sample in samples)
+    return sum(sample.own for sample in samples) / tokens if tokens else 0.0
+
+
+def run(workload: Workload, overload_seconds: float, out_dir: Path) -> None:
+    config = load_mesh_config(REPO_ROOT / "deploy" / "meshserve.toml").models[0]
+    with tempfile.TemporaryDirectory() as scratch:
+        print("loading the engine in process, starting meshserve and llama_cpp.server...", file=sys.stderr)
+        floor = FloorClient(config)
+        mesh = start_mesh(Path(scratch) / "mesh", BENCH_MAX_QUEUE)
+        peer = start_peer(config, Path(scratch) / "peer.log")
+        try:
+            ca = mesh.state_dir / "certs" / "ca.pem"
+            grpc_client = MeshGrpcClient(mesh.ports["edge_https"], ca)
+            peer_client = PeerClient(peer.port)
+            clients = [floor, grpc_client, MeshRestClient(mesh.ports["edge_http"]), peer_client]
+            for client in clients:
+                client.stream(4)  # warm-up: first-request costs are not what is measured
+            summaries, cpu = interleaved_rounds(clients, workload, mesh)
+            combined = combine(summaries)
+            capacity = max(f["requests_per_second"] for f in combined[FLOOR].values())
+            rate, deadline = 3 * capacity, max(2.0, 4 * combined[FLOOR][1]["end_to_end"]["p50"])
+            overload = [offer_load(c, rate, overload_seconds, deadline, workload.max_tokens)
+                        for c in (grpc_client, peer_client)]  # fmt: skip
+        finally:
+            mesh.stop()
+            peer.stop()
+    ratios = ratios_to_floor(combined)
+    overhead = mesh_overhead(cpu["mesh"], engine_cpu_per_token(cpu["floor"]))
+    print(table(combined, ratios, overhead, overload))
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    host = machine()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "latest.json", measured_at=when, machine=host, workload=workload, results=combined,
+               ratios_to_floor=ratios, mesh_cpu_per_1000_tokens=overhead, overload=overload,
+               overload_settings={"rate_per_second": rate, "deadline_seconds": deadline,
+                                  "mesh_max_queue": BENCH_MAX_QUEUE})  # fmt: skip
+    title = f"meshserve benchmark, {when}: {host['cpu']}, {host['cores']} cores, gemma-3-270m Q4_K_M"
+    write_chart(out_dir / "latest.png", combined, overload, title)
+    print(f"\nwrote {out_dir / 'latest.json'} and {out_dir / 'latest.png'}", file=sys.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer tokens and rounds: under 3 minutes")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results")
+    args = parser.parse_args()
+    started = time.monotonic()
+    run(QUICK if args.quick else FULL, 10.0 if args.quick else 30.0, args.out)
+    print(f"benchmark took {time.monotonic() - started:.0f}s", file=sys.stderr)
