@@ -17,9 +17,9 @@ def write_chart(path: Path, combined: dict, overload: list[OverloadResult], titl
     concurrencies = sorted({c for figures in combined.values() for c in figures})
     figure, axes = plt.subplots(2, 2, figsize=(13, 9))
     panels = [
-        (axes[0][0], "time to first token p50 (ms)", lambda f: 1000 * (f["ttft"]["p50"] or 0)),
+        (axes[0][0], "time to first token p50 (ms, log scale)", lambda f: 1000 * (f["ttft"]["p50"] or 0)),
         (axes[0][1], "output tokens per second", lambda f: f["output_tokens_per_second"] or 0),
-        (axes[1][0], "end-to-end latency p50 (ms)", lambda f: 1000 * (f["end_to_end"]["p50"] or 0)),
+        (axes[1][0], "end-to-end latency p50 (ms, log scale)", lambda f: 1000 * (f["end_to_end"]["p50"] or 0)),
     ]
     width = 0.8 / len(systems)
     for axis, label, pick in panels:
@@ -30,6 +30,9 @@ def write_chart(path: Path, combined: dict, overload: list[OverloadResult], titl
         axis.set_xticks([p + width * (len(systems) - 1) / 2 for p in range(len(concurrencies))])
         axis.set_xticklabels([f"concurrency {c}" for c in concurrencies])
         axis.set_title(label)
+        if "ms" in label:
+            # Queueing at concurrency 16 is seconds, one request alone tens of milliseconds: both must show.
+            axis.set_yscale("log")
     axes[0][0].legend(fontsize=8)
     _overload_panel(axes[1][1], overload)
     figure.suptitle(title)

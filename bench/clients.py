@@ -20,6 +20,7 @@ from bench.workload import PROMPT, SEED, Measurement
 from services.inference.core.model import GenerationRequest, SamplingParams
 from services.inference.engines.llama_cpp import LlamaCppEngine
 from services.shared.mesh_config import ModelConfig
+from services.shared.status_details import details_of
 
 TOP_P = 0.95
 
@@ -74,7 +75,8 @@ class MeshGrpcClient:
                 if message.finish_reason:
                     result.tokens = message.usage.output_tokens
         except grpc.RpcError as error:
-            result.status = error.code().name
+            details = details_of(error)
+            result.status = f"{details.code.name}:{details.reason}" if details.reason else details.code.name
         result.total = time.monotonic() - started
         return result
 

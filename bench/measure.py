@@ -58,6 +58,8 @@ def mesh_overhead(samples: list[CpuSample], engine_cpu_per_token: float) -> dict
         return {}
     per_thousand = {role: 1000 * sum(s.mesh.get(role, 0.0) for s in samples) / tokens for role in MESH_OVERHEAD_ROLES}
     inference = 1000 * sum(s.mesh.get("inference", 0.0) for s in samples) / tokens
+    # An estimate by difference: where it falls to zero or below, the service's own share is within the noise
+    # of the engine's, and it is reported as zero rather than as negative CPU.
     per_thousand["inference minus engine"] = max(0.0, inference - 1000 * engine_cpu_per_token)
     per_thousand["total"] = sum(per_thousand.values())
     per_thousand["engine"] = 1000 * engine_cpu_per_token

@@ -21,8 +21,11 @@ class OverloadResult:
     high_ttft: dict[str, float | None]
     high_answered_share: float
     answered_within_deadline_share: float
+    # Refused at the door (the queue was full): answered at once, with a retry delay.
     rejected: int
     rejection_seconds: dict[str, float | None]
+    # Pushed out of the queue by more urgent work, after waiting.
+    shed: int
 
 
 def offer_load(client, rate: float, duration: float, deadline: float, max_tokens: int) -> OverloadResult:
@@ -52,7 +55,8 @@ def offer_load(client, rate: float, duration: float, deadline: float, max_tokens
 def _summarize(system: str, rate: float, results: list[tuple[str, Measurement]], deadline: float) -> OverloadResult:
     high = [m for priority, m in results if priority == "HIGH"]
     answered = [m for _, m in results if m.status == "ok" and m.total <= deadline]
-    rejected = [m for _, m in results if m.status in ("RESOURCE_EXHAUSTED", "HTTP 429")]
+    rejected = [m for _, m in results if m.status in ("RESOURCE_EXHAUSTED:QUEUE_FULL", "HTTP 429")]
+    shed = [m for _, m in results if m.status == "RESOURCE_EXHAUSTED:SHED"]
     return OverloadResult(
         system=system,
         offered_per_second=rate,
@@ -62,4 +66,5 @@ def _summarize(system: str, rate: float, results: list[tuple[str, Measurement]],
         answered_within_deadline_share=len(answered) / max(1, len(results)),
         rejected=len(rejected),
         rejection_seconds=distribution([m.total for m in rejected]),
+        shed=len(shed),
     )

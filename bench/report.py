@@ -75,8 +75,9 @@ def table(combined: dict, ratios: dict, mesh_cpu: dict, overload: list[OverloadR
         lines.append(
             f"  {result.system:<20} HIGH TTFT p99 {_ms(result.high_ttft['p99'])} ms, HIGH answered "
             f"{100 * result.high_answered_share:.0f}%, all answered in deadline "
-            f"{100 * result.answered_within_deadline_share:.0f}%, rejected {result.rejected} "
-            f"(answered in p50 {_ms(result.rejection_seconds['p50'])} ms)"
+            f"{100 * result.answered_within_deadline_share:.0f}%, refused at once {result.rejected} "
+            f"(in p50 {_ms(result.rejection_seconds['p50'])} ms, p99 {_ms(result.rejection_seconds['p99'])} ms), "
+            f"shed after waiting {result.shed}"
         )
     return "\n".join(lines)
 
