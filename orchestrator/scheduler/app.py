@@ -58,7 +58,7 @@ async def serve(settings: SchedulerSettings) -> int:
     bind(server, settings.listen, tls)
     await server.start()
     serve_metrics(settings.metrics_listen)
-    watchers = [asyncio.create_task(endpoints.run())]
+    watchers = [asyncio.create_task(endpoints.run()), asyncio.create_task(broker.sweep_deadlines())]
     if devices is not None:
         watchers.append(asyncio.create_task(devices.run()))
     await set_serving(health, [SERVICE_NAME])

@@ -10,13 +10,15 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
-from orchestrator.scheduler.core.model import Ask, Grant, Queued, Shed
+from orchestrator.scheduler.core.model import Ask, Expired, Grant, Queued, Shed
 from orchestrator.scheduler.core.scheduler import SlotScheduler
-from services.shared.errors import resource_exhausted
+from services.shared.errors import ErrorKind, MeshError, resource_exhausted
 
 log = logging.getLogger(__name__)
 
-Update = Grant | Queued | Shed
+Update = Grant | Queued | Shed | Expired
+# How often waiting asks are checked against their deadlines between other events.
+SWEEP_SECONDS = 0.1
 
 
 class SlotBroker:
@@ -49,10 +51,22 @@ class SlotBroker:
                     raise resource_exhausted(
                         "SHED", "a more urgent request took this one's place in the queue", update.retry_after_seconds
                     )
+                if isinstance(update, Expired):
+                    raise MeshError(
+                        "DEADLINE_EXCEEDED_IN_QUEUE",
+                        "the request's deadline passed while it waited for a slot",
+                        kind=ErrorKind.DEADLINE_EXCEEDED,
+                    )
                 granted = isinstance(update, Grant)
                 yield update
         finally:
             self._leave(ask.ticket_id, mailbox, granted)
+
+    async def sweep_deadlines(self) -> None:
+        """Runs for the scheduler's life: refuses waiting asks as their deadlines pass."""
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            self._deliver(self._core.expire())
 
     def release(self, slot_id: str) -> None:
         self._deliver(self._core.release(slot_id))
@@ -74,7 +88,7 @@ class SlotBroker:
         if self._core.withdraw(ticket_id):
             self._deliver([])
 
-    def _deliver(self, updates: list[Grant] | list[Shed]) -> None:
+    def _deliver(self, updates: list[Grant] | list[Shed] | list[Expired] | list[Grant | Expired]) -> None:
         for update in updates:
             mailbox = self._mailboxes.get(update.ticket_id)
             if mailbox is not None:

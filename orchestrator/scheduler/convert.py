@@ -17,7 +17,7 @@ _PRIORITIES = {
 PRIORITY_TO_PROTO = {priority: value for value, priority in _PRIORITIES.items() if value != pb.PRIORITY_UNSPECIFIED}
 
 
-def to_ask(message: pb.AcquireSlotRequest, ticket_id: str) -> Ask:
+def to_ask(message: pb.AcquireSlotRequest, ticket_id: str, deadline: float | None = None) -> Ask:
     if not message.HasField("ask"):
         raise invalid_argument("ASK_FIRST", "the first message on an AcquireSlot stream must be an ask")
     ask = message.ask
@@ -25,7 +25,7 @@ def to_ask(message: pb.AcquireSlotRequest, ticket_id: str) -> Ask:
         raise invalid_argument("MISSING_MODEL", "the ask must name a model")
     if ask.priority not in _PRIORITIES:
         raise invalid_argument("INVALID_PRIORITY", f"unknown priority {ask.priority}")
-    return Ask(ticket_id, ask.model, _PRIORITIES[ask.priority], ask.caller_id, ask.request_id)
+    return Ask(ticket_id, ask.model, _PRIORITIES[ask.priority], ask.caller_id, ask.request_id, deadline)
 
 
 def to_endpoint(spec: EndpointSpec) -> pb.Endpoint:

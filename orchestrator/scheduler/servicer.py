@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -27,7 +28,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
     async def AcquireSlot(
         self, request_iterator: AsyncIterator[pb.AcquireSlotRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.AcquireSlotResponse]:
-        ask = to_ask(await anext(aiter(request_iterator), pb.AcquireSlotRequest()), uuid.uuid4().hex)
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+        ask = to_ask(await anext(aiter(request_iterator), pb.AcquireSlotRequest()), uuid.uuid4().hex, deadline)
         grant: Grant | None = None
         async with aclosing(traced_acquire(ask, self._broker.acquire(ask))) as updates:
             async for update in updates:

@@ -35,6 +35,8 @@ class Ask:
     priority: Priority = Priority.NORMAL
     caller_id: str = ""
     request_id: str = ""
+    # When the caller stops waiting, on the scheduler's clock; None waits as long as it takes.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,13 @@ class Queued:
     ticket_id: str
     position: int
     depth: int
+
+
+@dataclass(frozen=True)
+class Expired:
+    """A waiting ask whose deadline passed before a slot came free: it never reaches an engine."""
+
+    ticket_id: str
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,26 @@
-"""The wait queue: one FIFO per priority, most urgent first."""
+"""The wait queue: most urgent first, with aging, fairness between callers, and deadlines.
+
+- Priority: CRITICAL before HIGH before NORMAL before LOW.
+- Aging: an ask rises one level for every `aging_seconds` it has waited (up to HIGH, so aged work never
+  outranks CRITICAL): nothing starves.
+- Fairness: within a level, callers take turns; a caller's k-th waiting ask goes after every other
+  caller's (k-1)-th, so one busy caller cannot push everyone else back.
+- Deadlines: an ask whose deadline has passed is never granted; `drop_expired` hands it back to be refused.
+
+Orders are computed when asked for: the queue is bounded (hundreds at most), and a computed order cannot
+go stale as time passes.
+"""
 
 from __future__ import annotations
 
-from collections import deque
+import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from orchestrator.scheduler.core.model import Ask, Priority
+
+DEFAULT_AGING_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -15,26 +30,39 @@ class Waiting:
 
 
 class PriorityQueue:
-    def __init__(self) -> None:
-        self._lanes: dict[Priority, deque[Waiting]] = {priority: deque() for priority in Priority}
+    def __init__(self, clock: Callable[[], float] = time.monotonic, aging_seconds: float = DEFAULT_AGING_SECONDS):
+        if aging_seconds <= 0:
+            raise ValueError("aging_seconds must be positive")
+        self._clock = clock
+        self._aging_seconds = aging_seconds
+        self._waiting: dict[str, Waiting] = {}
 
     def __len__(self) -> int:
-        return sum(len(lane) for lane in self._lanes.values())
+        return len(self._waiting)
 
     def push(self, waiting: Waiting) -> None:
-        self._lanes[waiting.ask.priority].append(waiting)
+        self._waiting[waiting.ask.ticket_id] = waiting
 
     def remove(self, ticket_id: str) -> Waiting | None:
-        for lane in self._lanes.values():
-            for waiting in lane:
-                if waiting.ask.ticket_id == ticket_id:
-                    lane.remove(waiting)
-                    return waiting
-        return None
+        return self._waiting.pop(ticket_id, None)
+
+    def effective_priority(self, waiting: Waiting, now: float) -> Priority:
+        if waiting.ask.priority >= Priority.HIGH:
+            return waiting.ask.priority
+        promotions = max(0, int((now - waiting.enqueued_at) // self._aging_seconds))
+        return Priority(min(Priority.HIGH, waiting.ask.priority + promotions))
 
     def in_order(self) -> list[Waiting]:
         """Every waiting ask, in the order they would be granted."""
-        return [waiting for priority in sorted(Priority, reverse=True) for waiting in self._lanes[priority]]
+        now = self._clock()
+        turns: Counter[tuple[Priority, str]] = Counter()
+        ranked = []
+        for waiting in sorted(self._waiting.values(), key=lambda w: w.enqueued_at):
+            level = self.effective_priority(waiting, now)
+            turn = turns[(level, waiting.ask.caller_id)]
+            turns[(level, waiting.ask.caller_id)] += 1
+            ranked.append((-level, turn, waiting.enqueued_at, waiting))
+        return [waiting for *_, waiting in sorted(ranked, key=lambda entry: entry[:3])]
 
     def first_for(self, models: set[str]) -> Waiting | None:
         for waiting in self.in_order():
@@ -43,11 +71,19 @@ class PriorityQueue:
         return None
 
     def least_urgent(self) -> Waiting | None:
-        """The newest ask of the lowest priority: the one to shed first."""
-        for priority in sorted(Priority):
-            if self._lanes[priority]:
-                return self._lanes[priority][-1]
-        return None
+        """The ask that would be granted last: the one to shed first."""
+        order = self.in_order()
+        return order[-1] if order else None
+
+    def drop_expired(self) -> list[Waiting]:
+        now = self._clock()
+        expired = [w for w in self._waiting.values() if w.ask.deadline is not None and w.ask.deadline <= now]
+        for waiting in expired:
+            del self._waiting[waiting.ask.ticket_id]
+        return expired
 
     def depth_by_priority(self) -> dict[Priority, int]:
-        return {priority: len(lane) for priority, lane in self._lanes.items()}
+        depths = dict.fromkeys(Priority, 0)
+        for waiting in self._waiting.values():
+            depths[waiting.ask.priority] += 1
+        return depths

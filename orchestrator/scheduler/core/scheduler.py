@@ -15,12 +15,13 @@ from orchestrator.scheduler.core.model import (
     Ask,
     EndpointSnapshot,
     EndpointSpec,
+    Expired,
     Grant,
     Queued,
     SchedulerSnapshot,
     Shed,
 )
-from orchestrator.scheduler.core.queue import PriorityQueue, Waiting
+from orchestrator.scheduler.core.queue import DEFAULT_AGING_SECONDS, PriorityQueue, Waiting
 from services.shared.errors import not_found, resource_exhausted, unavailable
 
 # Weight of the newest slot hold time in the running average behind retry delays.
@@ -55,11 +56,12 @@ class SlotScheduler:
         max_queue: int,
         clock: Callable[[], float] = time.monotonic,
         start_available: bool = True,
+        aging_seconds: float = DEFAULT_AGING_SECONDS,
     ) -> None:
         if len({spec.endpoint_id for spec in endpoints}) != len(endpoints):
             raise ValueError("endpoint ids must be unique")
         self._endpoints = {spec.endpoint_id: _Endpoint(spec, start_available) for spec in endpoints}
-        self._queue = PriorityQueue()
+        self._queue = PriorityQueue(clock, aging_seconds)
         self._held: dict[str, _Held] = {}
         self._max_queue = max_queue
         self._clock = clock
@@ -80,7 +82,7 @@ class SlotScheduler:
         self._queue.push(Waiting(ask, self._clock()))
         return self._position_of(ask.ticket_id), shed
 
-    def release(self, slot_id: str) -> list[Grant]:
+    def release(self, slot_id: str) -> list[Grant | Expired]:
         """Frees a slot and grants it to whoever waits longest at the highest priority."""
         held = self._held.pop(slot_id, None)
         if held is None:
@@ -95,10 +97,14 @@ class SlotScheduler:
         """Takes a waiting ask out of the queue, as when its caller goes away."""
         return self._queue.remove(ticket_id) is not None
 
-    def set_available(self, endpoint_id: str, available: bool) -> list[Grant]:
+    def set_available(self, endpoint_id: str, available: bool) -> list[Grant | Expired]:
         """Marks an endpoint up or down; an endpoint coming up may grant to waiting asks."""
         self._endpoints[endpoint_id].available = available
         return self._drain() if available else []
+
+    def expire(self) -> list[Expired]:
+        """Drops the waiting asks whose deadline has passed."""
+        return [Expired(waiting.ask.ticket_id) for waiting in self._queue.drop_expired()]
 
     def positions(self) -> list[Queued]:
         return [self._position_of(waiting.ask.ticket_id) for waiting in self._queue.in_order()]
@@ -146,8 +152,9 @@ class SlotScheduler:
         self._queue.remove(victim.ask.ticket_id)
         return [Shed(victim.ask.ticket_id, self.retry_after_seconds(victim.ask.model))]
 
-    def _drain(self) -> list[Grant]:
-        grants = []
+    def _drain(self) -> list[Grant | Expired]:
+        # Expired asks go first, so a slot is never granted to a caller that has stopped waiting.
+        grants: list[Grant | Expired] = list(self.expire())
         while True:
             models = {e.spec.model for e in self._endpoints.values() if e.free_slots > 0}
             waiting = self._queue.first_for(models)
