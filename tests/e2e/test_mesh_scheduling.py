@@ -6,12 +6,15 @@ import threading
 import time
 from functools import partial
 
+import grpc
 import pytest
+from meshserve.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from meshserve.inference.v1 import inference_pb2, inference_pb2_grpc
 from meshserve.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 
 from tests.e2e.conftest import Mesh
 from tests.e2e.sse import OpenStream, SseReply, post_generate
+from tests.e2e.test_mesh_metrics import metrics, value
 
 LONG = {"prompt": "Tell me the whole history of the world.", "max_tokens": 900}
 
@@ -116,3 +119,30 @@ def test_a_full_queue_is_refused_with_429_and_a_retry_delay(mesh: Mesh) -> None:
     outcomes = {name: (reply.status, reply.body[:300], reply.events[-1:]) for name, reply in replies.items()}
     assert all(reply.status == 200 and reply.events for reply in replies.values()), outcomes
     assert all(reply.events[-1]["usage"]["output_tokens"] == 2 for reply in replies.values())
+
+
+def test_a_request_whose_deadline_passes_in_the_queue_never_reaches_an_engine(mesh: Mesh) -> None:
+    method = "/meshserve.inference.v1.InferenceService/Generate"
+    streams = hold_slots(mesh, 2)
+    engine_calls = sum(
+        v for (name, labels), v in metrics(mesh, "inference_metrics_base").items()
+        if name == "meshserve_rpc_requests_total" and ("method", method) in labels
+    )  # fmt: skip
+    started = time.monotonic()
+    with grpc.insecure_channel(f"127.0.0.1:{mesh.port('edge_http')}") as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as expired:
+            list(stub.Generate(gateway_pb2.GenerateRequest(prompt="Hi", max_tokens=2), timeout=0.5))
+    waited = time.monotonic() - started
+    after = metrics(mesh, "inference_metrics_base")
+    for stream in streams:
+        stream.close()
+    assert expired.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert waited < 1.5
+    engine_calls_after = sum(
+        v for (name, labels), v in after.items()
+        if name == "meshserve_rpc_requests_total" and ("method", method) in labels
+    )  # fmt: skip
+    assert engine_calls_after == engine_calls
+    assert value(after, "meshserve_slots_in_use", model="gemma-3-270m") == 2
+    wait_for(lambda: used_slots(mesh) == 0, 2.0, "every slot being freed")
