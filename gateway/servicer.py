@@ -16,7 +16,7 @@ from gateway.clients import SchedulerClient
 from gateway.convert import to_gateway_request, to_public_response
 from gateway.core.service import GatewayCore
 from gateway.observability import UNKNOWN_MODEL_LABEL, observed_generation
-from gateway.status import gpu_status_response, models_response
+from gateway.status import gpu_status_response, models_response, scheduler_state_response
 from services.shared.authorization import caller_identity
 from services.shared.mesh_config import MeshConfig
 from telemetry.spans import TRACE_ID_HEADER, trace_id_of
@@ -66,6 +66,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: pb.GetGpuStatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetGpuStatusResponse:
         return gpu_status_response(await self._scheduler.state())
+
+    async def GetSchedulerState(
+        self, request: pb.GetSchedulerStateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetSchedulerStateResponse:
+        return scheduler_state_response(await self._scheduler.state())
 
 
 def _caller(context: grpc.aio.ServicerContext) -> str:

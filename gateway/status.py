@@ -38,22 +38,42 @@ def _model_state(endpoints: list[spb.EndpointState]) -> int:
 
 
 def gpu_status_response(state: spb.GetSchedulerStateResponse) -> pb.GetGpuStatusResponse:
-    response = pb.GetGpuStatusResponse()
-    for device in state.devices:
-        public = response.devices.add(
-            device_id=device.device_id,
-            node_name=device.node_name,
-            kind=_DEVICE_KINDS.get(device.kind, pb.DEVICE_KIND_UNSPECIFIED),
-            name=device.name,
-            memory_total_bytes=device.memory_total_bytes,
-            memory_used_bytes=device.measured_used_bytes,
-            pressure_level=device.pressure_level,
+    return pb.GetGpuStatusResponse(devices=[_public_device(device) for device in state.devices])
+
+
+def scheduler_state_response(state: spb.GetSchedulerStateResponse) -> pb.GetSchedulerStateResponse:
+    response = pb.GetSchedulerStateResponse(devices=[_public_device(device) for device in state.devices])
+    for queue in state.queue:
+        response.queue.add(priority=queue.priority, depth=queue.depth)
+    for endpoint in state.endpoints:
+        response.endpoints.add(
+            endpoint_id=endpoint.endpoint.endpoint_id,
+            model=endpoint.endpoint.model,
+            address=endpoint.endpoint.address,
+            total_slots=endpoint.total_slots,
+            used_slots=endpoint.used_slots,
+            serving=endpoint.health == spb.ENDPOINT_HEALTH_SERVING,
         )
-        public.read_time.CopyFrom(device.read_time)
-        for field in ("utilization_percent", "temperature_celsius", "power_watts"):
-            if device.HasField(field):
-                setattr(public, field, getattr(device, field))
+    resident = {e.endpoint.model for e in state.endpoints if e.resident}
+    response.resident_models.extend(sorted(resident))
     return response
+
+
+def _public_device(device: spb.DeviceState) -> pb.Device:
+    public = pb.Device(
+        device_id=device.device_id,
+        node_name=device.node_name,
+        kind=_DEVICE_KINDS.get(device.kind, pb.DEVICE_KIND_UNSPECIFIED),
+        name=device.name,
+        memory_total_bytes=device.memory_total_bytes,
+        memory_used_bytes=device.measured_used_bytes,
+        pressure_level=device.pressure_level,
+    )
+    public.read_time.CopyFrom(device.read_time)
+    for field in ("utilization_percent", "temperature_celsius", "power_watts"):
+        if device.HasField(field):
+            setattr(public, field, getattr(device, field))
+    return public
 
 
 def mesh_is_ready(state: spb.GetSchedulerStateResponse, expect_devices: bool) -> bool:

@@ -13,6 +13,7 @@ from meshserve.gateway.v1 import gateway_pb2_grpc
 from orchestrator.launcher import run_up
 from orchestrator.mesh_plan import IDENTITIES
 from orchestrator.settings import LauncherSettings
+from orchestrator.status import render
 from services.shared.certs import ensure_dev_certs
 from services.shared.status_details import details_of
 from telemetry.spans import TRACE_ID_HEADER
@@ -25,6 +26,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="run the whole mesh in the foreground until Ctrl-C")
     commands.add_parser("certs", help="create the development CA and service certificates")
+    status = commands.add_parser("status", help="devices, pressure, queue, slots and resident models")
+    status.add_argument("--json", action="store_true", help="print the state as JSON")
+    status.add_argument("--plaintext", action="store_true", help="use the loopback plain listener, not TLS")
     generate = commands.add_parser("generate", help="stream a completion through the edge over gRPC")
     generate.add_argument("prompt")
     generate.add_argument("--model", default="", help="a configured model (default: the first)")
@@ -91,11 +95,27 @@ def generate(settings: LauncherSettings, args: argparse.Namespace) -> int:
     return 0
 
 
+def show_status(settings: LauncherSettings, args: argparse.Namespace) -> int:
+    with edge_channel(settings, args.plaintext) as channel:
+        try:
+            state = gateway_pb2_grpc.GatewayServiceStub(channel).GetSchedulerState(
+                pb.GetSchedulerStateRequest(), timeout=10
+            )
+        except grpc.RpcError as error:
+            details = details_of(error)
+            print(f"error: {details.code.name} {details.reason or ''}: {details.message}", file=sys.stderr)
+            return 1
+    print(render(state, args.json))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     settings = LauncherSettings()
     if args.command == "up":
         raise SystemExit(asyncio.run(run_up(settings)))
+    if args.command == "status":
+        raise SystemExit(show_status(settings, args))
     if args.command == "certs":
         for identity, files in ensure_dev_certs(settings.certs_dir, list(IDENTITIES)).items():
             print(f"{identity}: {files.cert}")

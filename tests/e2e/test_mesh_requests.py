@@ -119,3 +119,19 @@ def test_an_unknown_field_is_ignored_so_a_misspelt_prompt_is_refused_as_empty(me
 def test_the_mesh_still_serves_after_bad_input(mesh: Mesh) -> None:
     reply = post_generate("127.0.0.1", mesh.port("edge_http"), {"prompt": "Hello", "max_tokens": 3})
     assert reply.events[-1]["usage"]["output_tokens"] == 3
+
+
+def test_scheduler_state_is_served_over_rest_and_by_meshserve_status(mesh: Mesh) -> None:
+    status, state = mesh.get_json("/v1/scheduler/state")
+    assert status == 200
+    (endpoint,) = state["endpoints"]
+    assert (endpoint["model"], endpoint["total_slots"], endpoint["serving"]) == ("gemma-3-270m", 2, True)
+    assert state["resident_models"] == ["gemma-3-270m"]
+    assert {q["priority"] for q in state["queue"]} == {f"PRIORITY_{p}" for p in ("LOW", "NORMAL", "HIGH", "CRITICAL")}
+    assert state["devices"][0]["kind"] == "DEVICE_KIND_HOST"
+    result = subprocess.run([*MESHSERVE, "status"], cwd=REPO_ROOT, env=mesh.env, capture_output=True, text=True,
+                            timeout=30)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "slots 0/2 in use, serving" in result.stdout
+    assert "resident models: gemma-3-270m" in result.stdout
+    assert "queue: CRITICAL 0, HIGH 0, NORMAL 0, LOW 0" in result.stdout

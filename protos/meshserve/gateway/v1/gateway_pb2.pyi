@@ -196,3 +196,43 @@ class GetGpuStatusResponse(_message.Message):
     DEVICES_FIELD_NUMBER: _ClassVar[int]
     devices: _containers.RepeatedCompositeFieldContainer[Device]
     def __init__(self, devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ...) -> None: ...
+
+class GetSchedulerStateRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class QueueDepth(_message.Message):
+    __slots__ = ("priority", "depth")
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    priority: Priority
+    depth: int
+    def __init__(self, priority: _Optional[_Union[Priority, str]] = ..., depth: _Optional[int] = ...) -> None: ...
+
+class EndpointState(_message.Message):
+    __slots__ = ("endpoint_id", "model", "address", "total_slots", "used_slots", "serving")
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    USED_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
+    endpoint_id: str
+    model: str
+    address: str
+    total_slots: int
+    used_slots: int
+    serving: bool
+    def __init__(self, endpoint_id: _Optional[str] = ..., model: _Optional[str] = ..., address: _Optional[str] = ..., total_slots: _Optional[int] = ..., used_slots: _Optional[int] = ..., serving: _Optional[bool] = ...) -> None: ...
+
+class GetSchedulerStateResponse(_message.Message):
+    __slots__ = ("devices", "queue", "endpoints", "resident_models")
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    RESIDENT_MODELS_FIELD_NUMBER: _ClassVar[int]
+    devices: _containers.RepeatedCompositeFieldContainer[Device]
+    queue: _containers.RepeatedCompositeFieldContainer[QueueDepth]
+    endpoints: _containers.RepeatedCompositeFieldContainer[EndpointState]
+    resident_models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., queue: _Optional[_Iterable[_Union[QueueDepth, _Mapping]]] = ..., endpoints: _Optional[_Iterable[_Union[EndpointState, _Mapping]]] = ..., resident_models: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -51,6 +51,11 @@ class GatewayServiceStub:
                 request_serializer=meshserve_dot_gateway_dot_v1_dot_gateway__pb2.GetGpuStatusRequest.SerializeToString,
                 response_deserializer=meshserve_dot_gateway_dot_v1_dot_gateway__pb2.GetGpuStatusResponse.FromString,
                 _registered_method=True)
+        self.GetSchedulerState = channel.unary_unary(
+                '/meshserve.gateway.v1.GatewayService/GetSchedulerState',
+                request_serializer=meshserve_dot_gateway_dot_v1_dot_gateway__pb2.GetSchedulerStateRequest.SerializeToString,
+                response_deserializer=meshserve_dot_gateway_dot_v1_dot_gateway__pb2.GetSchedulerStateResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -80,6 +85,14 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSchedulerState(self, request, context):
+        """GetSchedulerState reports what the scheduler sees: devices and their pressure, the queue by
+        priority, every endpoint's slots, and the models resident now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +110,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.GetGpuStatus,
                     request_deserializer=meshserve_dot_gateway_dot_v1_dot_gateway__pb2.GetGpuStatusRequest.FromString,
                     response_serializer=meshserve_dot_gateway_dot_v1_dot_gateway__pb2.GetGpuStatusResponse.SerializeToString,
+            ),
+            'GetSchedulerState': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedulerState,
+                    request_deserializer=meshserve_dot_gateway_dot_v1_dot_gateway__pb2.GetSchedulerStateRequest.FromString,
+                    response_serializer=meshserve_dot_gateway_dot_v1_dot_gateway__pb2.GetSchedulerStateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -182,6 +200,33 @@ class GatewayService:
             '/meshserve.gateway.v1.GatewayService/GetGpuStatus',
             meshserve_dot_gateway_dot_v1_dot_gateway__pb2.GetGpuStatusRequest.SerializeToString,
             meshserve_dot_gateway_dot_v1_dot_gateway__pb2.GetGpuStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedulerState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshserve.gateway.v1.GatewayService/GetSchedulerState',
+            meshserve_dot_gateway_dot_v1_dot_gateway__pb2.GetSchedulerStateRequest.SerializeToString,
+            meshserve_dot_gateway_dot_v1_dot_gateway__pb2.GetSchedulerStateResponse.FromString,
             options,
             channel_credentials,
             insecure,
