@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import uvloop
 from meshserve.gpumonitor.v1 import gpumonitor_pb2_grpc
@@ -11,6 +12,7 @@ from meshserve.gpumonitor.v1 import gpumonitor_pb2_grpc
 from services.gpu_monitor.core.host_source import HostMemorySource
 from services.gpu_monitor.core.monitor import GpuMonitorCore
 from services.gpu_monitor.core.nvml_source import NvmlSource
+from services.gpu_monitor.core.replay_source import ReplaySource
 from services.gpu_monitor.core.sources import SelectedSource, SourceMode, SourceUnavailableError, select_source
 from services.gpu_monitor.metrics import keep_recording
 from services.gpu_monitor.servicer import SERVICE_NAME, GpuMonitorServicer
@@ -30,9 +32,10 @@ from telemetry.tracing import configure_tracing
 log = logging.getLogger("services.gpu_monitor")
 
 
-def start_source(mode: SourceMode, node_name: str) -> SelectedSource:
+def start_source(mode: SourceMode, node_name: str, replay_file: Path | None = None) -> SelectedSource:
     """Blocking: NVML initialisation can take seconds on a node with many GPUs."""
-    return select_source(mode, lambda: NvmlSource(node_name), lambda: HostMemorySource(node_name))
+    replay = (lambda: ReplaySource(node_name, replay_file)) if replay_file is not None else None
+    return select_source(mode, lambda: NvmlSource(node_name), lambda: HostMemorySource(node_name), replay)
 
 
 async def serve(settings: GpuMonitorSettings) -> int:
@@ -46,7 +49,9 @@ async def serve(settings: GpuMonitorSettings) -> int:
     log.info("listening on %s (port %d), starting the %s source", settings.listen, port, settings.source)
 
     # The server answers health checks (NOT_SERVING) and refuses readings while the source starts.
-    starting = asyncio.create_task(asyncio.to_thread(start_source, settings.source_mode(), settings.node_name))
+    starting = asyncio.create_task(
+        asyncio.to_thread(start_source, settings.source_mode(), settings.node_name, settings.replay_file)
+    )
     signalled = asyncio.create_task(wait_for_shutdown_signal())
     done, _ = await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
     exit_code = 0

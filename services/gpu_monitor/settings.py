@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -22,7 +23,9 @@ class GpuMonitorSettings(ServiceSettings):
     # Names the node in every device_id ("<node>/gpu0", "<node>/host"), so it must be unique in the mesh.
     node_name: str = Field(default_factory=socket.gethostname)
     # auto: NVML where it initialises and reports a GPU, else host memory; nvml: fail without a GPU.
-    source: Literal["auto", "nvml", "host"] = "auto"
+    # replay: a drill, playing back the readings recorded in replay_file.
+    source: Literal["auto", "nvml", "host", "replay"] = "auto"
+    replay_file: Path | None = None
     # The watch interval when a request leaves it unset.
     interval_seconds: float = Field(default=1.0, ge=MIN_INTERVAL_SECONDS, le=MAX_INTERVAL_SECONDS)
     # The scheduler watches readings; operators may read them with the cli certificate.

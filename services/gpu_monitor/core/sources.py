@@ -48,6 +48,8 @@ class SourceMode(Enum):
     AUTO = "auto"
     NVML = "nvml"
     HOST = "host"
+    # Recorded readings played back from a file: a drill source, never picked by AUTO.
+    REPLAY = "replay"
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,13 @@ def select_source(
     mode: SourceMode,
     make_nvml: Callable[[], DeviceReadingSource],
     make_host: Callable[[], DeviceReadingSource],
+    make_replay: Callable[[], DeviceReadingSource] | None = None,
 ) -> SelectedSource:
-    """Starts the source the mode asks for. Blocking. Raises SourceUnavailableError only for mode NVML."""
+    """Starts the source the mode asks for. Blocking. Raises SourceUnavailableError for NVML and REPLAY."""
+    if mode is SourceMode.REPLAY:
+        if make_replay is None:
+            raise SourceUnavailableError("replay was asked for without a file to replay")
+        return _started(make_replay(), "a drill: replaying recorded readings")
     if mode is SourceMode.HOST:
         return _started(make_host(), "host memory was asked for")
     nvml = make_nvml()
