@@ -9,6 +9,7 @@ import grpc
 from google.protobuf import duration_pb2
 from meshserve.gpumonitor.v1 import gpumonitor_pb2, gpumonitor_pb2_grpc
 
+from orchestrator.scheduler.core.pressure import PressureLevel, PressureThresholds, level_for
 from services.shared.channels import open_channel
 from services.shared.tls import TlsFiles
 
@@ -25,6 +26,8 @@ class DeviceWatcher:
         self._interval.FromNanoseconds(int(interval_seconds * 1e9))
         self.node_name = ""
         self.readings: dict[str, gpumonitor_pb2.DeviceReading] = {}
+        self.levels: dict[str, PressureLevel] = {}
+        self._thresholds = PressureThresholds()
 
     async def run(self) -> None:
         while True:
@@ -35,6 +38,18 @@ class DeviceWatcher:
                     async for update in stub.WatchReadings(request):
                         self.node_name = update.node_name
                         self.readings = {reading.device.device_id: reading for reading in update.readings}
+                        self._follow_levels()
             except grpc.aio.AioRpcError as error:
                 log.warning("GPU monitor at %s: %s", self._address, error.code().name)
             await asyncio.sleep(_RECONNECT_SECONDS)
+
+    def _follow_levels(self) -> None:
+        """Each device's pressure level, from its latest reading and its level before (for hysteresis)."""
+        for device_id, reading in self.readings.items():
+            total = reading.memory_total_bytes
+            used = reading.memory_used_bytes / total if total else 1.0
+            previous = self.levels.get(device_id, PressureLevel.LOW)
+            level = level_for(used, previous, self._thresholds)
+            if level is not previous:
+                log.info("device %s is at pressure %s (%.0f%% used)", device_id, level.name, 100 * used)
+            self.levels[device_id] = level

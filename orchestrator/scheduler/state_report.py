@@ -47,8 +47,12 @@ class StateReporter:
                 state.context_length = report.model_info.context_length
                 state.memory_footprint_bytes = report.model_info.memory_footprint_bytes
         if self._devices is not None:
-            for reading in self._devices.readings.values():
-                response.devices.append(_device_state(self._devices.node_name, reading))
+            for device_id, reading in self._devices.readings.items():
+                state = _device_state(self._devices.node_name, reading)
+                if device_id in self._devices.levels:
+                    # The proto's levels are numbered as the core's: LOW is 1, EMERGENCY 5.
+                    state.pressure_level = int(self._devices.levels[device_id])
+                response.devices.append(state)
         return response
 
 

@@ -135,3 +135,13 @@ def test_scheduler_state_is_served_over_rest_and_by_meshserve_status(mesh: Mesh)
     assert "slots 0/2 in use, serving" in result.stdout
     assert "resident models: gemma-3-270m" in result.stdout
     assert "queue: CRITICAL 0, HIGH 0, NORMAL 0, LOW 0" in result.stdout
+
+
+def test_each_device_reports_the_pressure_level_its_memory_use_gives(mesh: Mesh) -> None:
+    status, gpus = mesh.get_json("/v1/gpu/status")
+    (device,) = gpus["devices"]
+    used = int(device["memory_used_bytes"]) / int(device["memory_total_bytes"])
+    # This host's memory use decides it; the level must be the one DESIGN.md's bands give for it.
+    expected = "PRESSURE_LEVEL_" + ("LOW" if used < 0.5 else "NORMAL" if used < 0.7 else "HIGH" if used < 0.85
+                                    else "CRITICAL" if used < 0.95 else "EMERGENCY")  # fmt: skip
+    assert status == 200 and device["pressure_level"] == expected
