@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import uvloop
 from meshserve.scheduler.v1 import scheduler_pb2_grpc
 from prometheus_client import REGISTRY
 
@@ -27,9 +26,8 @@ from services.shared.grpc_server import (
     wait_for_shutdown_signal,
 )
 from services.shared.mesh_config import load_mesh_config
-from telemetry.logs import configure_logging
+from services.shared.service_main import run_service
 from telemetry.metrics import serve_metrics
-from telemetry.tracing import configure_tracing
 
 log = logging.getLogger("orchestrator.scheduler")
 
@@ -72,12 +70,4 @@ async def serve(settings: SchedulerSettings) -> int:
 
 
 def main() -> None:
-    settings = SchedulerSettings(_cli_parse_args=True)
-    configure_logging("scheduler", settings.log_level)
-    stop_tracing = configure_tracing("scheduler", settings.tracing())
-    try:
-        # uvloop: a faster event loop under grpc.aio, which spends most of the service's own CPU.
-        raise SystemExit(uvloop.run(serve(settings)))
-    finally:
-        # Flushes the spans still batched, so the last requests before a stop are not lost.
-        stop_tracing()
+    run_service("scheduler", SchedulerSettings(_cli_parse_args=True), serve)

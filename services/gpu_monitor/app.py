@@ -6,7 +6,6 @@ import asyncio
 import logging
 from pathlib import Path
 
-import uvloop
 from meshserve.gpumonitor.v1 import gpumonitor_pb2_grpc
 
 from services.gpu_monitor.core.host_source import HostMemorySource
@@ -25,9 +24,8 @@ from services.shared.grpc_server import (
     stop_gracefully,
     wait_for_shutdown_signal,
 )
-from telemetry.logs import configure_logging
+from services.shared.service_main import run_service
 from telemetry.metrics import serve_metrics
-from telemetry.tracing import configure_tracing
 
 log = logging.getLogger("services.gpu_monitor")
 
@@ -87,12 +85,4 @@ async def _close_source(starting: asyncio.Task[SelectedSource]) -> None:
 
 
 def main() -> None:
-    settings = GpuMonitorSettings(_cli_parse_args=True)
-    configure_logging("gpu-monitor", settings.log_level)
-    stop_tracing = configure_tracing("gpu-monitor", settings.tracing())
-    try:
-        # uvloop: a faster event loop under grpc.aio, which spends most of the service's own CPU.
-        raise SystemExit(uvloop.run(serve(settings)))
-    finally:
-        # Flushes the spans still batched, so the last requests before a stop are not lost.
-        stop_tracing()
+    run_service("gpu-monitor", GpuMonitorSettings(_cli_parse_args=True), serve)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import uvloop
 from meshserve.inference.v1 import inference_pb2_grpc
 
 from services.inference.core.engine import Engine
@@ -24,9 +23,8 @@ from services.shared.grpc_server import (
     wait_for_shutdown_signal,
 )
 from services.shared.mesh_config import ModelConfig, load_mesh_config
-from telemetry.logs import configure_logging
+from services.shared.service_main import run_service
 from telemetry.metrics import SLOTS_IN_USE, SLOTS_TOTAL, serve_metrics
-from telemetry.tracing import configure_tracing
 
 log = logging.getLogger("services.inference")
 
@@ -82,12 +80,4 @@ async def serve(settings: InferenceSettings) -> int:
 
 
 def main() -> None:
-    settings = InferenceSettings(_cli_parse_args=True)
-    configure_logging("inference", settings.log_level)
-    stop_tracing = configure_tracing("inference", settings.tracing())
-    try:
-        # uvloop: a faster event loop under grpc.aio, which spends most of the service's own CPU.
-        raise SystemExit(uvloop.run(serve(settings)))
-    finally:
-        # Flushes the spans still batched, so the last requests before a stop are not lost.
-        stop_tracing()
+    run_service("inference", InferenceSettings(_cli_parse_args=True), serve)
