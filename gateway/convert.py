@@ -7,6 +7,7 @@ from meshserve.inference.v1 import inference_pb2
 
 from gateway.core.service import GatewayChunk, GatewayRequest
 from orchestrator.scheduler.core.model import Priority
+from services.inference.convert import fill_completion_fields
 from services.inference.core.model import (
     ChatMessage,
     ChatRole,
@@ -62,14 +63,7 @@ def to_gateway_request(message: pb.GenerateRequest, caller_id: str, request_id: 
 
 
 def to_public_response(item: GatewayChunk) -> pb.GenerateResponse:
-    chunk = item.chunk
-    response = pb.GenerateResponse(text=chunk.text, model=item.model)
-    if chunk.finish_reason is not None:
-        response.finish_reason = _FINISH_TO_PUBLIC[chunk.finish_reason]
-    if chunk.usage is not None:
-        response.usage.input_tokens = chunk.usage.input_tokens
-        response.usage.output_tokens = chunk.usage.output_tokens
-    return response
+    return fill_completion_fields(pb.GenerateResponse(model=item.model), item.chunk, _FINISH_TO_PUBLIC)
 
 
 def to_inference_request(model: str, request: GenerationRequest) -> inference_pb2.GenerateRequest:
