@@ -50,7 +50,8 @@ async def traced_generation(
                 async for chunk in chunks:
                     if phases.saw(chunk):
                         timer.token_seen()
-                    output.append(chunk.text)
+                    if record_content:
+                        output.append(chunk.text)
                     if chunk.usage is not None and chunk.finish_reason is not None:
                         timer.input_tokens, timer.output_tokens = chunk.usage.input_tokens, chunk.usage.output_tokens
                         _finished(span, model, chunk)

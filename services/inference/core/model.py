@@ -5,7 +5,7 @@ Plain data, shared by the core, the engines and the servicer's proto conversion.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 
@@ -92,4 +92,3 @@ class ModelMetadata:
     kv_head_count: int = 0
     head_dim: int = 0
     kv_cache_element_bytes: int = 2
-    extra: dict[str, str] = field(default_factory=dict)

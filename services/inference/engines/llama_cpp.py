@@ -209,7 +209,6 @@ class LlamaCppEngine:
             kv_head_count=kv_heads,
             head_dim=head_dim,
             kv_cache_element_bytes=_F16_BYTES,
-            extra={"architecture": arch},
         )
 
 
