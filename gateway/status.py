@@ -5,6 +5,7 @@ from __future__ import annotations
 from meshserve.gateway.v1 import gateway_pb2 as pb
 from meshserve.scheduler.v1 import scheduler_pb2 as spb
 
+from services.shared.device_readings import copy_optional_readings
 from services.shared.mesh_config import MeshConfig
 
 _DEVICE_KINDS = {spb.DEVICE_KIND_GPU: pb.DEVICE_KIND_GPU, spb.DEVICE_KIND_HOST: pb.DEVICE_KIND_HOST}
@@ -70,9 +71,7 @@ def _public_device(device: spb.DeviceState) -> pb.Device:
         pressure_level=device.pressure_level,
     )
     public.read_time.CopyFrom(device.read_time)
-    for field in ("utilization_percent", "temperature_celsius", "power_watts"):
-        if device.HasField(field):
-            setattr(public, field, getattr(device, field))
+    copy_optional_readings(device, public)
     return public
 
 

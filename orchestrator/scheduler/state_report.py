@@ -9,6 +9,7 @@ from orchestrator.scheduler.broker import SlotBroker
 from orchestrator.scheduler.convert import PRIORITY_TO_PROTO, to_endpoint
 from orchestrator.scheduler.device_watcher import DeviceWatcher
 from orchestrator.scheduler.endpoint_watcher import EndpointHealth, EndpointWatcher
+from services.shared.device_readings import copy_optional_readings
 
 _HEALTH = {
     EndpointHealth.UNKNOWN: pb.ENDPOINT_HEALTH_UNSPECIFIED,
@@ -67,7 +68,5 @@ def _device_state(node_name: str, reading: gpumonitor_pb2.DeviceReading) -> pb.D
         measured_used_bytes=reading.memory_used_bytes,
     )
     state.read_time.CopyFrom(reading.read_time)
-    for field in ("utilization_percent", "temperature_celsius", "power_watts"):
-        if reading.HasField(field):
-            setattr(state, field, getattr(reading, field))
+    copy_optional_readings(reading, state)
     return state
