@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,7 +13,7 @@ from meshserve.scheduler.v1 import scheduler_pb2_grpc
 
 from gateway.convert import from_inference_response, to_inference_request
 from gateway.core.ports import SlotAsk, SlotGrant
-from orchestrator.scheduler.convert import PRIORITY_TO_PROTO
+from orchestrator.scheduler.convert import OUTCOME_TO_PROTO, PRIORITY_TO_PROTO
 from services.inference.core.model import GenerationChunk, GenerationRequest
 from services.shared.channels import open_channel
 from services.shared.errors import unavailable
@@ -22,6 +23,7 @@ from telemetry.spans import client_span, record_failure
 
 ACQUIRE_SLOT = "/meshserve.scheduler.v1.SchedulerService/AcquireSlot"
 GENERATE = "/meshserve.inference.v1.InferenceService/Generate"
+_RELEASE_WAIT_SECONDS = 1.0
 
 
 def _failed(span, error: grpc.aio.AioRpcError, upstream: str) -> Exception:
@@ -46,11 +48,11 @@ class SchedulerClient:
             except grpc.aio.AioRpcError as error:
                 call.cancel()
                 raise _failed(span, error, "scheduler") from None
+            slot = SlotGrant(grant.slot_id, grant.model, grant.endpoint.address)
             try:
-                yield SlotGrant(grant.slot_id, grant.model, grant.endpoint.address)
+                yield slot
             finally:
-                # Closing the stream is what frees the slot, whatever happened inside the block.
-                call.cancel()
+                await _give_back(call, slot)
 
     async def state(self, timeout: float = 5.0) -> spb.GetSchedulerStateResponse:
         try:
@@ -64,9 +66,30 @@ class SchedulerClient:
 
 def _ask_message(ask: SlotAsk) -> spb.AcquireSlotRequest:
     slot_ask = spb.SlotAsk(
-        model=ask.model, priority=PRIORITY_TO_PROTO[ask.priority], caller_id=ask.caller_id, request_id=ask.request_id
+        model=ask.model,
+        fallback_models=ask.fallback_models,
+        priority=PRIORITY_TO_PROTO[ask.priority],
+        caller_id=ask.caller_id,
+        request_id=ask.request_id,
     )
     return spb.AcquireSlotRequest(ask=slot_ask)
+
+
+async def _give_back(call: grpc.aio.StreamStreamCall, slot: SlotGrant) -> None:
+    """Tells the scheduler how the work ended, then closes the stream: closing is what frees the slot."""
+    release = spb.SlotRelease(outcome=OUTCOME_TO_PROTO[slot.outcome])
+    if slot.first_token_seconds is not None:
+        release.time_to_first_token.FromNanoseconds(int(slot.first_token_seconds * 1e9))
+    try:
+        await call.write(spb.AcquireSlotRequest(release=release))
+        await call.done_writing()
+        # The scheduler ends the stream once it has the release; waiting for that keeps the outcome from
+        # racing the cancel below. A scheduler that does not answer in time still gets the cancel.
+        await asyncio.wait_for(call.read(), _RELEASE_WAIT_SECONDS)
+    except (TimeoutError, grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        pass
+    finally:
+        call.cancel()
 
 
 async def _wait_for_grant(call: grpc.aio.StreamStreamCall) -> spb.SlotGrant:

@@ -59,7 +59,9 @@ def to_gateway_request(message: pb.GenerateRequest, caller_id: str, request_id: 
         stop=tuple(message.stop),
     )
     generation = GenerationRequest(sampling, message.prompt, tuple(messages), request_id)
-    return GatewayRequest(generation, message.model, _PRIORITIES[message.priority], caller_id)
+    return GatewayRequest(
+        generation, message.model, _PRIORITIES[message.priority], caller_id, tuple(message.fallback_models)
+    )
 
 
 def to_public_response(item: GatewayChunk) -> pb.GenerateResponse:

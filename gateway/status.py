@@ -21,7 +21,7 @@ def models_response(mesh: MeshConfig, state: spb.GetSchedulerStateResponse) -> p
             state=_model_state(endpoints),
             context_length=config.context_length,
             total_slots=sum(endpoint.total_slots for endpoint in endpoints),
-            free_slots=sum(endpoint.total_slots - endpoint.used_slots for endpoint in endpoints if endpoint.resident),
+            free_slots=sum(e.total_slots - e.used_slots for e in endpoints if e.health == spb.ENDPOINT_HEALTH_SERVING),
         )
         model.memory_footprint_bytes = max((e.memory_footprint_bytes for e in endpoints), default=0)
     return response
@@ -54,6 +54,9 @@ def scheduler_state_response(state: spb.GetSchedulerStateResponse) -> pb.GetSche
             total_slots=endpoint.total_slots,
             used_slots=endpoint.used_slots,
             serving=endpoint.health == spb.ENDPOINT_HEALTH_SERVING,
+            resident=endpoint.resident,
+            circuit_open=endpoint.circuit_open,
+            device_id=endpoint.endpoint.device_id,
         )
     resident = {e.endpoint.model for e in state.endpoints if e.resident}
     response.resident_models.extend(sorted(resident))
@@ -69,6 +72,10 @@ def _public_device(device: spb.DeviceState) -> pb.Device:
         memory_total_bytes=device.memory_total_bytes,
         memory_used_bytes=device.measured_used_bytes,
         pressure_level=device.pressure_level,
+        capacity_bytes=device.capacity_bytes,
+        reserved_bytes=device.reserved_bytes,
+        peak_reserved_bytes=device.peak_reserved_bytes,
+        thermal_state=device.thermal_state,
     )
     public.read_time.CopyFrom(device.read_time)
     copy_optional_readings(device, public)

@@ -7,7 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from orchestrator.scheduler.core.model import Priority
+from orchestrator.scheduler.core.model import Priority, SlotOutcome
 from services.inference.core.model import GenerationChunk, GenerationRequest
 
 
@@ -17,13 +17,18 @@ class SlotAsk:
     priority: Priority
     caller_id: str
     request_id: str
+    fallback_models: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass
 class SlotGrant:
     slot_id: str
     model: str
     address: str
+    # How the work ended, told to the scheduler when the slot is given back: its circuit breaker, latency
+    # average and out-of-memory handling learn from it.
+    outcome: SlotOutcome = SlotOutcome.UNKNOWN
+    first_token_seconds: float | None = None
 
 
 class SlotSource(Protocol):

@@ -14,6 +14,7 @@ from orchestrator.scheduler.core.scheduler import SlotScheduler
 from orchestrator.scheduler.device_watcher import DeviceWatcher
 from orchestrator.scheduler.endpoint_watcher import EndpointWatcher
 from orchestrator.scheduler.metrics import SchedulerStateCollector
+from orchestrator.scheduler.residency import ResidencyKeeper
 from orchestrator.scheduler.servicer import SERVICE_NAME, SchedulerServicer
 from orchestrator.scheduler.settings import SchedulerSettings
 from orchestrator.scheduler.state_report import StateReporter
@@ -34,18 +35,22 @@ log = logging.getLogger("orchestrator.scheduler")
 
 def endpoint_specs(settings: SchedulerSettings) -> list[EndpointSpec]:
     mesh = load_mesh_config(settings.config)
-    return [
-        EndpointSpec(f"{model}@{address}", model, address, mesh.model(model).slots)
-        for model, address in settings.endpoint_addresses()
-    ]
+    specs = []
+    for model, address in settings.endpoint_addresses():
+        config = mesh.model(model)
+        keep_alive = config.keep_alive_seconds if config.keep_alive_seconds >= 0 else None
+        specs.append(EndpointSpec(f"{model}@{address}", model, address, config.slots, config.device, keep_alive))
+    return specs
 
 
 async def serve(settings: SchedulerSettings) -> int:
     specs = endpoint_specs(settings)
-    broker = SlotBroker(SlotScheduler(specs, settings.max_queue, start_available=False))
+    core = SlotScheduler(specs, settings.max_queue, start_available=False, pressure=settings.pressure_policy())
+    broker = SlotBroker(core)
     tls = settings.tls_files()
+    broker.send_unloads_to(ResidencyKeeper(broker, specs, tls).unload)
     endpoints = EndpointWatcher(broker, specs, tls)
-    devices = DeviceWatcher(settings.monitor, tls) if settings.monitor else None
+    devices = DeviceWatcher(broker, settings.monitor, tls) if settings.monitor else None
 
     reporter = StateReporter(broker, endpoints, devices)
     REGISTRY.register(SchedulerStateCollector(reporter))
@@ -56,7 +61,7 @@ async def serve(settings: SchedulerSettings) -> int:
     bind(server, settings.listen, tls)
     await server.start()
     serve_metrics(settings.metrics_listen)
-    watchers = [asyncio.create_task(endpoints.run()), asyncio.create_task(broker.sweep_deadlines())]
+    watchers = [asyncio.create_task(endpoints.run()), asyncio.create_task(broker.tick_forever())]
     if devices is not None:
         watchers.append(asyncio.create_task(devices.run()))
     await set_serving(health, [SERVICE_NAME])

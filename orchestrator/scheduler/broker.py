@@ -1,24 +1,24 @@
 """The async shell around the scheduler's state machine.
 
 Each waiting ask has a mailbox; when the state machine grants, sheds or moves an ask, the broker posts
-the news there. Nothing here decides anything: it only delivers what SlotScheduler returns.
+the news there. Unloads go to the residency keeper, which reports back when the engine has let go.
+Nothing here decides anything: it only delivers what SlotScheduler returns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 
-from orchestrator.scheduler.core.model import Ask, Expired, Grant, Queued, Shed
-from orchestrator.scheduler.core.scheduler import SlotScheduler
+from orchestrator.scheduler.core.model import Ask, Expired, Grant, Queued, Release, Shed, Unload
+from orchestrator.scheduler.core.scheduler import SlotScheduler, Update
 from services.shared.errors import ErrorKind, MeshError, resource_exhausted
 
 log = logging.getLogger(__name__)
 
-Update = Grant | Queued | Shed | Expired
-# How often waiting asks are checked against their deadlines between other events.
-SWEEP_SECONDS = 0.1
+# How often deadlines, recoveries and keep-alives are checked between other events.
+TICK_SECONDS = 0.1
 
 
 class SlotBroker:
@@ -26,19 +26,23 @@ class SlotBroker:
         self._core = core
         self._mailboxes: dict[str, asyncio.Queue[Update]] = {}
         self._last_position: dict[str, int] = {}
+        self._on_unload: Callable[[Unload], None] = lambda unload: log.warning("no one to unload %s", unload)
 
     @property
     def core(self) -> SlotScheduler:
         return self._core
 
+    def send_unloads_to(self, on_unload: Callable[[Unload], None]) -> None:
+        self._on_unload = on_unload
+
     async def acquire(self, ask: Ask) -> AsyncIterator[Queued | Grant]:
         """Yields queue positions while the ask waits, then its grant. Refusals raise MeshError."""
-        decision, shed = self._core.submit(ask)
+        decision, others = self._core.submit(ask)
         mailbox: asyncio.Queue[Update] = asyncio.Queue()
         if isinstance(decision, Queued):
             self._mailboxes[ask.ticket_id] = mailbox
             self._last_position[ask.ticket_id] = decision.position
-        self._deliver(shed)
+        self._deliver(others)
         if isinstance(decision, Grant):
             yield decision
             return
@@ -58,21 +62,22 @@ class SlotBroker:
                         kind=ErrorKind.DEADLINE_EXCEEDED,
                     )
                 granted = isinstance(update, Grant)
-                yield update
+                yield update  # type: ignore[misc]
         finally:
             self._leave(ask.ticket_id, mailbox, granted)
 
-    async def sweep_deadlines(self) -> None:
-        """Runs for the scheduler's life: refuses waiting asks as their deadlines pass."""
+    async def tick_forever(self) -> None:
+        """Runs for the scheduler's life: deadlines, recoveries from emergencies, and idle unloads."""
         while True:
-            await asyncio.sleep(SWEEP_SECONDS)
-            self._deliver(self._core.expire())
+            await asyncio.sleep(TICK_SECONDS)
+            self._deliver(self._core.tick())
 
-    def release(self, slot_id: str) -> None:
-        self._deliver(self._core.release(slot_id))
+    def release(self, slot_id: str, release: Release | None = None) -> None:
+        self._deliver(self._core.release(slot_id, release))
 
-    def set_available(self, endpoint_id: str, available: bool) -> None:
-        self._deliver(self._core.set_available(endpoint_id, available))
+    def apply(self, change: Callable[[SlotScheduler], list[Update]]) -> None:
+        """Runs one state change on the core (a reading, a health change, an unload's end) and delivers its news."""
+        self._deliver(change(self._core))
 
     def _leave(self, ticket_id: str, mailbox: asyncio.Queue[Update], granted: bool) -> None:
         self._mailboxes.pop(ticket_id, None)
@@ -88,8 +93,11 @@ class SlotBroker:
         if self._core.withdraw(ticket_id):
             self._deliver([])
 
-    def _deliver(self, updates: list[Grant] | list[Shed] | list[Expired] | list[Grant | Expired]) -> None:
+    def _deliver(self, updates: Sequence[Update]) -> None:
         for update in updates:
+            if isinstance(update, Unload):
+                self._on_unload(update)
+                continue
             mailbox = self._mailboxes.get(update.ticket_id)
             if mailbox is not None:
                 mailbox.put_nowait(update)

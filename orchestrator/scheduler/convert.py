@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from meshserve.scheduler.v1 import scheduler_pb2 as pb
 
-from orchestrator.scheduler.core.model import Ask, EndpointSpec, Grant, Priority, Queued
+from orchestrator.scheduler.core.model import Ask, EndpointSpec, Grant, Priority, Queued, Release, SlotOutcome
 from services.shared.errors import invalid_argument
 
 _PRIORITIES = {
@@ -25,7 +25,23 @@ def to_ask(message: pb.AcquireSlotRequest, ticket_id: str, deadline: float | Non
         raise invalid_argument("MISSING_MODEL", "the ask must name a model")
     if ask.priority not in _PRIORITIES:
         raise invalid_argument("INVALID_PRIORITY", f"unknown priority {ask.priority}")
-    return Ask(ticket_id, ask.model, _PRIORITIES[ask.priority], ask.caller_id, ask.request_id, deadline)
+    fallbacks = tuple(dict.fromkeys(model for model in ask.fallback_models if model and model != ask.model))
+    return Ask(ticket_id, ask.model, _PRIORITIES[ask.priority], ask.caller_id, ask.request_id, deadline, fallbacks)
+
+
+_OUTCOMES = {
+    pb.SLOT_OUTCOME_UNSPECIFIED: SlotOutcome.UNKNOWN,
+    pb.SLOT_OUTCOME_SUCCEEDED: SlotOutcome.SUCCEEDED,
+    pb.SLOT_OUTCOME_FAILED: SlotOutcome.FAILED,
+    pb.SLOT_OUTCOME_CANCELLED: SlotOutcome.CANCELLED,
+    pb.SLOT_OUTCOME_OUT_OF_MEMORY: SlotOutcome.OUT_OF_MEMORY,
+}
+OUTCOME_TO_PROTO = {outcome: value for value, outcome in _OUTCOMES.items()}
+
+
+def to_release(message: pb.SlotRelease) -> Release:
+    first_token = message.time_to_first_token.ToNanoseconds() / 1e9 if message.HasField("time_to_first_token") else None
+    return Release(_OUTCOMES.get(message.outcome, SlotOutcome.UNKNOWN), first_token)
 
 
 def to_endpoint(spec: EndpointSpec) -> pb.Endpoint:
@@ -35,6 +51,11 @@ def to_endpoint(spec: EndpointSpec) -> pb.Endpoint:
 def to_update(update: Queued | Grant) -> pb.AcquireSlotResponse:
     if isinstance(update, Queued):
         return pb.AcquireSlotResponse(queued=pb.QueuePosition(position=update.position, queue_depth=update.depth))
-    grant = pb.SlotGrant(slot_id=update.slot_id, endpoint=to_endpoint(update.endpoint), model=update.endpoint.model)
+    grant = pb.SlotGrant(
+        slot_id=update.slot_id,
+        endpoint=to_endpoint(update.endpoint),
+        model=update.endpoint.model,
+        pressure_level=update.pressure_level,
+    )
     grant.queue_wait.FromNanoseconds(int(update.queue_wait_seconds * 1e9))
     return pb.AcquireSlotResponse(granted=grant)

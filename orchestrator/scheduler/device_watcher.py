@@ -1,4 +1,4 @@
-"""Keeps the latest readings of every device, streamed from the GPU monitor."""
+"""Streams the node's device readings from the GPU monitor into the scheduler's ledger."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import grpc
 from google.protobuf import duration_pb2
 from meshserve.gpumonitor.v1 import gpumonitor_pb2, gpumonitor_pb2_grpc
 
-from orchestrator.scheduler.core.pressure import PressureLevel, PressureThresholds, level_for
+from orchestrator.scheduler.broker import SlotBroker
 from services.shared.channels import open_channel
 from services.shared.tls import TlsFiles
 
@@ -19,15 +19,16 @@ _RECONNECT_SECONDS = 0.5
 
 
 class DeviceWatcher:
-    def __init__(self, monitor_address: str, tls: TlsFiles | None, interval_seconds: float = 1.0) -> None:
+    def __init__(
+        self, broker: SlotBroker, monitor_address: str, tls: TlsFiles | None, interval_seconds: float = 1.0
+    ) -> None:
+        self._broker = broker
         self._address = monitor_address
         self._tls = tls
         self._interval = duration_pb2.Duration()
         self._interval.FromNanoseconds(int(interval_seconds * 1e9))
         self.node_name = ""
         self.readings: dict[str, gpumonitor_pb2.DeviceReading] = {}
-        self.levels: dict[str, PressureLevel] = {}
-        self._thresholds = PressureThresholds()
 
     async def run(self) -> None:
         while True:
@@ -38,18 +39,19 @@ class DeviceWatcher:
                     async for update in stub.WatchReadings(request):
                         self.node_name = update.node_name
                         self.readings = {reading.device.device_id: reading for reading in update.readings}
-                        self._follow_levels()
+                        for reading in update.readings:
+                            self._observe(reading)
             except grpc.aio.AioRpcError as error:
                 log.warning("GPU monitor at %s: %s", self._address, error.code().name)
             await asyncio.sleep(_RECONNECT_SECONDS)
 
-    def _follow_levels(self) -> None:
-        """Each device's pressure level, from its latest reading and its level before (for hysteresis)."""
-        for device_id, reading in self.readings.items():
-            total = reading.memory_total_bytes
-            used = reading.memory_used_bytes / total if total else 1.0
-            previous = self.levels.get(device_id, PressureLevel.LOW)
-            level = level_for(used, previous, self._thresholds)
-            if level is not previous:
-                log.info("device %s is at pressure %s (%.0f%% used)", device_id, level.name, 100 * used)
-            self.levels[device_id] = level
+    def _observe(self, reading: gpumonitor_pb2.DeviceReading) -> None:
+        device_id = reading.device.device_id
+        temperature = reading.temperature_celsius if reading.HasField("temperature_celsius") else None
+        before = {device.device_id: device.level for device in self._broker.core.snapshot().devices}
+        self._broker.apply(
+            lambda core: core.observe(device_id, reading.memory_used_bytes, reading.memory_total_bytes, temperature)
+        )
+        after = {device.device_id: device.level for device in self._broker.core.snapshot().devices}
+        if before.get(device_id) != after.get(device_id):
+            log.info("device %s is at pressure level %d", device_id, after.get(device_id, 0))

@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from meshserve.inference.v1 import inference_pb2, inference_pb2_grpc
 
 from orchestrator.scheduler.broker import SlotBroker
-from orchestrator.scheduler.core.model import EndpointSpec
+from orchestrator.scheduler.core.model import EndpointSpec, Footprint
 from services.shared.channels import open_channel
 from services.shared.tls import TlsFiles
 
@@ -75,4 +75,21 @@ class EndpointWatcher:
         self.reports[spec.endpoint_id] = report
         if previous.health is not report.health:
             log.info("endpoint %s is %s", spec.endpoint_id, report.health.value)
-            self._broker.set_available(spec.endpoint_id, report.health is EndpointHealth.SERVING)
+            serving = report.health is EndpointHealth.SERVING
+            self._broker.apply(lambda core: core.set_available(spec.endpoint_id, serving))
+        if report.model_info is not None:
+            info = report.model_info
+            footprint = footprint_of(info)
+            resident = info.state != inference_pb2.MODEL_STATE_UNLOADED
+            self._broker.apply(lambda core: core.describe(spec.endpoint_id, footprint, resident))
+
+
+def footprint_of(info: inference_pb2.ModelInfo) -> Footprint:
+    """The ledger's view of a model: what stays while it is loaded, and what each running request adds.
+
+    An engine that allocates every slot's KV cache up front (llama.cpp) reports it inside its footprint;
+    it is split out here so that a running request reserves its share and an idle model does not.
+    """
+    kv_per_slot = info.kv_cache_bytes_per_slot
+    weights = max(info.memory_footprint_bytes - info.total_slots * kv_per_slot, info.weights_bytes)
+    return Footprint(weights, kv_per_slot)

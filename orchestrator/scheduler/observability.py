@@ -11,6 +11,7 @@ from contextlib import aclosing
 from opentelemetry.trace import Status, StatusCode
 
 from orchestrator.scheduler.core.model import Ask, Grant, Queued
+from orchestrator.scheduler.core.pressure import PressureLevel
 from orchestrator.scheduler.metrics import ADMISSIONS, QUEUE_WAIT
 from services.shared.errors import MeshError
 from telemetry.spans import ERROR_TYPE, record_cancellation, tracer
@@ -65,6 +66,12 @@ def _place(grant: Grant) -> None:
         "meshserve.endpoint.address": endpoint.address,
         "meshserve.slot.id": grant.slot_id,
         "gen_ai.request.model": endpoint.model,
+        "meshserve.pressure.level": PressureLevel(grant.pressure_level).name,
     }
     with tracer.start_as_current_span("scheduler.placement", attributes=attributes):
-        log.info("granted %s after %.3fs in the queue", grant.slot_id, grant.queue_wait_seconds)
+        log.info(
+            "granted %s after %.3fs in the queue at pressure %s",
+            grant.slot_id,
+            grant.queue_wait_seconds,
+            PressureLevel(grant.pressure_level).name,
+        )

@@ -12,7 +12,7 @@ from meshserve.scheduler.v1 import scheduler_pb2 as pb
 from meshserve.scheduler.v1 import scheduler_pb2_grpc
 
 from orchestrator.scheduler.broker import SlotBroker
-from orchestrator.scheduler.convert import to_ask, to_update
+from orchestrator.scheduler.convert import to_ask, to_release, to_update
 from orchestrator.scheduler.core.model import Grant
 from orchestrator.scheduler.observability import traced_acquire
 from orchestrator.scheduler.state_report import StateReporter
@@ -37,13 +37,15 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                 grant = update if isinstance(update, Grant) else None
                 yield to_update(update)
         assert grant is not None
+        release = None
         try:
             # Hold the slot until the caller releases it, closes its side, or goes away (which cancels us).
             async for message in request_iterator:
                 if message.HasField("release"):
+                    release = to_release(message.release)
                     break
         finally:
-            self._broker.release(grant.slot_id)
+            self._broker.release(grant.slot_id, release)
 
     async def GetSchedulerState(
         self, request: pb.GetSchedulerStateRequest, context: grpc.aio.ServicerContext

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import ByteSize, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from orchestrator.scheduler.core.devices import PressurePolicy
+from orchestrator.scheduler.core.pressure import PressureThresholds, ThermalThresholds
 from services.shared.service_settings import ServiceSettings
 
 
@@ -23,6 +25,16 @@ class SchedulerSettings(ServiceSettings):
     monitor: str = ""
     # Requests that may wait at once; past it a request is refused (or sheds a less urgent one).
     max_queue: int = Field(default=64, ge=0)
+    # At most this much of a device is reserved for models and requests ("2GiB", "1500MB"); unset: all of it.
+    memory_budget: ByteSize | None = None
+    # Used-memory fractions where NORMAL, HIGH, CRITICAL and EMERGENCY begin, and the margin a level must
+    # fall below its start before it is left.
+    pressure_boundaries: tuple[float, float, float, float] = (0.50, 0.70, 0.85, 0.95)
+    pressure_hysteresis: float = 0.03
+    # Degrees Celsius where load is reduced, new work paused, and admission stopped.
+    thermal_celsius: tuple[float, float, float] = (65.0, 80.0, 85.0)
+    # How long a device stays in EMERGENCY after an engine on it ran out of memory.
+    oom_recovery_seconds: float = Field(default=10.0, gt=0)
     # The gateway asks for slots; the command-line client reads the state.
     allowed_callers: list[str] = ["gateway", "cli"]
 
@@ -35,5 +47,22 @@ class SchedulerSettings(ServiceSettings):
                 raise ValueError(f"endpoint {endpoint!r} must look like MODEL=HOST:PORT")
         return endpoints
 
+    @model_validator(mode="after")
+    def _policy_is_consistent(self) -> SchedulerSettings:
+        if list(self.thermal_celsius) != sorted(set(self.thermal_celsius)):
+            raise ValueError("thermal_celsius must rise: reduce < pause < stop")
+        self.pressure_policy()  # raises on boundaries that do not rise within (0, 1]
+        return self
+
     def endpoint_addresses(self) -> list[tuple[str, str]]:
         return [tuple(endpoint.split("=", 1)) for endpoint in self.endpoints]  # type: ignore[misc]
+
+    def pressure_policy(self) -> PressurePolicy:
+        normal, high, critical, emergency = self.pressure_boundaries
+        reduce, pause, stop = self.thermal_celsius
+        return PressurePolicy(
+            thresholds=PressureThresholds(normal, high, critical, emergency, self.pressure_hysteresis),
+            thermal=ThermalThresholds(reduce, pause, stop),
+            budget_bytes=int(self.memory_budget) if self.memory_budget is not None else None,
+            oom_recovery_seconds=self.oom_recovery_seconds,
+        )

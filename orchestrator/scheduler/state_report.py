@@ -7,6 +7,7 @@ from meshserve.scheduler.v1 import scheduler_pb2 as pb
 
 from orchestrator.scheduler.broker import SlotBroker
 from orchestrator.scheduler.convert import PRIORITY_TO_PROTO, to_endpoint
+from orchestrator.scheduler.core.model import DeviceSnapshot, EndpointSnapshot
 from orchestrator.scheduler.device_watcher import DeviceWatcher
 from orchestrator.scheduler.endpoint_watcher import EndpointHealth, EndpointWatcher
 from services.shared.device_readings import copy_optional_readings
@@ -35,37 +36,50 @@ class StateReporter:
             ]
         )
         for endpoint in snapshot.endpoints:
-            report = self._endpoints.reports[endpoint.spec.endpoint_id]
-            state = response.endpoints.add(
-                endpoint=to_endpoint(endpoint.spec),
-                total_slots=endpoint.spec.total_slots,
-                used_slots=endpoint.used_slots,
-                resident=report.health is EndpointHealth.SERVING,
-                health=_HEALTH[report.health],
-            )
-            if report.model_info is not None:
-                state.engine = report.model_info.engine
-                state.context_length = report.model_info.context_length
-                state.memory_footprint_bytes = report.model_info.memory_footprint_bytes
-        if self._devices is not None:
-            for device_id, reading in self._devices.readings.items():
-                state = _device_state(self._devices.node_name, reading)
-                if device_id in self._devices.levels:
-                    # The proto's levels are numbered as the core's: LOW is 1, EMERGENCY 5.
-                    state.pressure_level = int(self._devices.levels[device_id])
-                response.devices.append(state)
+            response.endpoints.append(self._endpoint_state(endpoint))
+        readings = self._devices.readings if self._devices is not None else {}
+        node_name = self._devices.node_name if self._devices is not None else ""
+        for device in snapshot.devices:
+            if device.device_id in readings:
+                response.devices.append(_device_state(device, node_name, readings[device.device_id]))
         return response
 
+    def _endpoint_state(self, endpoint: EndpointSnapshot) -> pb.EndpointState:
+        report = self._endpoints.reports[endpoint.spec.endpoint_id]
+        serving = report.health is EndpointHealth.SERVING
+        state = pb.EndpointState(
+            endpoint=to_endpoint(endpoint.spec),
+            total_slots=endpoint.spec.total_slots,
+            used_slots=endpoint.used_slots,
+            resident=serving and endpoint.resident,
+            circuit_open=endpoint.circuit_open,
+            health=_HEALTH[report.health],
+            failure_rate=endpoint.failure_rate,
+        )
+        state.endpoint.device_id = endpoint.device_id
+        if endpoint.latency_ema_seconds is not None:
+            state.first_token_latency.FromNanoseconds(int(endpoint.latency_ema_seconds * 1e9))
+        if report.model_info is not None:
+            state.engine = report.model_info.engine
+            state.context_length = report.model_info.context_length
+            state.memory_footprint_bytes = report.model_info.memory_footprint_bytes
+        return state
 
-def _device_state(node_name: str, reading: gpumonitor_pb2.DeviceReading) -> pb.DeviceState:
+
+def _device_state(device: DeviceSnapshot, node_name: str, reading: gpumonitor_pb2.DeviceReading) -> pb.DeviceState:
     state = pb.DeviceState(
-        device_id=reading.device.device_id,
+        device_id=device.device_id,
         node_name=node_name,
         kind=_KINDS.get(reading.device.kind, pb.DEVICE_KIND_UNSPECIFIED),
         name=reading.device.name,
-        capacity_bytes=reading.memory_total_bytes,
+        capacity_bytes=device.capacity_bytes or 0,
+        reserved_bytes=device.reserved_bytes,
+        peak_reserved_bytes=device.peak_reserved_bytes,
+        measured_used_bytes=device.measured_used_bytes,
         memory_total_bytes=reading.memory_total_bytes,
-        measured_used_bytes=reading.memory_used_bytes,
+        # The proto's levels and thermal states are numbered as the core's: LOW is 1, EMERGENCY 5.
+        pressure_level=device.level,
+        thermal_state=device.thermal,
     )
     state.read_time.CopyFrom(reading.read_time)
     copy_optional_readings(reading, state)

@@ -30,6 +30,7 @@ _STATES = {
     ModelState.LOADING: pb.MODEL_STATE_LOADING,
     ModelState.READY: pb.MODEL_STATE_READY,
     ModelState.STOPPING: pb.MODEL_STATE_STOPPING,
+    ModelState.UNLOADED: pb.MODEL_STATE_UNLOADED,
 }
 
 

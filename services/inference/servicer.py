@@ -36,3 +36,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetModelInfoResponse:
         return pb.GetModelInfoResponse(model=to_model_info(self._model_name, self._core.status()))
+
+    async def LoadModel(self, request: pb.LoadModelRequest, context: grpc.aio.ServicerContext) -> pb.LoadModelResponse:
+        return pb.LoadModelResponse(model=to_model_info(self._model_name, await self._core.load()))
+
+    async def UnloadModel(
+        self, request: pb.UnloadModelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnloadModelResponse:
+        return pb.UnloadModelResponse(model=to_model_info(self._model_name, await self._core.unload()))

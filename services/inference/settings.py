@@ -16,7 +16,7 @@ class InferenceSettings(ServiceSettings):
     config: Path = Path("deploy/meshserve.toml")
     model: str = ""
     listen: str = "127.0.0.1:50061"
-    # The gateway calls Generate; the scheduler reads GetModelInfo.
+    # The gateway calls Generate; the scheduler reads GetModelInfo and unloads idle models.
     allowed_callers: list[str] = ["gateway", "scheduler"]
     # Prompts and completions go into traces only when an operator opts in: they may hold personal data.
     trace_content: bool = False

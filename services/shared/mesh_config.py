@@ -30,6 +30,11 @@ class ModelConfig(BaseModel):
     default_max_tokens: int = Field(default=256, ge=1)
     default_temperature: float = Field(default=0.8, ge=0.0, le=2.0)
     default_top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    # Seconds the model stays loaded with no request running; then the scheduler unloads it, and the
+    # next request loads it again. Negative keeps it loaded for good.
+    keep_alive_seconds: float = 300.0
+    # The device the engine runs on, within its node ("gpu0", "host"); empty is the node's first device.
+    device: str = ""
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:

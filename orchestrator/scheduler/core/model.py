@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import Enum, IntEnum
 
 
 class Priority(IntEnum):
@@ -23,7 +23,21 @@ class EndpointSpec:
     model: str
     address: str
     total_slots: int
+    # The device within the node ("gpu0", "host"); empty is the node's first device.
     device_id: str = ""
+    # How long the model stays loaded with nothing running; None keeps it loaded.
+    keep_alive_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What an endpoint's model costs: its weights while resident, and the KV cache of each running request."""
+
+    weights_bytes: int
+    kv_bytes_per_slot: int
+
+    def full_bytes(self, slots: int) -> int:
+        return self.weights_bytes + slots * self.kv_bytes_per_slot
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,12 @@ class Ask:
     request_id: str = ""
     # When the caller stops waiting, on the scheduler's clock; None waits as long as it takes.
     deadline: float | None = None
+    # Models that will do, in order, when the device is under pressure and this one does not fit.
+    fallback_models: tuple[str, ...] = ()
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return (self.model, *self.fallback_models)
 
 
 @dataclass(frozen=True)
@@ -45,6 +65,8 @@ class Grant:
     slot_id: str
     endpoint: EndpointSpec
     queue_wait_seconds: float
+    # The device's pressure level when the slot was granted (a PressureLevel value).
+    pressure_level: int = 1
 
 
 @dataclass(frozen=True)
@@ -72,13 +94,54 @@ class Shed:
 
 
 @dataclass(frozen=True)
+class Unload:
+    """The shell must unload this endpoint's model, then report back with unloaded() or unload_failed()."""
+
+    endpoint_id: str
+    reason: str
+
+
+class SlotOutcome(Enum):
+    """How the work on a slot ended, as its holder reports it on release."""
+
+    UNKNOWN = "unknown"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    OUT_OF_MEMORY = "out_of_memory"
+
+
+@dataclass(frozen=True)
+class Release:
+    outcome: SlotOutcome = SlotOutcome.UNKNOWN
+    first_token_seconds: float | None = None
+
+
+@dataclass(frozen=True)
 class EndpointSnapshot:
     spec: EndpointSpec
     used_slots: int
     available: bool
+    resident: bool = True
+    circuit_open: bool = False
+    latency_ema_seconds: float | None = None
+    failure_rate: float = 0.0
+    device_id: str = ""
+
+
+@dataclass(frozen=True)
+class DeviceSnapshot:
+    device_id: str
+    level: int
+    thermal: int
+    capacity_bytes: int | None
+    reserved_bytes: int
+    peak_reserved_bytes: int
+    measured_used_bytes: int
 
 
 @dataclass(frozen=True)
 class SchedulerSnapshot:
     endpoints: tuple[EndpointSnapshot, ...]
     queue_depth_by_priority: dict[Priority, int]
+    devices: tuple[DeviceSnapshot, ...] = ()

@@ -1,7 +1,12 @@
-"""The scheduler's state machine: who holds which slot, who waits, and who is next.
+"""The scheduler's state machine: who holds which slot, who waits, who is next, and which models stay loaded.
 
 Pure and synchronous: every method takes the current state to the next and returns what callers must be
-told. The async shell delivers those messages; time comes from an injected clock.
+told. The async shell delivers those messages and carries out unloads; time comes from an injected clock.
+
+A slot is granted only when every limit agrees: the endpoint is up and its circuit closed, the device's
+pressure level lets the ask's priority start and this model run, the engine is under the level's
+concurrency, and the ledger has room for the request's KV cache (and the model's weights if it is not
+loaded). Otherwise the ask waits in the queue, or is refused at once when its device is in EMERGENCY.
 """
 
 from __future__ import annotations
@@ -11,16 +16,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from orchestrator.scheduler.core.breaker import BreakerPolicy, EndpointHealthRecord
+from orchestrator.scheduler.core.devices import Device, PressurePolicy
 from orchestrator.scheduler.core.model import (
     Ask,
+    DeviceSnapshot,
     EndpointSnapshot,
     EndpointSpec,
     Expired,
+    Footprint,
     Grant,
     Queued,
+    Release,
     SchedulerSnapshot,
     Shed,
+    SlotOutcome,
+    Unload,
 )
+from orchestrator.scheduler.core.pressure import ModelsAdmitted, PressureLevel
 from orchestrator.scheduler.core.queue import DEFAULT_AGING_SECONDS, PriorityQueue, Waiting
 from services.shared.errors import not_found, resource_exhausted, unavailable
 
@@ -30,17 +43,30 @@ _INITIAL_HOLD_SECONDS = 2.0
 _MIN_RETRY_SECONDS = 0.1
 _MAX_RETRY_SECONDS = 60.0
 _NO_ENDPOINT_RETRY_SECONDS = 1.0
+_NO_FOOTPRINT = Footprint(0, 0)
+
+Update = Grant | Queued | Shed | Expired | Unload
 
 
 @dataclass
 class _Endpoint:
     spec: EndpointSpec
+    device: Device
+    health: EndpointHealthRecord
     available: bool = True
+    resident: bool = True
+    unloading: bool = False
+    footprint: Footprint = _NO_FOOTPRINT
+    last_used: float = 0.0
     slots_in_use: set[str] = field(default_factory=set)
 
     @property
     def free_slots(self) -> int:
         return self.spec.total_slots - len(self.slots_in_use) if self.available else 0
+
+    @property
+    def idle(self) -> bool:
+        return self.resident and not self.unloading and not self.slots_in_use
 
 
 @dataclass(frozen=True)
@@ -57,10 +83,22 @@ class SlotScheduler:
         clock: Callable[[], float] = time.monotonic,
         start_available: bool = True,
         aging_seconds: float = DEFAULT_AGING_SECONDS,
+        pressure: PressurePolicy | None = None,
+        breaker: BreakerPolicy | None = None,
     ) -> None:
         if len({spec.endpoint_id for spec in endpoints}) != len(endpoints):
             raise ValueError("endpoint ids must be unique")
-        self._endpoints = {spec.endpoint_id: _Endpoint(spec, start_available) for spec in endpoints}
+        self._pressure = pressure or PressurePolicy()
+        # Where endpoints live until the monitor names their device: limited by the budget alone.
+        self._unmeasured = Device("", self._pressure)
+        self._devices: dict[str, Device] = {}
+        now = clock()
+        self._endpoints = {
+            spec.endpoint_id: _Endpoint(
+                spec, self._unmeasured, EndpointHealthRecord(breaker), start_available, last_used=now
+            )
+            for spec in endpoints
+        }
         self._queue = PriorityQueue(clock, aging_seconds)
         self._held: dict[str, _Held] = {}
         self._max_queue = max_queue
@@ -68,39 +106,95 @@ class SlotScheduler:
         self._slot_numbers = itertools.count(1)
         self._mean_hold = _INITIAL_HOLD_SECONDS
 
-    def submit(self, ask: Ask) -> tuple[Grant | Queued, list[Shed]]:
-        """Grants the ask at once if a slot is free, else queues it, shedding a less urgent ask if full."""
-        endpoints = self._endpoints_of(ask.model)
-        if not endpoints:
-            raise not_found("UNKNOWN_MODEL", f"no model named {ask.model!r}", model=ask.model)
+    # --- asks and releases -------------------------------------------------------------------------------
+
+    def submit(self, ask: Ask) -> tuple[Grant | Queued, list[Update]]:
+        """Grants the ask at once if it may start, else queues it, shedding a less urgent ask if full."""
+        for model in ask.models:
+            if not self._endpoints_of(model):
+                raise not_found("UNKNOWN_MODEL", f"no model named {model!r}", model=model)
+        endpoints = [endpoint for model in ask.models for endpoint in self._endpoints_of(model)]
         if not any(endpoint.available for endpoint in endpoints):
             raise unavailable("NO_ENDPOINT_AVAILABLE", f"no endpoint of {ask.model} is up", _NO_ENDPOINT_RETRY_SECONDS)
-        endpoint = self._least_loaded(endpoints)
+        self._refuse_if_no_device_admits(ask, endpoints)
+        endpoint = self._place(ask)
         if endpoint is not None:
             return self._grant(endpoint, ask, enqueued_at=self._clock()), []
         shed = self._make_room_for(ask)
         self._queue.push(Waiting(ask, self._clock()))
-        return self._position_of(ask.ticket_id), shed
+        return self._position_of(ask.ticket_id), [*shed, *self._evict_for(ask)]
 
-    def release(self, slot_id: str) -> list[Grant | Expired]:
-        """Frees a slot and grants it to whoever waits longest at the highest priority."""
+    def release(self, slot_id: str, release: Release | None = None) -> list[Update]:
+        """Frees a slot, learns from how its work ended, and grants to whoever is next."""
         held = self._held.pop(slot_id, None)
         if held is None:
             return []
         endpoint = self._endpoints[held.endpoint_id]
         endpoint.slots_in_use.discard(slot_id)
-        hold = self._clock() - held.granted_at
-        self._mean_hold += _HOLD_SMOOTHING * (hold - self._mean_hold)
+        endpoint.device.ledger.release(slot_id)
+        now = self._clock()
+        endpoint.last_used = now
+        self._mean_hold += _HOLD_SMOOTHING * (now - held.granted_at - self._mean_hold)
+        self._learn(endpoint, release or Release(), now)
+        endpoint.device.reassess(now)
         return self._drain()
 
     def withdraw(self, ticket_id: str) -> bool:
         """Takes a waiting ask out of the queue, as when its caller goes away."""
         return self._queue.remove(ticket_id) is not None
 
-    def set_available(self, endpoint_id: str, available: bool) -> list[Grant | Expired]:
+    # --- what the shell observes ----------------------------------------------------------------------------
+
+    def set_available(self, endpoint_id: str, available: bool) -> list[Update]:
         """Marks an endpoint up or down; an endpoint coming up may grant to waiting asks."""
-        self._endpoints[endpoint_id].available = available
-        return self._drain() if available else []
+        endpoint = self._endpoints[endpoint_id]
+        endpoint.available = available
+        if not available:
+            # A restarted engine comes back through describe(); until then it holds no memory.
+            self._set_resident(endpoint, False)
+            endpoint.unloading = False
+            return []
+        return self._drain()
+
+    def describe(self, endpoint_id: str, footprint: Footprint, resident: bool) -> list[Update]:
+        """What the endpoint reports of itself: the cost of its model, and whether it is loaded now."""
+        endpoint = self._endpoints[endpoint_id]
+        endpoint.footprint = footprint
+        self._set_resident(endpoint, False)
+        self._set_resident(endpoint, resident or bool(endpoint.slots_in_use))
+        endpoint.device.reassess(self._clock())
+        return self._drain()
+
+    def observe(
+        self, device_id: str, used_bytes: int, total_bytes: int, temperature_celsius: float | None = None
+    ) -> list[Update]:
+        """A reading from the node's monitor: the device's measured memory and temperature."""
+        device = self._devices.get(device_id)
+        if device is None:
+            device = self._devices[device_id] = Device(device_id, self._pressure)
+            self._adopt_endpoints(device)
+        device.observe(used_bytes, total_bytes, temperature_celsius, self._clock())
+        return self._drain()
+
+    def tick(self) -> list[Update]:
+        """Called often: drops expired asks, lets time-based states pass, and unloads models idle too long."""
+        now = self._clock()
+        for device in self._all_devices():
+            device.reassess(now)
+        return [*self._drain(), *self._idle_unloads(now)]
+
+    def unloaded(self, endpoint_id: str) -> list[Update]:
+        endpoint = self._endpoints[endpoint_id]
+        endpoint.unloading = False
+        self._set_resident(endpoint, False)
+        endpoint.device.reassess(self._clock())
+        return self._drain()
+
+    def unload_failed(self, endpoint_id: str) -> list[Update]:
+        self._endpoints[endpoint_id].unloading = False
+        return self._drain()
+
+    # --- reading the state ------------------------------------------------------------------------------------
 
     def expire(self) -> list[Expired]:
         """Drops the waiting asks whose deadline has passed."""
@@ -117,26 +211,130 @@ class SlotScheduler:
         return min(max(estimate, _MIN_RETRY_SECONDS), _MAX_RETRY_SECONDS)
 
     def snapshot(self) -> SchedulerSnapshot:
+        now = self._clock()
         endpoints = tuple(
-            EndpointSnapshot(endpoint.spec, len(endpoint.slots_in_use), endpoint.available)
+            EndpointSnapshot(
+                endpoint.spec,
+                len(endpoint.slots_in_use),
+                endpoint.available,
+                endpoint.resident,
+                not endpoint.health.allows(now),
+                endpoint.health.latency_ema_seconds,
+                endpoint.health.failure_rate,
+                endpoint.device.device_id,
+            )
             for endpoint in self._endpoints.values()
         )
-        return SchedulerSnapshot(endpoints, self._queue.depth_by_priority())
+        devices = tuple(
+            DeviceSnapshot(
+                device.device_id,
+                int(device.level),
+                int(device.thermal),
+                device.ledger.capacity_bytes,
+                device.ledger.reserved_bytes,
+                device.ledger.peak_reserved_bytes,
+                device.ledger.measured_used_bytes,
+            )
+            for device in self._all_devices()
+        )
+        return SchedulerSnapshot(endpoints, self._queue.depth_by_priority(), devices)
 
-    def _endpoints_of(self, model: str) -> list[_Endpoint]:
-        return [endpoint for endpoint in self._endpoints.values() if endpoint.spec.model == model]
+    # --- placement ----------------------------------------------------------------------------------------------
+
+    def _place(self, ask: Ask) -> _Endpoint | None:
+        """The endpoint to run the ask on now, or None. Fallback models only under HIGH or CRITICAL pressure."""
+        primary = self._startable(ask.model, ask)
+        if primary or not ask.fallback_models:
+            return self._best(primary)
+        levels = {endpoint.device.level for endpoint in self._endpoints_of(ask.model)}
+        if not levels & {PressureLevel.HIGH, PressureLevel.CRITICAL}:
+            return None
+        for model in ask.fallback_models:
+            candidates = self._startable(model, ask)
+            if candidates:
+                return self._best(candidates)
+        return None
+
+    def _startable(self, model: str, ask: Ask) -> list[_Endpoint]:
+        now = self._clock()
+        return [endpoint for endpoint in self._endpoints_of(model) if self._may_start_on(endpoint, ask, now)]
+
+    def _may_start_on(self, endpoint: _Endpoint, ask: Ask, now: float) -> bool:
+        device = endpoint.device
+        if endpoint.free_slots <= 0 or endpoint.unloading or not endpoint.health.allows(now):
+            return False
+        if not device.may_start(ask.priority):
+            return False
+        if len(endpoint.slots_in_use) >= device.concurrency_for(endpoint.spec.total_slots):
+            return False
+        admitted = device.policy.models
+        if admitted is ModelsAdmitted.NONE:
+            return False
+        if admitted is ModelsAdmitted.SMALLEST_ONLY and not self._is_smallest(endpoint):
+            return False
+        return device.ledger.fits(self._cost_to_start(endpoint))
 
     @staticmethod
-    def _least_loaded(endpoints: list[_Endpoint]) -> _Endpoint | None:
-        candidates = [endpoint for endpoint in endpoints if endpoint.free_slots > 0]
-        return max(candidates, key=lambda endpoint: endpoint.free_slots, default=None)
+    def _cost_to_start(endpoint: _Endpoint) -> int:
+        weights = 0 if endpoint.resident else endpoint.footprint.weights_bytes
+        return weights + endpoint.footprint.kv_bytes_per_slot
+
+    def _is_smallest(self, endpoint: _Endpoint) -> bool:
+        on_device = [other for other in self._endpoints.values() if other.device is endpoint.device]
+        smallest = min(other.footprint.full_bytes(other.spec.total_slots) for other in on_device)
+        return endpoint.footprint.full_bytes(endpoint.spec.total_slots) <= smallest
+
+    @staticmethod
+    def _best(candidates: list[_Endpoint]) -> _Endpoint | None:
+        """The least loaded; among equals, the one answering fastest lately, then a loaded one."""
+
+        def preference(endpoint: _Endpoint) -> tuple[int, float, bool]:
+            latency = endpoint.health.latency_ema_seconds
+            return (-endpoint.free_slots, latency if latency is not None else 0.0, not endpoint.resident)
+
+        return min(candidates, key=preference, default=None)
+
+    def _refuse_if_no_device_admits(self, ask: Ask, endpoints: list[_Endpoint]) -> None:
+        devices = {id(endpoint.device): endpoint.device for endpoint in endpoints if endpoint.available}
+        self._reassess(devices.values())
+        if devices and all(device.refuses_new_work for device in devices.values()):
+            raise resource_exhausted(
+                "MEMORY_PRESSURE_EMERGENCY",
+                f"the device of {ask.model} is in memory or thermal emergency; nothing new starts until it recovers",
+                retry_after_seconds=max(self._pressure.oom_recovery_seconds / 2, self.retry_after_seconds(ask.model)),
+                model=ask.model,
+            )
+
+    def _reassess(self, devices) -> None:
+        now = self._clock()
+        for device in devices:
+            device.reassess(now)
 
     def _grant(self, endpoint: _Endpoint, ask: Ask, enqueued_at: float) -> Grant:
         slot_id = f"{endpoint.spec.endpoint_id}#{next(self._slot_numbers)}"
         now = self._clock()
+        # A model that is not loaded loads on this request: its weights count from now.
+        self._set_resident(endpoint, True)
         endpoint.slots_in_use.add(slot_id)
+        endpoint.device.ledger.reserve(slot_id, endpoint.footprint.kv_bytes_per_slot)
+        endpoint.last_used = now
+        endpoint.health.started(now)
+        level = endpoint.device.reassess(now)
         self._held[slot_id] = _Held(endpoint.spec.endpoint_id, now)
-        return Grant(ask.ticket_id, slot_id, endpoint.spec, now - enqueued_at)
+        return Grant(ask.ticket_id, slot_id, endpoint.spec, now - enqueued_at, int(level))
+
+    def _learn(self, endpoint: _Endpoint, release: Release, now: float) -> None:
+        outcome = release.outcome
+        if outcome is SlotOutcome.SUCCEEDED:
+            endpoint.health.succeeded(now, release.first_token_seconds)
+        elif outcome is SlotOutcome.FAILED:
+            endpoint.health.failed(now)
+        elif outcome is SlotOutcome.OUT_OF_MEMORY:
+            # The endpoint works; the device's memory ran out under it. Nothing new starts there for a while.
+            endpoint.health.abandoned()
+            endpoint.device.out_of_memory(now)
+        else:
+            endpoint.health.abandoned()
 
     def _make_room_for(self, ask: Ask) -> list[Shed]:
         if len(self._queue) < self._max_queue:
@@ -152,18 +350,92 @@ class SlotScheduler:
         self._queue.remove(victim.ask.ticket_id)
         return [Shed(victim.ask.ticket_id, self.retry_after_seconds(victim.ask.model))]
 
-    def _drain(self) -> list[Grant | Expired]:
+    def _drain(self) -> list[Update]:
         # Expired asks go first, so a slot is never granted to a caller that has stopped waiting.
-        grants: list[Grant | Expired] = list(self.expire())
-        while True:
-            models = {e.spec.model for e in self._endpoints.values() if e.free_slots > 0}
-            waiting = self._queue.first_for(models)
-            if waiting is None:
-                return grants
-            endpoint = self._least_loaded(self._endpoints_of(waiting.ask.model))
-            assert endpoint is not None
+        updates: list[Update] = list(self.expire())
+        for waiting in self._queue.in_order():
+            endpoint = self._place(waiting.ask)
+            if endpoint is None:
+                updates.extend(self._evict_for(waiting.ask))
+                continue
             self._queue.remove(waiting.ask.ticket_id)
-            grants.append(self._grant(endpoint, waiting.ask, waiting.enqueued_at))
+            updates.append(self._grant(endpoint, waiting.ask, waiting.enqueued_at))
+        return updates
+
+    # --- residency ----------------------------------------------------------------------------------------------
+
+    def _set_resident(self, endpoint: _Endpoint, resident: bool) -> None:
+        endpoint.resident = resident
+        if resident:
+            endpoint.device.ledger.load(endpoint.spec.endpoint_id, endpoint.footprint.weights_bytes)
+        else:
+            endpoint.device.ledger.unload(endpoint.spec.endpoint_id)
+
+    def _evict_for(self, ask: Ask) -> list[Unload]:
+        """Unloads least recently used idle models when the ask's model is not loaded and its weights do not fit."""
+        target = next((e for e in self._endpoints_of(ask.model) if e.available and not e.resident), None)
+        if target is None or any(e.resident for e in self._endpoints_of(ask.model)):
+            return []
+        device = target.device
+        if device.ledger.fits(self._cost_to_start(target)):
+            return []
+        on_device = [e for e in self._endpoints.values() if e.device is device and e is not target]
+        if any(e.unloading for e in on_device):
+            return []  # room is already being made
+        victims, freed = [], 0
+        for endpoint in sorted((e for e in on_device if e.idle), key=lambda e: e.last_used):
+            victims.append(endpoint)
+            freed += endpoint.footprint.weights_bytes
+            if device.ledger.fits(self._cost_to_start(target) - freed):
+                break
+        else:
+            return []  # even unloading every idle model would not make room: wait for running work instead
+        for endpoint in victims:
+            endpoint.unloading = True
+        return [Unload(endpoint.spec.endpoint_id, "evicted") for endpoint in victims]
+
+    def _idle_unloads(self, now: float) -> list[Unload]:
+        unloads = []
+        for endpoint in self._endpoints.values():
+            keep_alive = endpoint.spec.keep_alive_seconds
+            if (
+                keep_alive is not None
+                and endpoint.available
+                and endpoint.idle
+                and now - endpoint.last_used >= keep_alive
+            ):
+                endpoint.unloading = True
+                unloads.append(Unload(endpoint.spec.endpoint_id, "idle"))
+        return unloads
+
+    # --- devices ---------------------------------------------------------------------------------------------------
+
+    def _all_devices(self) -> list[Device]:
+        return list(self._devices.values()) or [self._unmeasured]
+
+    def _adopt_endpoints(self, device: Device) -> None:
+        """Moves the endpoints that live on a newly seen device, with their weights and running requests, onto it."""
+        first = len(self._devices) == 1
+        for endpoint in self._endpoints.values():
+            wanted = endpoint.spec.device_id
+            matches = device.device_id == wanted or device.device_id.endswith(f"/{wanted}") if wanted else first
+            if endpoint.device is not self._unmeasured or not matches:
+                continue
+            slots = list(endpoint.slots_in_use)
+            self._set_resident_on(endpoint, device, slots)
+
+    def _set_resident_on(self, endpoint: _Endpoint, device: Device, slots: list[str]) -> None:
+        resident = endpoint.resident
+        self._set_resident(endpoint, False)
+        for slot_id in slots:
+            endpoint.device.ledger.release(slot_id)
+        endpoint.device = device
+        self._set_resident(endpoint, resident)
+        for slot_id in slots:
+            device.ledger.reserve(slot_id, endpoint.footprint.kv_bytes_per_slot)
+
+    def _endpoints_of(self, model: str) -> list[_Endpoint]:
+        return [endpoint for endpoint in self._endpoints.values() if endpoint.spec.model == model]
 
     def _position_of(self, ticket_id: str) -> Queued:
         order = self._queue.in_order()

@@ -15,7 +15,7 @@ from services.inference.core.model import GenerationChunk, GenerationRequest, Mo
 @runtime_checkable
 class Engine(Protocol):
     def load(self) -> ModelMetadata:
-        """Loads the model. Blocking: the composition root runs it in a thread while health says NOT_SERVING."""
+        """Loads the model. Blocking, so it runs in a thread. Called again after close() to reload."""
         ...
 
     async def prepare(self, request: GenerationRequest) -> PreparedPrompt:
@@ -27,5 +27,5 @@ class Engine(Protocol):
         ...
 
     async def close(self) -> None:
-        """Releases the model. Called once, after the server has stopped taking requests."""
+        """Releases the model and its memory: at shutdown, or to unload it while idle. Never while generating."""
         ...

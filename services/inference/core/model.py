@@ -74,6 +74,8 @@ class ModelState(Enum):
     LOADING = "loading"
     READY = "ready"
     STOPPING = "stopping"
+    # The weights were freed after an idle spell; the next request loads them again.
+    UNLOADED = "unloaded"
 
 
 @dataclass(frozen=True)

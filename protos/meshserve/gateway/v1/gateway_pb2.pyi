@@ -54,6 +54,14 @@ class PressureLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PRESSURE_LEVEL_HIGH: _ClassVar[PressureLevel]
     PRESSURE_LEVEL_CRITICAL: _ClassVar[PressureLevel]
     PRESSURE_LEVEL_EMERGENCY: _ClassVar[PressureLevel]
+
+class ThermalState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    THERMAL_STATE_UNSPECIFIED: _ClassVar[ThermalState]
+    THERMAL_STATE_NORMAL: _ClassVar[ThermalState]
+    THERMAL_STATE_REDUCE: _ClassVar[ThermalState]
+    THERMAL_STATE_PAUSE: _ClassVar[ThermalState]
+    THERMAL_STATE_STOP: _ClassVar[ThermalState]
 PRIORITY_UNSPECIFIED: Priority
 PRIORITY_LOW: Priority
 PRIORITY_NORMAL: Priority
@@ -80,6 +88,11 @@ PRESSURE_LEVEL_NORMAL: PressureLevel
 PRESSURE_LEVEL_HIGH: PressureLevel
 PRESSURE_LEVEL_CRITICAL: PressureLevel
 PRESSURE_LEVEL_EMERGENCY: PressureLevel
+THERMAL_STATE_UNSPECIFIED: ThermalState
+THERMAL_STATE_NORMAL: ThermalState
+THERMAL_STATE_REDUCE: ThermalState
+THERMAL_STATE_PAUSE: ThermalState
+THERMAL_STATE_STOP: ThermalState
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")
@@ -166,7 +179,7 @@ class GetGpuStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Device(_message.Message):
-    __slots__ = ("device_id", "node_name", "kind", "name", "memory_total_bytes", "memory_used_bytes", "utilization_percent", "temperature_celsius", "power_watts", "pressure_level", "read_time")
+    __slots__ = ("device_id", "node_name", "kind", "name", "memory_total_bytes", "memory_used_bytes", "utilization_percent", "temperature_celsius", "power_watts", "pressure_level", "read_time", "capacity_bytes", "reserved_bytes", "peak_reserved_bytes", "thermal_state")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +191,10 @@ class Device(_message.Message):
     POWER_WATTS_FIELD_NUMBER: _ClassVar[int]
     PRESSURE_LEVEL_FIELD_NUMBER: _ClassVar[int]
     READ_TIME_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PEAK_RESERVED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    THERMAL_STATE_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     node_name: str
     kind: DeviceKind
@@ -189,7 +206,11 @@ class Device(_message.Message):
     power_watts: float
     pressure_level: PressureLevel
     read_time: _timestamp_pb2.Timestamp
-    def __init__(self, device_id: _Optional[str] = ..., node_name: _Optional[str] = ..., kind: _Optional[_Union[DeviceKind, str]] = ..., name: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., utilization_percent: _Optional[float] = ..., temperature_celsius: _Optional[float] = ..., power_watts: _Optional[float] = ..., pressure_level: _Optional[_Union[PressureLevel, str]] = ..., read_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    capacity_bytes: int
+    reserved_bytes: int
+    peak_reserved_bytes: int
+    thermal_state: ThermalState
+    def __init__(self, device_id: _Optional[str] = ..., node_name: _Optional[str] = ..., kind: _Optional[_Union[DeviceKind, str]] = ..., name: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., utilization_percent: _Optional[float] = ..., temperature_celsius: _Optional[float] = ..., power_watts: _Optional[float] = ..., pressure_level: _Optional[_Union[PressureLevel, str]] = ..., read_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., capacity_bytes: _Optional[int] = ..., reserved_bytes: _Optional[int] = ..., peak_reserved_bytes: _Optional[int] = ..., thermal_state: _Optional[_Union[ThermalState, str]] = ...) -> None: ...
 
 class GetGpuStatusResponse(_message.Message):
     __slots__ = ("devices",)
@@ -210,20 +231,26 @@ class QueueDepth(_message.Message):
     def __init__(self, priority: _Optional[_Union[Priority, str]] = ..., depth: _Optional[int] = ...) -> None: ...
 
 class EndpointState(_message.Message):
-    __slots__ = ("endpoint_id", "model", "address", "total_slots", "used_slots", "serving")
+    __slots__ = ("endpoint_id", "model", "address", "total_slots", "used_slots", "serving", "resident", "circuit_open", "device_id")
     ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SLOTS_FIELD_NUMBER: _ClassVar[int]
     USED_SLOTS_FIELD_NUMBER: _ClassVar[int]
     SERVING_FIELD_NUMBER: _ClassVar[int]
+    RESIDENT_FIELD_NUMBER: _ClassVar[int]
+    CIRCUIT_OPEN_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     endpoint_id: str
     model: str
     address: str
     total_slots: int
     used_slots: int
     serving: bool
-    def __init__(self, endpoint_id: _Optional[str] = ..., model: _Optional[str] = ..., address: _Optional[str] = ..., total_slots: _Optional[int] = ..., used_slots: _Optional[int] = ..., serving: _Optional[bool] = ...) -> None: ...
+    resident: bool
+    circuit_open: bool
+    device_id: str
+    def __init__(self, endpoint_id: _Optional[str] = ..., model: _Optional[str] = ..., address: _Optional[str] = ..., total_slots: _Optional[int] = ..., used_slots: _Optional[int] = ..., serving: _Optional[bool] = ..., resident: _Optional[bool] = ..., circuit_open: _Optional[bool] = ..., device_id: _Optional[str] = ...) -> None: ...
 
 class GetSchedulerStateResponse(_message.Message):
     __slots__ = ("devices", "queue", "endpoints", "resident_models")

@@ -46,6 +46,16 @@ class InferenceServiceStub:
                 request_serializer=meshserve_dot_inference_dot_v1_dot_inference__pb2.GetModelInfoRequest.SerializeToString,
                 response_deserializer=meshserve_dot_inference_dot_v1_dot_inference__pb2.GetModelInfoResponse.FromString,
                 _registered_method=True)
+        self.LoadModel = channel.unary_unary(
+                '/meshserve.inference.v1.InferenceService/LoadModel',
+                request_serializer=meshserve_dot_inference_dot_v1_dot_inference__pb2.LoadModelRequest.SerializeToString,
+                response_deserializer=meshserve_dot_inference_dot_v1_dot_inference__pb2.LoadModelResponse.FromString,
+                _registered_method=True)
+        self.UnloadModel = channel.unary_unary(
+                '/meshserve.inference.v1.InferenceService/UnloadModel',
+                request_serializer=meshserve_dot_inference_dot_v1_dot_inference__pb2.UnloadModelRequest.SerializeToString,
+                response_deserializer=meshserve_dot_inference_dot_v1_dot_inference__pb2.UnloadModelResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServiceServicer:
@@ -68,6 +78,22 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LoadModel(self, request, context):
+        """LoadModel loads the weights if they are not loaded, and returns once they are. Generate loads
+        them too, so this only warms an endpoint ahead of its first request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnloadModel(self, request, context):
+        """UnloadModel frees the weights of an idle model; the next Generate loads them again. A model
+        with a request running is not unloaded: FAILED_PRECONDITION with reason MODEL_BUSY.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -80,6 +106,16 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.GetModelInfo,
                     request_deserializer=meshserve_dot_inference_dot_v1_dot_inference__pb2.GetModelInfoRequest.FromString,
                     response_serializer=meshserve_dot_inference_dot_v1_dot_inference__pb2.GetModelInfoResponse.SerializeToString,
+            ),
+            'LoadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadModel,
+                    request_deserializer=meshserve_dot_inference_dot_v1_dot_inference__pb2.LoadModelRequest.FromString,
+                    response_serializer=meshserve_dot_inference_dot_v1_dot_inference__pb2.LoadModelResponse.SerializeToString,
+            ),
+            'UnloadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnloadModel,
+                    request_deserializer=meshserve_dot_inference_dot_v1_dot_inference__pb2.UnloadModelRequest.FromString,
+                    response_serializer=meshserve_dot_inference_dot_v1_dot_inference__pb2.UnloadModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -138,6 +174,60 @@ class InferenceService:
             '/meshserve.inference.v1.InferenceService/GetModelInfo',
             meshserve_dot_inference_dot_v1_dot_inference__pb2.GetModelInfoRequest.SerializeToString,
             meshserve_dot_inference_dot_v1_dot_inference__pb2.GetModelInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshserve.inference.v1.InferenceService/LoadModel',
+            meshserve_dot_inference_dot_v1_dot_inference__pb2.LoadModelRequest.SerializeToString,
+            meshserve_dot_inference_dot_v1_dot_inference__pb2.LoadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshserve.inference.v1.InferenceService/UnloadModel',
+            meshserve_dot_inference_dot_v1_dot_inference__pb2.UnloadModelRequest.SerializeToString,
+            meshserve_dot_inference_dot_v1_dot_inference__pb2.UnloadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,6 +34,7 @@ class SlotOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SLOT_OUTCOME_SUCCEEDED: _ClassVar[SlotOutcome]
     SLOT_OUTCOME_FAILED: _ClassVar[SlotOutcome]
     SLOT_OUTCOME_CANCELLED: _ClassVar[SlotOutcome]
+    SLOT_OUTCOME_OUT_OF_MEMORY: _ClassVar[SlotOutcome]
 
 class DeviceKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -47,6 +48,14 @@ class EndpointHealth(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ENDPOINT_HEALTH_SERVING: _ClassVar[EndpointHealth]
     ENDPOINT_HEALTH_NOT_SERVING: _ClassVar[EndpointHealth]
     ENDPOINT_HEALTH_UNREACHABLE: _ClassVar[EndpointHealth]
+
+class ThermalState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    THERMAL_STATE_UNSPECIFIED: _ClassVar[ThermalState]
+    THERMAL_STATE_NORMAL: _ClassVar[ThermalState]
+    THERMAL_STATE_REDUCE: _ClassVar[ThermalState]
+    THERMAL_STATE_PAUSE: _ClassVar[ThermalState]
+    THERMAL_STATE_STOP: _ClassVar[ThermalState]
 PRIORITY_UNSPECIFIED: Priority
 PRIORITY_LOW: Priority
 PRIORITY_NORMAL: Priority
@@ -62,6 +71,7 @@ SLOT_OUTCOME_UNSPECIFIED: SlotOutcome
 SLOT_OUTCOME_SUCCEEDED: SlotOutcome
 SLOT_OUTCOME_FAILED: SlotOutcome
 SLOT_OUTCOME_CANCELLED: SlotOutcome
+SLOT_OUTCOME_OUT_OF_MEMORY: SlotOutcome
 DEVICE_KIND_UNSPECIFIED: DeviceKind
 DEVICE_KIND_GPU: DeviceKind
 DEVICE_KIND_HOST: DeviceKind
@@ -69,6 +79,11 @@ ENDPOINT_HEALTH_UNSPECIFIED: EndpointHealth
 ENDPOINT_HEALTH_SERVING: EndpointHealth
 ENDPOINT_HEALTH_NOT_SERVING: EndpointHealth
 ENDPOINT_HEALTH_UNREACHABLE: EndpointHealth
+THERMAL_STATE_UNSPECIFIED: ThermalState
+THERMAL_STATE_NORMAL: ThermalState
+THERMAL_STATE_REDUCE: ThermalState
+THERMAL_STATE_PAUSE: ThermalState
+THERMAL_STATE_STOP: ThermalState
 
 class SlotAsk(_message.Message):
     __slots__ = ("model", "fallback_models", "priority", "caller_id", "request_id", "prompt_tokens", "max_tokens")
@@ -153,7 +168,7 @@ class GetSchedulerStateRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DeviceState(_message.Message):
-    __slots__ = ("device_id", "capacity_bytes", "reserved_bytes", "measured_used_bytes", "pressure_level", "temperature_celsius", "read_time", "node_name", "kind", "name", "memory_total_bytes", "utilization_percent", "power_watts")
+    __slots__ = ("device_id", "capacity_bytes", "reserved_bytes", "measured_used_bytes", "pressure_level", "temperature_celsius", "read_time", "node_name", "kind", "name", "memory_total_bytes", "utilization_percent", "power_watts", "peak_reserved_bytes", "thermal_state")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
     RESERVED_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +182,8 @@ class DeviceState(_message.Message):
     MEMORY_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     UTILIZATION_PERCENT_FIELD_NUMBER: _ClassVar[int]
     POWER_WATTS_FIELD_NUMBER: _ClassVar[int]
+    PEAK_RESERVED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    THERMAL_STATE_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     capacity_bytes: int
     reserved_bytes: int
@@ -180,7 +197,9 @@ class DeviceState(_message.Message):
     memory_total_bytes: int
     utilization_percent: float
     power_watts: float
-    def __init__(self, device_id: _Optional[str] = ..., capacity_bytes: _Optional[int] = ..., reserved_bytes: _Optional[int] = ..., measured_used_bytes: _Optional[int] = ..., pressure_level: _Optional[_Union[PressureLevel, str]] = ..., temperature_celsius: _Optional[float] = ..., read_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., node_name: _Optional[str] = ..., kind: _Optional[_Union[DeviceKind, str]] = ..., name: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., utilization_percent: _Optional[float] = ..., power_watts: _Optional[float] = ...) -> None: ...
+    peak_reserved_bytes: int
+    thermal_state: ThermalState
+    def __init__(self, device_id: _Optional[str] = ..., capacity_bytes: _Optional[int] = ..., reserved_bytes: _Optional[int] = ..., measured_used_bytes: _Optional[int] = ..., pressure_level: _Optional[_Union[PressureLevel, str]] = ..., temperature_celsius: _Optional[float] = ..., read_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., node_name: _Optional[str] = ..., kind: _Optional[_Union[DeviceKind, str]] = ..., name: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., utilization_percent: _Optional[float] = ..., power_watts: _Optional[float] = ..., peak_reserved_bytes: _Optional[int] = ..., thermal_state: _Optional[_Union[ThermalState, str]] = ...) -> None: ...
 
 class QueueDepth(_message.Message):
     __slots__ = ("priority", "depth")
@@ -191,7 +210,7 @@ class QueueDepth(_message.Message):
     def __init__(self, priority: _Optional[_Union[Priority, str]] = ..., depth: _Optional[int] = ...) -> None: ...
 
 class EndpointState(_message.Message):
-    __slots__ = ("endpoint", "total_slots", "used_slots", "resident", "circuit_open", "health", "engine", "context_length", "memory_footprint_bytes")
+    __slots__ = ("endpoint", "total_slots", "used_slots", "resident", "circuit_open", "health", "engine", "context_length", "memory_footprint_bytes", "first_token_latency", "failure_rate")
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SLOTS_FIELD_NUMBER: _ClassVar[int]
     USED_SLOTS_FIELD_NUMBER: _ClassVar[int]
@@ -201,6 +220,8 @@ class EndpointState(_message.Message):
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FOOTPRINT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FIRST_TOKEN_LATENCY_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_RATE_FIELD_NUMBER: _ClassVar[int]
     endpoint: Endpoint
     total_slots: int
     used_slots: int
@@ -210,7 +231,9 @@ class EndpointState(_message.Message):
     engine: str
     context_length: int
     memory_footprint_bytes: int
-    def __init__(self, endpoint: _Optional[_Union[Endpoint, _Mapping]] = ..., total_slots: _Optional[int] = ..., used_slots: _Optional[int] = ..., resident: _Optional[bool] = ..., circuit_open: _Optional[bool] = ..., health: _Optional[_Union[EndpointHealth, str]] = ..., engine: _Optional[str] = ..., context_length: _Optional[int] = ..., memory_footprint_bytes: _Optional[int] = ...) -> None: ...
+    first_token_latency: _duration_pb2.Duration
+    failure_rate: float
+    def __init__(self, endpoint: _Optional[_Union[Endpoint, _Mapping]] = ..., total_slots: _Optional[int] = ..., used_slots: _Optional[int] = ..., resident: _Optional[bool] = ..., circuit_open: _Optional[bool] = ..., health: _Optional[_Union[EndpointHealth, str]] = ..., engine: _Optional[str] = ..., context_length: _Optional[int] = ..., memory_footprint_bytes: _Optional[int] = ..., first_token_latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., failure_rate: _Optional[float] = ...) -> None: ...
 
 class GetSchedulerStateResponse(_message.Message):
     __slots__ = ("devices", "queue", "endpoints")
