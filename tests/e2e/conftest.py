@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,25 +104,35 @@ def traces() -> Iterator[OtlpReceiver]:
 @pytest.fixture(scope="session")
 def mesh(tmp_path_factory: pytest.TempPathFactory, traces: OtlpReceiver) -> Iterator[Mesh]:
     directory = tmp_path_factory.mktemp("mesh")
+    config = write_model_config(directory, context_length=1024, slots=2)
+    with running_mesh(directory, config, traces, {"MESHSERVE_MAX_QUEUE": "4"}) as started:
+        yield started
+
+
+@contextmanager
+def running_mesh(directory: Path, config: Path, traces: OtlpReceiver, extra_env: dict[str, str]) -> Iterator[Mesh]:
+    """`meshserve up` with the given config on free ports, stopped with Ctrl-C at the end."""
     ports = ["edge_http", "edge_https", "edge_admin", "gateway", "scheduler", "gpu_monitor", "inference_base"]
     env = {
         **os.environ,
-        "MESHSERVE_CONFIG": str(write_model_config(directory, context_length=1024, slots=2)),
+        "MESHSERVE_CONFIG": str(config),
         "MESHSERVE_STATE_DIR": str(directory / "state"),
-        "MESHSERVE_MAX_QUEUE": "4",
         **{f"MESHSERVE_{name.upper()}_PORT": str(free_port()) for name in (*ports, *METRICS_PORTS)},
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{traces.endpoint}",
         # Export within a tenth of a second, so a test need not wait for the default five.
         "OTEL_BSP_SCHEDULE_DELAY": "100",
+        **extra_env,
     }
     process = subprocess.Popen(
         [*MESHSERVE, "up"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    output = read_until(process.stderr, b"Press Ctrl-C to stop.", timeout=180).decode()
-    yield Mesh(process, env, directory / "state", output, traces)
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    try:
+        output = read_until(process.stderr, b"Press Ctrl-C to stop.", timeout=180).decode()
+        yield Mesh(process, env, directory / "state", output, traces)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()

@@ -82,3 +82,20 @@ def test_the_shipped_drill_rises_through_every_pressure_level() -> None:
     devices = [json.loads(line)["devices"][0] for line in drill.read_text().splitlines()]
     used = [device["memory_used_bytes"] / device["memory_total_bytes"] for device in devices]
     assert used[0] < 0.5 < used[1] < 0.7 < used[2] < 0.85 < used[3] < 0.95 < used[4] and used[5] < 0.5
+
+
+def test_a_rewritten_recording_plays_from_its_own_start_and_a_broken_one_is_ignored(tmp_path: Path) -> None:
+    clock = Clock()
+    path = write(tmp_path, [step(0, 10), step(5, 20)])
+    source = ReplaySource("node", path, clock)
+    source.start()
+    clock.now += 100
+    assert source.read()[0].memory_used_bytes == 20
+    replacement = tmp_path / "next.jsonl"
+    replacement.write_text(json.dumps(step(0, 95)) + "\n" + json.dumps(step(3, 40)) + "\n")
+    replacement.replace(path)
+    assert source.read()[0].memory_used_bytes == 95
+    clock.now += 3
+    assert source.read()[0].memory_used_bytes == 40
+    path.write_text("not json\n")
+    assert source.read()[0].memory_used_bytes == 40

