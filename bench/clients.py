@@ -15,12 +15,16 @@ from pathlib import Path
 import grpc
 from meshserve.gateway.v1 import gateway_pb2 as pb
 from meshserve.gateway.v1 import gateway_pb2_grpc
+from meshserve.scheduler.v1 import scheduler_pb2 as spb
+from meshserve.scheduler.v1 import scheduler_pb2_grpc
 
+from bench.burst import LedgerUse
 from bench.workload import PROMPT, SEED, Measurement
 from services.inference.core.model import GenerationRequest, SamplingParams
 from services.inference.engines.llama_cpp import LlamaCppEngine
 from services.shared.mesh_config import ModelConfig
 from services.shared.status_details import details_of
+from services.shared.tls import TlsFiles, channel_credentials
 
 TOP_P = 0.95
 
@@ -153,3 +157,19 @@ def _sse(port: int, path: str, body: dict, deadline: float | None, on_event) -> 
         connection.close()
         result.total = time.monotonic() - started
     return result
+
+
+class LedgerReader:
+    """The scheduler's ledger of its first device, read with the command-line client's identity."""
+
+    def __init__(self, scheduler_port: int, tls: TlsFiles) -> None:
+        self._channel = grpc.secure_channel(f"127.0.0.1:{scheduler_port}", channel_credentials(tls))
+        self._stub = scheduler_pb2_grpc.SchedulerServiceStub(self._channel)
+
+    def __call__(self) -> LedgerUse:
+        state = self._stub.GetSchedulerState(spb.GetSchedulerStateRequest(), timeout=5)
+        device = state.devices[0]
+        return LedgerUse(device.capacity_bytes, device.reserved_bytes, device.peak_reserved_bytes)
+
+    def close(self) -> None:
+        self._channel.close()

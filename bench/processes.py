@@ -59,11 +59,16 @@ class Mesh:
             self.process.kill()
 
 
+# The scheduler's budget in the benchmark: far below the host's memory, so its ledger bounds admission.
+MEMORY_BUDGET = "3GiB"
+
+
 def start_mesh(state_dir: Path, max_queue: int) -> Mesh:
     names = ["edge_http", "edge_https", "edge_admin", "gateway", "scheduler", "gpu_monitor", "inference_base",
              "gateway_metrics", "scheduler_metrics", "gpu_monitor_metrics", "inference_metrics_base"]  # fmt: skip
     ports = {name: free_port() for name in names}
     env = {**os.environ, "MESHSERVE_STATE_DIR": str(state_dir), "MESHSERVE_MAX_QUEUE": str(max_queue),
+           "MESHSERVE_SCHEDULER_MEMORY_BUDGET": MEMORY_BUDGET,
            **{f"MESHSERVE_{name.upper()}_PORT": str(port) for name, port in ports.items()}}  # fmt: skip
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     process = subprocess.Popen([sys.executable, "-m", "orchestrator", "up"], cwd=REPO_ROOT, env=env,

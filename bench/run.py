@@ -12,15 +12,18 @@ import datetime
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
+from bench.burst import BurstResult, burst_priorities, describe, run_burst
 from bench.chart import write_chart
-from bench.clients import FloorClient, MeshGrpcClient, MeshRestClient, PeerClient
+from bench.clients import FloorClient, LedgerReader, MeshGrpcClient, MeshRestClient, PeerClient
 from bench.measure import CpuSample, measure, mesh_overhead
 from bench.overload import offer_load
-from bench.processes import REPO_ROOT, start_mesh, start_peer
+from bench.processes import MEMORY_BUDGET, REPO_ROOT, start_mesh, start_peer
 from bench.report import FLOOR, combine, machine, ratios_to_floor, table, write_json
 from bench.workload import FULL, QUICK, RunSummary, Workload
+from services.shared.certs import dev_identity
 from services.shared.mesh_config import load_mesh_config
 
 # The mesh's queue bound in the benchmark: it holds every waiting client of the closed-loop runs (at most 14
@@ -43,6 +46,18 @@ def interleaved_rounds(clients: list, workload: Workload, mesh) -> tuple[list[Ru
                 print(f"round {round_number} {client.name:<20} c={concurrency:<3} "
                       f"{summary.output_tokens_per_second:6.1f} tok/s", file=sys.stderr, flush=True)  # fmt: skip
     return summaries, cpu
+
+
+def mesh_burst(mesh, client: MeshGrpcClient, max_tokens: int) -> BurstResult:
+    """3x (slots + queue bound) requests at once; as many HIGH as the queue holds."""
+    slots = load_mesh_config(REPO_ROOT / "deploy" / "meshserve.toml").models[0].slots
+    capacity = slots + BENCH_MAX_QUEUE
+    ledger = LedgerReader(mesh.ports["scheduler"], dev_identity(mesh.state_dir / "certs", "cli"))
+    try:
+        priorities = burst_priorities(capacity, high=BENCH_MAX_QUEUE)
+        return run_burst(partial(client.stream, max_tokens), priorities, capacity, ledger)
+    finally:
+        ledger.close()
 
 
 def engine_cpu_per_token(samples: list[CpuSample]) -> float:
@@ -72,19 +87,22 @@ def run(workload: Workload, overload_seconds: float, out_dir: Path) -> None:
             rate, deadline = 3 * capacity, max(4.0, 8 * combined[FLOOR][1]["end_to_end"]["p50"])
             overload = [offer_load(c, rate, overload_seconds, deadline, workload.max_tokens)
                         for c in (grpc_client, peer_client)]  # fmt: skip
+            burst = mesh_burst(mesh, grpc_client, workload.max_tokens)
         finally:
             mesh.stop()
             peer.stop()
     ratios = ratios_to_floor(combined)
     overhead = mesh_overhead(cpu["mesh"], engine_cpu_per_token(cpu["floor"]))
     print(table(combined, ratios, overhead, overload))
+    print("\n" + describe(burst))
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     host = machine()
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "latest.json", measured_at=when, machine=host, workload=workload, results=combined,
                ratios_to_floor=ratios, mesh_cpu_per_1000_tokens=overhead, overload=overload,
                overload_settings={"rate_per_second": rate, "deadline_seconds": deadline,
-                                  "mesh_max_queue": BENCH_MAX_QUEUE})  # fmt: skip
+                                  "mesh_max_queue": BENCH_MAX_QUEUE},
+               burst=burst, burst_settings={"memory_budget": MEMORY_BUDGET})  # fmt: skip
     title = f"meshserve benchmark, {when}: {host['cpu']}, {host['cores']} cores, gemma-3-270m Q4_K_M"
     write_chart(out_dir / "latest.png", combined, overload, title)
     print(f"\nwrote {out_dir / 'latest.json'} and {out_dir / 'latest.png'}", file=sys.stderr)

@@ -109,11 +109,17 @@ def ensure_dev_certs(directory: Path, services: list[str]) -> dict[str, TlsFiles
     ca = Issued(load_certificate(ca_cert), load_private_key(ca_key))
     files = {}
     for service in services:
-        cert, key = directory / f"{service}.pem", directory / f"{service}-key.pem"
-        if not (cert.exists() and key.exists()) or not _valid_leaf(load_certificate(cert), ca.certificate):
-            write_pem(issue(ca, service), cert, key)
-        files[service] = TlsFiles(cert=cert, key=key, ca=ca_cert)
+        files[service] = identity = dev_identity(directory, service)
+        if not (identity.cert.exists() and identity.key.exists()) or not _valid_leaf(
+            load_certificate(identity.cert), ca.certificate
+        ):
+            write_pem(issue(ca, service), identity.cert, identity.key)
     return files
+
+
+def dev_identity(directory: Path, service: str) -> TlsFiles:
+    """Where ensure_dev_certs keeps a service's certificate, key and CA."""
+    return TlsFiles(cert=directory / f"{service}.pem", key=directory / f"{service}-key.pem", ca=directory / "ca.pem")
 
 
 def _valid_leaf(certificate: x509.Certificate, ca: x509.Certificate) -> bool:

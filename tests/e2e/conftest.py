@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from services.shared.certs import dev_identity
 from services.shared.tls import TlsFiles, channel_credentials
 from tests.otlp_receiver import OtlpReceiver
 from tests.support import REPO_ROOT, free_port, write_model_config
@@ -45,8 +46,7 @@ class Mesh:
         return f"http://127.0.0.1:{self.port('edge_http')}"
 
     def identity(self, name: str) -> TlsFiles:
-        certs = self.state_dir / "certs"
-        return TlsFiles(certs / f"{name}.pem", certs / f"{name}-key.pem", certs / "ca.pem")
+        return dev_identity(self.state_dir / "certs", name)
 
     def channel(self, port_name: str, identity: str) -> grpc.Channel:
         return grpc.secure_channel(f"127.0.0.1:{self.port(port_name)}", channel_credentials(self.identity(identity)))
@@ -105,7 +105,9 @@ def traces() -> Iterator[OtlpReceiver]:
 def mesh(tmp_path_factory: pytest.TempPathFactory, traces: OtlpReceiver) -> Iterator[Mesh]:
     directory = tmp_path_factory.mktemp("mesh")
     config = write_model_config(directory, context_length=1024, slots=2)
-    with running_mesh(directory, config, traces, {"MESHSERVE_MAX_QUEUE": "4"}) as started:
+    # A budget far below the host's memory: the scheduler's ledger, not the machine, bounds admission.
+    env = {"MESHSERVE_MAX_QUEUE": "4", "MESHSERVE_SCHEDULER_MEMORY_BUDGET": "3GiB"}
+    with running_mesh(directory, config, traces, env) as started:
         yield started
 
 

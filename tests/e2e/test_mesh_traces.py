@@ -96,6 +96,8 @@ def test_a_rest_request_is_one_trace_from_envoy_to_the_engine(mesh: Mesh) -> Non
     assert [name for name, _ in generation.events] == ["first_token"]
     assert queue.attributes["meshserve.priority"] == "NORMAL" and "meshserve.queue.wait_seconds" in queue.attributes
     assert placement.attributes["meshserve.endpoint.address"] == f"127.0.0.1:{mesh.port('inference_base')}"
+    # The decision is traced with the pressure it was taken under.
+    assert placement.attributes["meshserve.pressure.level"] in {"LOW", "NORMAL", "HIGH", "CRITICAL"}
     # Prompts and outputs stay out of traces unless an operator opts in.
     assert not any(key.endswith(("input.messages", "output.messages")) for key in generation.attributes)
 
