@@ -30,7 +30,8 @@ def models_response(mesh: MeshConfig, state: spb.GetSchedulerStateResponse) -> p
 def _model_state(endpoints: list[spb.EndpointState]) -> int:
     health = {endpoint.health for endpoint in endpoints}
     if spb.ENDPOINT_HEALTH_SERVING in health:
-        return pb.MODEL_STATE_READY
+        # Serving but idle past its keep-alive: the next request loads it again.
+        return pb.MODEL_STATE_READY if any(e.resident for e in endpoints) else pb.MODEL_STATE_UNLOADED
     if spb.ENDPOINT_HEALTH_NOT_SERVING in health:
         return pb.MODEL_STATE_LOADING
     if not endpoints:

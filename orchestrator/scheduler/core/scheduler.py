@@ -14,10 +14,11 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from orchestrator.scheduler.core.breaker import BreakerPolicy, EndpointHealthRecord
 from orchestrator.scheduler.core.devices import Device, PressurePolicy
+from orchestrator.scheduler.core.endpoints import TrackedEndpoint
 from orchestrator.scheduler.core.model import (
     Ask,
     DeviceSnapshot,
@@ -33,8 +34,10 @@ from orchestrator.scheduler.core.model import (
     SlotOutcome,
     Unload,
 )
-from orchestrator.scheduler.core.pressure import ModelsAdmitted, PressureLevel
+from orchestrator.scheduler.core.placement import best, may_start_on
+from orchestrator.scheduler.core.pressure import PressureLevel
 from orchestrator.scheduler.core.queue import DEFAULT_AGING_SECONDS, PriorityQueue, Waiting
+from orchestrator.scheduler.core.residency import eviction_victims, idle_past_keep_alive
 from services.shared.errors import not_found, resource_exhausted, unavailable
 
 # Weight of the newest slot hold time in the running average behind retry delays.
@@ -43,30 +46,8 @@ _INITIAL_HOLD_SECONDS = 2.0
 _MIN_RETRY_SECONDS = 0.1
 _MAX_RETRY_SECONDS = 60.0
 _NO_ENDPOINT_RETRY_SECONDS = 1.0
-_NO_FOOTPRINT = Footprint(0, 0)
 
 Update = Grant | Queued | Shed | Expired | Unload
-
-
-@dataclass
-class _Endpoint:
-    spec: EndpointSpec
-    device: Device
-    health: EndpointHealthRecord
-    available: bool = True
-    resident: bool = True
-    unloading: bool = False
-    footprint: Footprint = _NO_FOOTPRINT
-    last_used: float = 0.0
-    slots_in_use: set[str] = field(default_factory=set)
-
-    @property
-    def free_slots(self) -> int:
-        return self.spec.total_slots - len(self.slots_in_use) if self.available else 0
-
-    @property
-    def idle(self) -> bool:
-        return self.resident and not self.unloading and not self.slots_in_use
 
 
 @dataclass(frozen=True)
@@ -94,7 +75,7 @@ class SlotScheduler:
         self._devices: dict[str, Device] = {}
         now = clock()
         self._endpoints = {
-            spec.endpoint_id: _Endpoint(
+            spec.endpoint_id: TrackedEndpoint(
                 spec, self._unmeasured, EndpointHealthRecord(breaker), start_available, last_used=now
             )
             for spec in endpoints
@@ -130,8 +111,7 @@ class SlotScheduler:
         if held is None:
             return []
         endpoint = self._endpoints[held.endpoint_id]
-        endpoint.slots_in_use.discard(slot_id)
-        endpoint.device.ledger.release(slot_id)
+        endpoint.finish(slot_id)
         now = self._clock()
         endpoint.last_used = now
         self._mean_hold += _HOLD_SMOOTHING * (now - held.granted_at - self._mean_hold)
@@ -151,7 +131,7 @@ class SlotScheduler:
         endpoint.available = available
         if not available:
             # A restarted engine comes back through describe(); until then it holds no memory.
-            self._set_resident(endpoint, False)
+            endpoint.set_resident(False)
             endpoint.unloading = False
             return []
         return self._drain()
@@ -160,8 +140,8 @@ class SlotScheduler:
         """What the endpoint reports of itself: the cost of its model, and whether it is loaded now."""
         endpoint = self._endpoints[endpoint_id]
         endpoint.footprint = footprint
-        self._set_resident(endpoint, False)
-        self._set_resident(endpoint, resident or bool(endpoint.slots_in_use))
+        endpoint.set_resident(False)
+        endpoint.set_resident(resident or bool(endpoint.slots_in_use))
         endpoint.device.reassess(self._clock())
         return self._drain()
 
@@ -181,12 +161,12 @@ class SlotScheduler:
         now = self._clock()
         for device in self._all_devices():
             device.reassess(now)
-        return [*self._drain(), *self._idle_unloads(now)]
+        return [*self._drain(), *self._unload(idle_past_keep_alive(list(self._endpoints.values()), now), "idle")]
 
     def unloaded(self, endpoint_id: str) -> list[Update]:
         endpoint = self._endpoints[endpoint_id]
         endpoint.unloading = False
-        self._set_resident(endpoint, False)
+        endpoint.set_resident(False)
         endpoint.device.reassess(self._clock())
         return self._drain()
 
@@ -241,60 +221,28 @@ class SlotScheduler:
 
     # --- placement ----------------------------------------------------------------------------------------------
 
-    def _place(self, ask: Ask) -> _Endpoint | None:
+    def _place(self, ask: Ask) -> TrackedEndpoint | None:
         """The endpoint to run the ask on now, or None. Fallback models only under HIGH or CRITICAL pressure."""
         primary = self._startable(ask.model, ask)
         if primary or not ask.fallback_models:
-            return self._best(primary)
+            return best(primary)
         levels = {endpoint.device.level for endpoint in self._endpoints_of(ask.model)}
         if not levels & {PressureLevel.HIGH, PressureLevel.CRITICAL}:
             return None
         for model in ask.fallback_models:
             candidates = self._startable(model, ask)
             if candidates:
-                return self._best(candidates)
+                return best(candidates)
         return None
 
-    def _startable(self, model: str, ask: Ask) -> list[_Endpoint]:
+    def _startable(self, model: str, ask: Ask) -> list[TrackedEndpoint]:
         now = self._clock()
-        return [endpoint for endpoint in self._endpoints_of(model) if self._may_start_on(endpoint, ask, now)]
+        return [e for e in self._endpoints_of(model) if may_start_on(e, ask.priority, now, self._neighbours(e))]
 
-    def _may_start_on(self, endpoint: _Endpoint, ask: Ask, now: float) -> bool:
-        device = endpoint.device
-        if endpoint.free_slots <= 0 or endpoint.unloading or not endpoint.health.allows(now):
-            return False
-        if not device.may_start(ask.priority):
-            return False
-        if len(endpoint.slots_in_use) >= device.concurrency_for(endpoint.spec.total_slots):
-            return False
-        admitted = device.policy.models
-        if admitted is ModelsAdmitted.NONE:
-            return False
-        if admitted is ModelsAdmitted.SMALLEST_ONLY and not self._is_smallest(endpoint):
-            return False
-        return device.ledger.fits(self._cost_to_start(endpoint))
+    def _neighbours(self, endpoint: TrackedEndpoint) -> list[TrackedEndpoint]:
+        return [other for other in self._endpoints.values() if other.device is endpoint.device]
 
-    @staticmethod
-    def _cost_to_start(endpoint: _Endpoint) -> int:
-        weights = 0 if endpoint.resident else endpoint.footprint.weights_bytes
-        return weights + endpoint.footprint.kv_bytes_per_slot
-
-    def _is_smallest(self, endpoint: _Endpoint) -> bool:
-        on_device = [other for other in self._endpoints.values() if other.device is endpoint.device]
-        smallest = min(other.footprint.full_bytes(other.spec.total_slots) for other in on_device)
-        return endpoint.footprint.full_bytes(endpoint.spec.total_slots) <= smallest
-
-    @staticmethod
-    def _best(candidates: list[_Endpoint]) -> _Endpoint | None:
-        """The least loaded; among equals, the one answering fastest lately, then a loaded one."""
-
-        def preference(endpoint: _Endpoint) -> tuple[int, float, bool]:
-            latency = endpoint.health.latency_ema_seconds
-            return (-endpoint.free_slots, latency if latency is not None else 0.0, not endpoint.resident)
-
-        return min(candidates, key=preference, default=None)
-
-    def _refuse_if_no_device_admits(self, ask: Ask, endpoints: list[_Endpoint]) -> None:
+    def _refuse_if_no_device_admits(self, ask: Ask, endpoints: list[TrackedEndpoint]) -> None:
         devices = {id(endpoint.device): endpoint.device for endpoint in endpoints if endpoint.available}
         self._reassess(devices.values())
         if devices and all(device.refuses_new_work for device in devices.values()):
@@ -310,20 +258,17 @@ class SlotScheduler:
         for device in devices:
             device.reassess(now)
 
-    def _grant(self, endpoint: _Endpoint, ask: Ask, enqueued_at: float) -> Grant:
+    def _grant(self, endpoint: TrackedEndpoint, ask: Ask, enqueued_at: float) -> Grant:
         slot_id = f"{endpoint.spec.endpoint_id}#{next(self._slot_numbers)}"
         now = self._clock()
-        # A model that is not loaded loads on this request: its weights count from now.
-        self._set_resident(endpoint, True)
-        endpoint.slots_in_use.add(slot_id)
-        endpoint.device.ledger.reserve(slot_id, endpoint.footprint.kv_bytes_per_slot)
+        endpoint.start(slot_id)
         endpoint.last_used = now
         endpoint.health.started(now)
         level = endpoint.device.reassess(now)
         self._held[slot_id] = _Held(endpoint.spec.endpoint_id, now)
         return Grant(ask.ticket_id, slot_id, endpoint.spec, now - enqueued_at, int(level))
 
-    def _learn(self, endpoint: _Endpoint, release: Release, now: float) -> None:
+    def _learn(self, endpoint: TrackedEndpoint, release: Release, now: float) -> None:
         outcome = release.outcome
         if outcome is SlotOutcome.SUCCEEDED:
             endpoint.health.succeeded(now, release.first_token_seconds)
@@ -364,49 +309,19 @@ class SlotScheduler:
 
     # --- residency ----------------------------------------------------------------------------------------------
 
-    def _set_resident(self, endpoint: _Endpoint, resident: bool) -> None:
-        endpoint.resident = resident
-        if resident:
-            endpoint.device.ledger.load(endpoint.spec.endpoint_id, endpoint.footprint.weights_bytes)
-        else:
-            endpoint.device.ledger.unload(endpoint.spec.endpoint_id)
-
     def _evict_for(self, ask: Ask) -> list[Unload]:
-        """Unloads least recently used idle models when the ask's model is not loaded and its weights do not fit."""
-        target = next((e for e in self._endpoints_of(ask.model) if e.available and not e.resident), None)
-        if target is None or any(e.resident for e in self._endpoints_of(ask.model)):
+        """Unloads least recently used idle models when the ask's model is not loaded and does not fit."""
+        endpoints = self._endpoints_of(ask.model)
+        target = next((e for e in endpoints if e.available and not e.resident), None)
+        if target is None or any(e.resident for e in endpoints):
             return []
-        device = target.device
-        if device.ledger.fits(self._cost_to_start(target)):
-            return []
-        on_device = [e for e in self._endpoints.values() if e.device is device and e is not target]
-        if any(e.unloading for e in on_device):
-            return []  # room is already being made
-        victims, freed = [], 0
-        for endpoint in sorted((e for e in on_device if e.idle), key=lambda e: e.last_used):
-            victims.append(endpoint)
-            freed += endpoint.footprint.weights_bytes
-            if device.ledger.fits(self._cost_to_start(target) - freed):
-                break
-        else:
-            return []  # even unloading every idle model would not make room: wait for running work instead
-        for endpoint in victims:
-            endpoint.unloading = True
-        return [Unload(endpoint.spec.endpoint_id, "evicted") for endpoint in victims]
+        victims = eviction_victims(target, [e for e in self._neighbours(target) if e is not target])
+        return self._unload(victims, "evicted")
 
-    def _idle_unloads(self, now: float) -> list[Unload]:
-        unloads = []
-        for endpoint in self._endpoints.values():
-            keep_alive = endpoint.spec.keep_alive_seconds
-            if (
-                keep_alive is not None
-                and endpoint.available
-                and endpoint.idle
-                and now - endpoint.last_used >= keep_alive
-            ):
-                endpoint.unloading = True
-                unloads.append(Unload(endpoint.spec.endpoint_id, "idle"))
-        return unloads
+    def _unload(self, endpoints: list[TrackedEndpoint], reason: str) -> list[Unload]:
+        for endpoint in endpoints:
+            endpoint.unloading = True
+        return [Unload(endpoint.endpoint_id, reason) for endpoint in endpoints]
 
     # --- devices ---------------------------------------------------------------------------------------------------
 
@@ -421,20 +336,9 @@ class SlotScheduler:
             matches = device.device_id == wanted or device.device_id.endswith(f"/{wanted}") if wanted else first
             if endpoint.device is not self._unmeasured or not matches:
                 continue
-            slots = list(endpoint.slots_in_use)
-            self._set_resident_on(endpoint, device, slots)
+            endpoint.move_to(device)
 
-    def _set_resident_on(self, endpoint: _Endpoint, device: Device, slots: list[str]) -> None:
-        resident = endpoint.resident
-        self._set_resident(endpoint, False)
-        for slot_id in slots:
-            endpoint.device.ledger.release(slot_id)
-        endpoint.device = device
-        self._set_resident(endpoint, resident)
-        for slot_id in slots:
-            device.ledger.reserve(slot_id, endpoint.footprint.kv_bytes_per_slot)
-
-    def _endpoints_of(self, model: str) -> list[_Endpoint]:
+    def _endpoints_of(self, model: str) -> list[TrackedEndpoint]:
         return [endpoint for endpoint in self._endpoints.values() if endpoint.spec.model == model]
 
     def _position_of(self, ticket_id: str) -> Queued:

@@ -1,0 +1,40 @@
+import pytest
+from pydantic import ValidationError
+
+from orchestrator.scheduler.core.pressure import PressureLevel
+from orchestrator.scheduler.settings import SchedulerSettings
+
+GIB = 1024**3
+
+
+def settings(*flags: str) -> SchedulerSettings:
+    return SchedulerSettings(_cli_parse_args=["--plaintext", *flags])
+
+
+def test_the_policy_is_configured_from_flags() -> None:
+    policy = settings(
+        "--pressure-boundaries", "0.4,0.6,0.8,0.9", "--thermal-celsius", "60,75,80", "--memory-budget", "3GiB"
+    ).pressure_policy()
+    assert policy.budget_bytes == 3 * GIB
+    assert policy.thresholds.start_of(PressureLevel.HIGH) == 0.6 and policy.thermal.pause == 75.0
+
+
+def test_defaults_are_design_md_and_no_budget() -> None:
+    policy = settings().pressure_policy()
+    assert [policy.thresholds.start_of(level) for level in PressureLevel] == [0.0, 0.5, 0.7, 0.85, 0.95]
+    assert (policy.thermal.reduce, policy.thermal.pause, policy.thermal.stop) == (65.0, 80.0, 85.0)
+    assert policy.budget_bytes is None
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--pressure-boundaries", "0.9,0.6,0.8,0.95"),
+        ("--thermal-celsius", "80,65,85"),
+        ("--memory-budget", "lots"),
+        ("--oom-recovery-seconds", "0"),
+    ],
+)
+def test_a_policy_that_makes_no_sense_is_refused_at_start(flags: tuple[str, ...]) -> None:
+    with pytest.raises(ValidationError):
+        settings(*flags)
