@@ -3,13 +3,39 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import ByteSize, Field, field_validator, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from orchestrator.scheduler.core.devices import PressurePolicy
-from orchestrator.scheduler.core.pressure import PressureThresholds, ThermalThresholds
+from orchestrator.scheduler.core.model import Priority
+from orchestrator.scheduler.core.pressure import (
+    DEFAULT_POLICIES,
+    LevelPolicy,
+    ModelsAdmitted,
+    PressureLevel,
+    PressureThresholds,
+    ThermalThresholds,
+)
 from services.shared.service_settings import ServiceSettings
+
+
+class LevelPolicySetting(BaseModel):
+    """One level's policy, replacing DESIGN.md's default for that level."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: Literal["all", "those_that_fit", "smallest_only", "none"]
+    # The share of an engine's slots that may run (at least one while any work starts), and a hard cap.
+    concurrency_share: float = Field(ge=0.0, le=1.0)
+    max_concurrency: int | None = Field(default=None, ge=0)
+    # The least urgent priority that may start; None starts nothing.
+    lowest_priority: Literal["LOW", "NORMAL", "HIGH", "CRITICAL"] | None
+
+    def to_policy(self) -> LevelPolicy:
+        lowest = Priority[self.lowest_priority] if self.lowest_priority else None
+        return LevelPolicy(ModelsAdmitted[self.models.upper()], self.concurrency_share, self.max_concurrency, lowest)
 
 
 class SchedulerSettings(ServiceSettings):
@@ -33,6 +59,9 @@ class SchedulerSettings(ServiceSettings):
     pressure_hysteresis: float = 0.03
     # Degrees Celsius where load is reduced, new work paused, and admission stopped.
     thermal_celsius: tuple[float, float, float] = (65.0, 80.0, 85.0)
+    # Replaces the default policy of the levels named, as JSON: '{"HIGH": {"models": "those_that_fit",
+    # "concurrency_share": 1.0, "max_concurrency": 4, "lowest_priority": "LOW"}}'.
+    level_policies: dict[Literal["LOW", "NORMAL", "HIGH", "CRITICAL", "EMERGENCY"], LevelPolicySetting] = {}
     # How long a device stays in EMERGENCY after an engine on it ran out of memory.
     oom_recovery_seconds: float = Field(default=10.0, gt=0)
     # The gateway asks for slots; the command-line client reads the state.
@@ -60,8 +89,11 @@ class SchedulerSettings(ServiceSettings):
     def pressure_policy(self) -> PressurePolicy:
         normal, high, critical, emergency = self.pressure_boundaries
         reduce, pause, stop = self.thermal_celsius
+        policies = dict(DEFAULT_POLICIES)
+        for level, setting in self.level_policies.items():
+            policies[PressureLevel[level]] = setting.to_policy()
         return PressurePolicy(
-            thresholds=PressureThresholds(normal, high, critical, emergency, self.pressure_hysteresis),
+            thresholds=PressureThresholds(normal, high, critical, emergency, self.pressure_hysteresis, policies),
             thermal=ThermalThresholds(reduce, pause, stop),
             budget_bytes=int(self.memory_budget) if self.memory_budget is not None else None,
             oom_recovery_seconds=self.oom_recovery_seconds,

@@ -1,7 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
-from orchestrator.scheduler.core.pressure import PressureLevel
+from orchestrator.scheduler.core.model import Priority
+from orchestrator.scheduler.core.pressure import DEFAULT_POLICIES, ModelsAdmitted, PressureLevel
 from orchestrator.scheduler.settings import SchedulerSettings
 
 GIB = 1024**3
@@ -26,6 +27,15 @@ def test_defaults_are_design_md_and_no_budget() -> None:
     assert policy.budget_bytes is None
 
 
+def test_a_level_policy_can_be_replaced_and_the_others_keep_their_defaults() -> None:
+    high = '{"HIGH": {"models": "all", "concurrency_share": 0.5, "max_concurrency": 4, "lowest_priority": "LOW"}}'
+    policies = settings("--level-policies", high).pressure_policy().thresholds.policies
+    assert policies[PressureLevel.HIGH].models is ModelsAdmitted.ALL
+    assert policies[PressureLevel.HIGH].lowest_priority_started is Priority.LOW
+    assert policies[PressureLevel.HIGH].max_concurrency == 4
+    assert policies[PressureLevel.CRITICAL] == DEFAULT_POLICIES[PressureLevel.CRITICAL]
+
+
 @pytest.mark.parametrize(
     "flags",
     [
@@ -33,6 +43,8 @@ def test_defaults_are_design_md_and_no_budget() -> None:
         ("--thermal-celsius", "80,65,85"),
         ("--memory-budget", "lots"),
         ("--oom-recovery-seconds", "0"),
+        ("--level-policies", '{"HIGH": {"models": "some", "concurrency_share": 1, "lowest_priority": "LOW"}}'),
+        ("--level-policies", '{"SEVERE": {"models": "all", "concurrency_share": 1, "lowest_priority": "LOW"}}'),
     ],
 )
 def test_a_policy_that_makes_no_sense_is_refused_at_start(flags: tuple[str, ...]) -> None:
