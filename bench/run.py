@@ -48,9 +48,8 @@ def interleaved_rounds(clients: list, workload: Workload, mesh) -> tuple[list[Ru
     return summaries, cpu
 
 
-def mesh_burst(mesh, client: MeshGrpcClient, max_tokens: int) -> BurstResult:
+def mesh_burst(mesh, client: MeshGrpcClient, slots: int, max_tokens: int) -> BurstResult:
     """3x (slots + queue bound) requests at once; as many HIGH as the queue holds."""
-    slots = load_mesh_config(REPO_ROOT / "deploy" / "meshserve.toml").models[0].slots
     capacity = slots + BENCH_MAX_QUEUE
     ledger = LedgerReader(mesh.ports["scheduler"], dev_identity(mesh.state_dir / "certs", "cli"))
     try:
@@ -87,7 +86,7 @@ def run(workload: Workload, overload_seconds: float, out_dir: Path) -> None:
             rate, deadline = 3 * capacity, max(4.0, 8 * combined[FLOOR][1]["end_to_end"]["p50"])
             overload = [offer_load(c, rate, overload_seconds, deadline, workload.max_tokens)
                         for c in (grpc_client, peer_client)]  # fmt: skip
-            burst = mesh_burst(mesh, grpc_client, workload.max_tokens)
+            burst = mesh_burst(mesh, grpc_client, config.slots, workload.max_tokens)
         finally:
             mesh.stop()
             peer.stop()

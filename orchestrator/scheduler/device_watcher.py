@@ -48,10 +48,10 @@ class DeviceWatcher:
     def _observe(self, reading: gpumonitor_pb2.DeviceReading) -> None:
         device_id = reading.device.device_id
         temperature = reading.temperature_celsius if reading.HasField("temperature_celsius") else None
-        before = {device.device_id: device.level for device in self._broker.core.snapshot().devices}
+        before = self._broker.core.pressure_level(device_id)
         self._broker.apply(
             lambda core: core.observe(device_id, reading.memory_used_bytes, reading.memory_total_bytes, temperature)
         )
-        after = {device.device_id: device.level for device in self._broker.core.snapshot().devices}
-        if before.get(device_id) != after.get(device_id):
-            log.info("device %s is at pressure level %d", device_id, after.get(device_id, 0))
+        after = self._broker.core.pressure_level(device_id)
+        if after is not before and after is not None:
+            log.info("device %s is at pressure %s", device_id, after.name)

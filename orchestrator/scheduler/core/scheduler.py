@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from orchestrator.scheduler.core.breaker import BreakerPolicy, EndpointHealthRecord
@@ -140,7 +140,6 @@ class SlotScheduler:
         """What the endpoint reports of itself: the cost of its model, and whether it is loaded now."""
         endpoint = self._endpoints[endpoint_id]
         endpoint.footprint = footprint
-        endpoint.set_resident(False)
         endpoint.set_resident(resident or bool(endpoint.slots_in_use))
         endpoint.device.reassess(self._clock())
         return self._drain()
@@ -158,10 +157,9 @@ class SlotScheduler:
 
     def tick(self) -> list[Update]:
         """Called often: drops expired asks, lets time-based states pass, and unloads models idle too long."""
-        now = self._clock()
-        for device in self._all_devices():
-            device.reassess(now)
-        return [*self._drain(), *self._unload(idle_past_keep_alive(list(self._endpoints.values()), now), "idle")]
+        self._reassess(self._all_devices())
+        idle = idle_past_keep_alive(list(self._endpoints.values()), self._clock())
+        return [*self._drain(), *self._unload(idle, "idle")]
 
     def unloaded(self, endpoint_id: str) -> list[Update]:
         endpoint = self._endpoints[endpoint_id]
@@ -175,6 +173,10 @@ class SlotScheduler:
         return self._drain()
 
     # --- reading the state ------------------------------------------------------------------------------------
+
+    def pressure_level(self, device_id: str) -> PressureLevel | None:
+        device = self._devices.get(device_id)
+        return device.level if device is not None else None
 
     def expire(self) -> list[Expired]:
         """Drops the waiting asks whose deadline has passed."""
@@ -253,7 +255,7 @@ class SlotScheduler:
                 model=ask.model,
             )
 
-    def _reassess(self, devices) -> None:
+    def _reassess(self, devices: Iterable[Device]) -> None:
         now = self._clock()
         for device in devices:
             device.reassess(now)

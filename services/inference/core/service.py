@@ -65,7 +65,8 @@ class InferenceCore:
         request = validate_request(request, model, self._limits)
         lease = self._slots.try_acquire()
         try:
-            await self.load()
+            if self._state is ModelState.UNLOADED:
+                await self.load()
             prompt = await self._engine.prepare(request)
             check_prompt_fits(prompt, self._limits)
             async with aclosing(self._engine.generate(request, prompt)) as chunks:
