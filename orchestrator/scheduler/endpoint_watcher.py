@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from meshserve.inference.v1 import inference_pb2, inference_pb2_grpc
 
 from orchestrator.scheduler.broker import SlotBroker
+from orchestrator.scheduler.core.ledger import KvShape
 from orchestrator.scheduler.core.model import EndpointSpec, Footprint
 from services.shared.channels import open_channel
 from services.shared.tls import TlsFiles
@@ -88,8 +89,10 @@ def footprint_of(info: inference_pb2.ModelInfo) -> Footprint:
     """The ledger's view of a model: what stays while it is loaded, and what each running request adds.
 
     An engine that allocates every slot's KV cache up front (llama.cpp) reports it inside its footprint;
-    it is split out here so that a running request reserves its share and an idle model does not.
+    it is split out here so that a running request reserves its share and an idle model does not. An
+    engine that reports no KV cost gets one estimated from its model's shape over the whole context.
     """
-    kv_per_slot = info.kv_cache_bytes_per_slot
+    shape = KvShape(info.layer_count, info.kv_head_count, info.head_dim, info.kv_cache_element_bytes or 2)
+    kv_per_slot = info.kv_cache_bytes_per_slot or shape.bytes_for(info.context_length)
     weights = max(info.memory_footprint_bytes - info.total_slots * kv_per_slot, info.weights_bytes)
     return Footprint(weights, kv_per_slot)

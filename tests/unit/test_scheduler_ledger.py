@@ -1,6 +1,9 @@
 import pytest
+from meshserve.inference.v1 import inference_pb2
 
 from orchestrator.scheduler.core.ledger import KvShape, MemoryLedger
+from orchestrator.scheduler.core.model import Footprint
+from orchestrator.scheduler.endpoint_watcher import footprint_of
 
 GIB = 1024**3
 
@@ -46,3 +49,17 @@ def test_a_budget_smaller_than_the_device_caps_capacity() -> None:
 
 def test_a_device_that_reports_no_memory_admits_nothing() -> None:
     assert MemoryLedger(device_total_bytes=0).used_fraction == 1.0
+
+
+def test_an_engine_s_footprint_splits_into_resident_weights_and_kv_per_request() -> None:
+    kv = KvShape(18, 1, 256).bytes_for(2048)
+    reported = inference_pb2.ModelInfo(
+        total_slots=2, context_length=2048, weights_bytes=GIB // 4, kv_cache_bytes_per_slot=kv,
+        memory_footprint_bytes=GIB + 2 * kv,
+    )  # fmt: skip
+    assert footprint_of(reported) == Footprint(GIB, kv)
+    # No KV figure from the engine: estimated from the model's shape over its context.
+    shaped = inference_pb2.ModelInfo(
+        total_slots=1, context_length=2048, layer_count=18, kv_head_count=1, head_dim=256, weights_bytes=GIB
+    )
+    assert footprint_of(shaped) == Footprint(GIB, kv)
