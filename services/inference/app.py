@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 
 from meshserve.inference.v1 import inference_pb2_grpc
@@ -11,7 +12,6 @@ from services.inference.core.engine import Engine
 from services.inference.core.service import InferenceCore
 from services.inference.core.slots import SlotPool
 from services.inference.core.validation import RequestLimits
-from services.inference.engines.llama_cpp import LlamaCppEngine
 from services.inference.servicer import SERVICE_NAME, InferenceServicer
 from services.inference.settings import InferenceSettings
 from services.shared.grpc_server import (
@@ -29,9 +29,31 @@ from telemetry.metrics import SLOTS_IN_USE, SLOTS_TOTAL, serve_metrics
 log = logging.getLogger("services.inference")
 
 
+# Each engine's module imports its library on import; vLLM is an optional extra, so only the engine a
+# model asks for is imported.
+_ENGINES = {
+    "llama_cpp": ("services.inference.engines.llama_cpp", "LlamaCppEngine"),
+    "vllm": ("services.inference.engines.vllm", "VllmEngine"),
+}
+_INSTALL_HINTS = {
+    "vllm": "install it with `make vllm` on CPU hosts, or `make VLLM_EXTRA=vllm vllm` on GPU hosts",
+}
+
+
+class EngineNotInstalled(RuntimeError):
+    pass
+
+
 def build_engine(config: ModelConfig) -> Engine:
-    engines = {"llama_cpp": LlamaCppEngine}
-    return engines[config.engine](config)
+    module_name, class_name = _ENGINES[config.engine]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        hint = _INSTALL_HINTS.get(config.engine, "reinstall meshserve")
+        raise EngineNotInstalled(
+            f"model {config.name!r} runs on the {config.engine} engine, which is not installed ({error}); {hint}"
+        ) from error
+    return getattr(module, class_name)(config)
 
 
 async def serve(settings: InferenceSettings) -> int:

@@ -90,4 +90,14 @@ def to_model_info(name: str, status: ModelStatus) -> pb.ModelInfo:
         info.kv_head_count = metadata.kv_head_count
         info.head_dim = metadata.head_dim
         info.kv_cache_element_bytes = metadata.kv_cache_element_bytes
+    activity = status.activity
+    if activity is not None:
+        info.activity.CopyFrom(
+            pb.EngineActivity(
+                running_requests=activity.running_requests,
+                waiting_requests=activity.waiting_requests,
+                kv_cache_capacity_bytes=activity.kv_cache_capacity_bytes,
+                kv_cache_used_bytes=activity.kv_cache_used_bytes,
+            )
+        )
     return info

@@ -9,23 +9,48 @@ from __future__ import annotations
 import importlib
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, model_validator
+
+# How many requests a model runs at once when its config does not say. llama.cpp gives each slot a
+# context of its own, so slots cost memory; vLLM batches sequences into one KV-cache pool, so many are cheap.
+_DEFAULT_SLOTS = {"llama_cpp": 2, "vllm": 16}
+
+
+class VllmOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # The KV-cache pool vLLM allocates at load, shared by all running sequences ("2GiB"). Unset, vLLM
+    # sizes it (a share of GPU memory, or its CPU default). The scheduler's ledger counts this pool.
+    kv_cache_bytes: ByteSize | None = None
+    # The weights' data type; "auto" takes the model's own.
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    # Run without CUDA graphs or torch.compile: loads sooner, generates slower.
+    enforce_eager: bool = False
+    # Tokens per streamed message. 1 sends every token the moment it exists; a few per message cut the
+    # per-message work of every hop (inference, gateway, Envoy) when many sequences stream at once.
+    stream_interval: int = Field(default=1, ge=1)
+    # The scheduling priority (nice) of vLLM's engine processes. On a CPU host the engine spins on every
+    # core it can get while it generates; a lower priority keeps Envoy, the gateway and the scheduler
+    # answering promptly beside it. 0 leaves them at this service's priority.
+    engine_niceness: int = Field(default=10, ge=0, le=19)
 
 
 class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1)
-    engine: Literal["llama_cpp"] = "llama_cpp"
-    # Exactly one of: a model file, or a Python package whose assemble() writes the model file.
+    engine: Literal["llama_cpp", "vllm"] = "llama_cpp"
+    # Exactly one of: the model on disk, or a Python package whose assemble() writes it there. llama.cpp
+    # reads a GGUF file; vLLM reads a Hugging Face directory (config.json, safetensors, tokenizer).
     path: Path | None = None
     package: str | None = None
     # A Jinja chat template; without one, the template embedded in the model file is used.
     chat_template: Path | None = None
     context_length: int = Field(default=2048, ge=16)
     threads: int = Field(default=2, ge=1)
+    # Requests served at once: llama.cpp contexts, or vLLM's maximum number of batched sequences.
     slots: int = Field(default=2, ge=1)
     default_max_tokens: int = Field(default=256, ge=1)
     default_temperature: float = Field(default=0.8, ge=0.0, le=2.0)
@@ -35,6 +60,15 @@ class ModelConfig(BaseModel):
     keep_alive_seconds: float = 300.0
     # The device the engine runs on, within its node ("gpu0", "host"); empty is the node's first device.
     device: str = ""
+    # Settings only the vLLM engine reads: a [models.vllm] table.
+    vllm: VllmOptions = Field(default_factory=lambda: VllmOptions())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_default_slots(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "slots" not in data:
+            return {**data, "slots": _DEFAULT_SLOTS.get(data.get("engine", "llama_cpp"), 2)}
+        return data
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
@@ -44,9 +78,20 @@ class ModelConfig(BaseModel):
 
     def resolve_model_file(self) -> Path:
         """The model file on disk, assembling it from its package first if needed."""
+        model = self._resolve_model()
+        if not model.is_file():
+            raise FileNotFoundError(f"model {self.name!r}: no model file at {model}")
+        return model
+
+    def resolve_model_directory(self) -> Path:
+        """The Hugging Face model directory, assembling it from its package first if needed."""
+        model = self._resolve_model()
+        if not (model / "config.json").is_file():
+            raise FileNotFoundError(f"model {self.name!r}: no Hugging Face model directory (config.json) at {model}")
+        return model
+
+    def _resolve_model(self) -> Path:
         if self.path is not None:
-            if not self.path.is_file():
-                raise FileNotFoundError(f"model {self.name!r}: no model file at {self.path}")
             return self.path
         package = importlib.import_module(str(self.package))
         return Path(package.assemble())

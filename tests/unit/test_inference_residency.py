@@ -5,7 +5,14 @@ from contextlib import aclosing
 
 import pytest
 
-from services.inference.core.model import GenerationChunk, GenerationRequest, ModelMetadata, ModelState, PreparedPrompt
+from services.inference.core.model import (
+    EngineActivity,
+    GenerationChunk,
+    GenerationRequest,
+    ModelMetadata,
+    ModelState,
+    PreparedPrompt,
+)
 from services.inference.core.service import InferenceCore
 from services.inference.core.slots import SlotPool
 from services.inference.core.validation import RequestLimits
@@ -40,6 +47,10 @@ class CountingEngine:
     async def close(self) -> None:
         self.closes += 1
         self.loaded = False
+
+    def activity(self) -> EngineActivity:
+        assert self.loaded, "activity asked of an unloaded engine"
+        return EngineActivity(0, 0, 0, 0)
 
 
 def ready_core() -> tuple[InferenceCore, CountingEngine]:

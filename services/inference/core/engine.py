@@ -1,7 +1,8 @@
 """The Engine protocol: everything the inference core needs from llama.cpp, vLLM or any other engine.
 
 The core owns validation, slots and cancellation; an engine only loads a model, prepares prompts and
-streams chunks. An engine never sees more concurrent generate() calls than its slot_count.
+streams chunks. An engine never sees more concurrent generate() calls than its slot_count: for
+llama.cpp that is one context per slot, for vLLM the number of sequences it batches together.
 """
 
 from __future__ import annotations
@@ -9,7 +10,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
-from services.inference.core.model import GenerationChunk, GenerationRequest, ModelMetadata, PreparedPrompt
+from services.inference.core.model import (
+    EngineActivity,
+    GenerationChunk,
+    GenerationRequest,
+    ModelMetadata,
+    PreparedPrompt,
+)
 
 
 @runtime_checkable
@@ -24,6 +31,10 @@ class Engine(Protocol):
 
     def generate(self, request: GenerationRequest, prompt: PreparedPrompt) -> AsyncIterator[GenerationChunk]:
         """Streams the completion. Closing the iterator stops generation within one token."""
+        ...
+
+    def activity(self) -> EngineActivity:
+        """What the engine runs now and how full its KV cache is, by its own count. Cheap; loaded models only."""
         ...
 
     async def close(self) -> None:

@@ -70,6 +70,16 @@ class PreparedPrompt:
     token_ids: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class EngineActivity:
+    """What the engine is doing now, by its own count: requests running and queued inside it, and its KV cache."""
+
+    running_requests: int
+    waiting_requests: int
+    kv_cache_capacity_bytes: int
+    kv_cache_used_bytes: int
+
+
 class ModelState(Enum):
     LOADING = "loading"
     READY = "ready"

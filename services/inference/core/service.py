@@ -14,7 +14,13 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from services.inference.core.engine import Engine
-from services.inference.core.model import GenerationChunk, GenerationRequest, ModelMetadata, ModelState
+from services.inference.core.model import (
+    EngineActivity,
+    GenerationChunk,
+    GenerationRequest,
+    ModelMetadata,
+    ModelState,
+)
 from services.inference.core.slots import SlotPool
 from services.inference.core.validation import RequestLimits, check_prompt_fits, validate_request
 from services.shared.errors import ErrorKind, MeshError, resource_exhausted, unavailable
@@ -28,12 +34,13 @@ _OUT_OF_MEMORY_RETRY_SECONDS = 5.0
 
 @dataclass(frozen=True)
 class ModelStatus:
-    """The model as callers see it now: its metadata, state and free slots."""
+    """The model as callers see it now: its metadata, state, free slots and what its engine is doing."""
 
     state: ModelState
     metadata: ModelMetadata | None
     free_slots: int
     total_slots: int
+    activity: EngineActivity | None = None
 
 
 class InferenceCore:
@@ -57,7 +64,8 @@ class InferenceCore:
         self._state = ModelState.STOPPING
 
     def status(self) -> ModelStatus:
-        return ModelStatus(self._state, self._metadata, self._slots.free, self._slots.total)
+        activity = self._engine.activity() if self._state is ModelState.READY else None
+        return ModelStatus(self._state, self._metadata, self._slots.free, self._slots.total, activity)
 
     async def generate(self, request: GenerationRequest, model: str = "") -> AsyncIterator[GenerationChunk]:
         """Streams one completion. Validation and slot refusal happen before the first chunk."""

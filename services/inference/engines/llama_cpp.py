@@ -24,6 +24,7 @@ from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from services.inference.core.model import (
+    EngineActivity,
     FinishReason,
     GenerationChunk,
     GenerationRequest,
@@ -54,7 +55,7 @@ class _Slot:
     worker: ThreadPoolExecutor
 
 
-@dataclass
+@dataclass(eq=False)
 class _Run:
     """One generation on a slot. Only the slot's worker thread touches it after creation."""
 
@@ -80,6 +81,8 @@ class LlamaCppEngine:
         self._slots: list[_Slot] = []
         self._free: list[_Slot] = []
         self._formatter: Jinja2ChatFormatter | None = None
+        self._running: set[_Run] = set()
+        self._kv_bytes_per_token = 0
 
     def load(self) -> ModelMetadata:
         # llama.cpp writes to stderr directly; route it through logging so every line stays JSON.
@@ -107,6 +110,7 @@ class LlamaCppEngine:
         slot = self._free.pop()
         run = self._start(slot.llm, request, list(prompt.token_ids))
         loop = asyncio.get_running_loop()
+        self._running.add(run)
         try:
             async for chunk in self._stream(run, request, lambda: loop.run_in_executor(slot.worker, _advance, run)):
                 yield chunk
@@ -114,6 +118,17 @@ class LlamaCppEngine:
             # Queued behind any token still in flight, on the same thread: the context is never shared.
             slot.worker.submit(_close, run)
             self._free.append(slot)
+            self._running.discard(run)
+
+    def activity(self) -> EngineActivity:
+        # Every context allocates its whole KV cache when created; "used" is the cells its tokens fill.
+        filled_tokens = sum(len(run.prompt) + len(run.completion) for run in self._running)
+        return EngineActivity(
+            running_requests=len(self._running),
+            waiting_requests=0,
+            kv_cache_capacity_bytes=len(self._slots) * self._config.context_length * self._kv_bytes_per_token,
+            kv_cache_used_bytes=filled_tokens * self._kv_bytes_per_token,
+        )
 
     async def close(self) -> None:
         for slot in self._slots:
@@ -193,7 +208,8 @@ class LlamaCppEngine:
         kv_heads = int(meta.get(f"{arch}.attention.head_count_kv", meta.get(f"{arch}.attention.head_count", 0)))
         head_dim = int(meta.get(f"{arch}.attention.key_length", 0)) or _embedding_head_dim(meta, arch)
         # Keys and values, per layer, per KV head, per position of the context, in f16.
-        kv_per_slot = 2 * layers * kv_heads * head_dim * self._config.context_length * _F16_BYTES
+        self._kv_bytes_per_token = 2 * layers * kv_heads * head_dim * _F16_BYTES
+        kv_per_slot = self._kv_bytes_per_token * self._config.context_length
         estimate = self._config.slots * (weights_bytes + kv_per_slot)
         if measured_bytes > estimate:
             log.info("loading took %d bytes against %d estimated; reporting the measurement", measured_bytes, estimate)

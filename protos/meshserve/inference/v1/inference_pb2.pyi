@@ -95,7 +95,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "engine", "state", "context_length", "total_slots", "free_slots", "weights_bytes", "kv_cache_bytes_per_slot", "memory_footprint_bytes", "layer_count", "kv_head_count", "head_dim", "kv_cache_element_bytes")
+    __slots__ = ("name", "engine", "state", "context_length", "total_slots", "free_slots", "weights_bytes", "kv_cache_bytes_per_slot", "memory_footprint_bytes", "layer_count", "kv_head_count", "head_dim", "kv_cache_element_bytes", "activity")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +109,7 @@ class ModelInfo(_message.Message):
     KV_HEAD_COUNT_FIELD_NUMBER: _ClassVar[int]
     HEAD_DIM_FIELD_NUMBER: _ClassVar[int]
     KV_CACHE_ELEMENT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_FIELD_NUMBER: _ClassVar[int]
     name: str
     engine: str
     state: ModelState
@@ -122,7 +123,20 @@ class ModelInfo(_message.Message):
     kv_head_count: int
     head_dim: int
     kv_cache_element_bytes: int
-    def __init__(self, name: _Optional[str] = ..., engine: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., context_length: _Optional[int] = ..., total_slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., weights_bytes: _Optional[int] = ..., kv_cache_bytes_per_slot: _Optional[int] = ..., memory_footprint_bytes: _Optional[int] = ..., layer_count: _Optional[int] = ..., kv_head_count: _Optional[int] = ..., head_dim: _Optional[int] = ..., kv_cache_element_bytes: _Optional[int] = ...) -> None: ...
+    activity: EngineActivity
+    def __init__(self, name: _Optional[str] = ..., engine: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., context_length: _Optional[int] = ..., total_slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., weights_bytes: _Optional[int] = ..., kv_cache_bytes_per_slot: _Optional[int] = ..., memory_footprint_bytes: _Optional[int] = ..., layer_count: _Optional[int] = ..., kv_head_count: _Optional[int] = ..., head_dim: _Optional[int] = ..., kv_cache_element_bytes: _Optional[int] = ..., activity: _Optional[_Union[EngineActivity, _Mapping]] = ...) -> None: ...
+
+class EngineActivity(_message.Message):
+    __slots__ = ("running_requests", "waiting_requests", "kv_cache_capacity_bytes", "kv_cache_used_bytes")
+    RUNNING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    WAITING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    KV_CACHE_CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KV_CACHE_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    running_requests: int
+    waiting_requests: int
+    kv_cache_capacity_bytes: int
+    kv_cache_used_bytes: int
+    def __init__(self, running_requests: _Optional[int] = ..., waiting_requests: _Optional[int] = ..., kv_cache_capacity_bytes: _Optional[int] = ..., kv_cache_used_bytes: _Optional[int] = ...) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
     __slots__ = ("model",)

@@ -1,0 +1,253 @@
+"""The vLLM engine inside the real inference service, over mTLS: streaming, batching, aborts, usage, health.
+
+The model is a tiny random Llama built offline (tests/tiny_llama.py); vLLM is the CPU build. The model
+never emits its end-of-sequence token, so every request runs to its max_tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from meshserve.inference.v1 import inference_pb2 as pb
+from meshserve.inference.v1 import inference_pb2_grpc
+
+from services.shared.certs import ensure_dev_certs
+from services.shared.tls import TlsFiles, channel_credentials
+from tests.conftest import track, untrack
+from tests.support import (
+    ServiceProcess,
+    free_port,
+    inference_args,
+    requires_vllm,
+    vllm_model_entry,
+    wait_until_serving,
+)
+
+pytestmark = requires_vllm
+
+SLOTS = 8
+KV_CACHE_BYTES = 64 * 2**20
+CONTEXT = 2048
+# Nearly the whole context: a request that runs for seconds unless aborted.
+LONG = 2000
+
+
+@dataclass
+class VllmService:
+    address: str
+    caller: TlsFiles
+    process: ServiceProcess
+    model_directory: Path
+
+    def channel(self) -> grpc.aio.Channel:
+        return grpc.aio.secure_channel(self.address, channel_credentials(self.caller))
+
+
+@pytest.fixture(scope="module")
+def vllm_service(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> Iterator[VllmService]:
+    directory = tmp_path_factory.mktemp("vllm")
+    config = directory / "meshserve.toml"
+    config.write_text(vllm_model_entry("tiny-llama", tiny_llama, slots=SLOTS, context_length=CONTEXT))
+    certs = ensure_dev_certs(directory / "certs", ["inference", "gateway", "scheduler"])
+    server = certs["inference"]
+    port = free_port()
+    tls = ("--tls-cert", str(server.cert), "--tls-key", str(server.key), "--tls-ca", str(server.ca))
+    process = track(ServiceProcess("inference-vllm", inference_args(config, port, *tls), directory / "inference.log"))
+    service = VllmService(f"127.0.0.1:{port}", certs["gateway"], process, tiny_llama)
+    with grpc.secure_channel(service.address, channel_credentials(service.caller)) as channel:
+        wait_until_serving(channel, process, timeout=180)
+    yield service
+    process.terminate(timeout=60)
+    untrack(process)
+
+
+@pytest.fixture()
+async def stub(vllm_service: VllmService) -> AsyncIterator[inference_pb2_grpc.InferenceServiceStub]:
+    async with vllm_service.channel() as channel:
+        yield inference_pb2_grpc.InferenceServiceStub(channel)
+
+
+async def generate(stub: inference_pb2_grpc.InferenceServiceStub, **request) -> list[pb.GenerateResponse]:
+    return [reply async for reply in stub.Generate(pb.GenerateRequest(**request), timeout=60)]
+
+
+async def activity(stub: inference_pb2_grpc.InferenceServiceStub) -> pb.EngineActivity:
+    return (await stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5)).model.activity
+
+
+async def wait_for_activity(stub, predicate, timeout: float, what: str) -> pb.EngineActivity:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = await activity(stub)
+        if predicate(current):
+            return current
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the engine never showed {what}; last: {current}")
+
+
+async def test_the_service_is_healthy_and_describes_a_vllm_model(stub, vllm_service: VllmService) -> None:
+    async with vllm_service.channel() as channel:
+        health = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="meshserve.inference.v1.InferenceService"), timeout=5
+        )
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+    model = (await stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5)).model
+    assert (model.engine, model.state, model.context_length) == ("vllm", pb.MODEL_STATE_READY, CONTEXT)
+    # vLLM batches: the service offers its max number of sequences as slots.
+    assert model.total_slots == model.free_slots == SLOTS
+    # The KV-cache pool is the one vLLM allocated, counted from its blocks: 64 MiB as configured.
+    assert 0.9 * KV_CACHE_BYTES <= model.activity.kv_cache_capacity_bytes <= KV_CACHE_BYTES
+    assert model.kv_cache_bytes_per_slot == model.activity.kv_cache_capacity_bytes // SLOTS
+    weights = (vllm_service.model_directory / "model.safetensors").stat().st_size
+    assert model.weights_bytes == weights
+    assert model.memory_footprint_bytes == weights + model.activity.kv_cache_capacity_bytes
+    assert (model.layer_count, model.kv_head_count, model.head_dim) == (4, 4, 64)
+
+
+async def test_tokens_stream_as_vllm_yields_them_with_exact_usage(stub, vllm_service: VllmService) -> None:
+    from transformers import AutoTokenizer
+
+    prompt = "the quick brown fox"
+    replies = await generate(stub, prompt=prompt, max_tokens=40, temperature=0.7, seed=7)
+    streamed = [reply for reply in replies if reply.token_ids]
+    assert len(streamed) > 10, "tokens arrive one step at a time, not in one piece"
+    assert all(reply.finish_reason == pb.FINISH_REASON_UNSPECIFIED for reply in replies[:-1])
+    last = replies[-1]
+    assert last.finish_reason == pb.FINISH_REASON_LENGTH
+    prompt_tokens = AutoTokenizer.from_pretrained(str(vllm_service.model_directory)).encode(prompt)
+    assert last.usage.input_tokens == len(prompt_tokens)
+    assert last.usage.output_tokens == 40 == sum(len(reply.token_ids) for reply in replies)
+    assert "".join(reply.text for reply in replies)
+
+    again = await generate(stub, prompt=prompt, max_tokens=40, temperature=0.7, seed=7)
+    assert [r.token_ids for r in again] == [r.token_ids for r in replies], "the seed makes sampling repeatable"
+
+
+async def test_a_conversation_is_rendered_with_the_models_chat_template(stub, vllm_service: VllmService) -> None:
+    from transformers import AutoTokenizer
+
+    messages = [pb.ChatMessage(role=pb.CHAT_ROLE_USER, content="hello world")]
+    replies = await generate(stub, messages=messages, max_tokens=5)
+    tokenizer = AutoTokenizer.from_pretrained(str(vllm_service.model_directory))
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hello world"}], add_generation_prompt=True, tokenize=False
+    )
+    assert replies[-1].usage.input_tokens == len(tokenizer.encode(rendered, add_special_tokens=False))
+    assert replies[-1].usage.output_tokens == 5
+
+
+async def test_concurrent_requests_are_batched_by_vllm(stub) -> None:
+    started = time.monotonic()
+    await generate(stub, prompt="hello world", max_tokens=160)
+    one_request = time.monotonic() - started
+
+    peak_running = 0
+
+    async def watch() -> None:
+        nonlocal peak_running
+        while True:
+            peak_running = max(peak_running, (await activity(stub)).running_requests)
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.create_task(watch())
+    started = time.monotonic()
+    results = await asyncio.gather(*(generate(stub, prompt="hello world", max_tokens=160, seed=n) for n in range(8)))
+    eight_at_once = time.monotonic() - started
+    watcher.cancel()
+
+    assert all(replies[-1].usage.output_tokens == 160 for replies in results)
+    # vLLM ran them in one batch: the engine itself counted several running at once...
+    assert peak_running >= 4, f"the engine ran at most {peak_running} at once"
+    # ...and eight took far less than eight times one.
+    assert eight_at_once < 3 * one_request, f"8 requests took {eight_at_once:.2f}s, one took {one_request:.2f}s"
+
+
+async def test_cancelling_a_stream_aborts_the_request_inside_vllm(stub) -> None:
+    call = stub.Generate(pb.GenerateRequest(prompt="hello", max_tokens=LONG), timeout=60)
+    received, first_at = 0, 0.0
+    async for reply in call:
+        first_at = first_at or time.monotonic()
+        received += len(reply.token_ids)
+        if received >= 20:
+            break
+    # How long the rest would take, at the pace this request was going.
+    rest_of_generation = (time.monotonic() - first_at) / received * (LONG - received)
+    busy = await activity(stub)
+    assert busy.running_requests == 1 and busy.kv_cache_used_bytes > 0
+    cancelled_at = time.monotonic()
+    call.cancel()
+    idle = await wait_for_activity(stub, lambda a: a.running_requests == 0, 5, "the request aborted")
+    assert time.monotonic() - cancelled_at < rest_of_generation / 2, "vLLM stopped it, not the end of the request"
+    assert idle.kv_cache_used_bytes == 0 and idle.waiting_requests == 0
+
+
+async def test_a_passed_deadline_aborts_the_request_inside_vllm(stub) -> None:
+    async def until_deadline() -> grpc.StatusCode:
+        try:
+            await generate_with_deadline(stub, seconds=1.0)
+        except grpc.aio.AioRpcError as ended:
+            return ended.code()
+        return grpc.StatusCode.OK
+
+    ending = asyncio.create_task(until_deadline())
+    await wait_for_activity(stub, lambda a: a.running_requests == 1, 5, "the request running")
+    assert await ending == grpc.StatusCode.DEADLINE_EXCEEDED
+    await wait_for_activity(stub, lambda a: a.running_requests == 0, 1, "the request aborted at its deadline")
+
+
+async def generate_with_deadline(stub, seconds: float) -> None:
+    async for _ in stub.Generate(pb.GenerateRequest(prompt="hello", max_tokens=LONG), timeout=seconds):
+        pass
+
+
+async def test_a_prompt_longer_than_the_context_is_refused_clearly(stub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await generate(stub, prompt="the quick brown fox " * 1000, max_tokens=4)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (await activity(stub)).running_requests == 0
+
+
+async def test_an_unloaded_model_frees_vllm_and_loads_again_on_demand(stub) -> None:
+    unloaded = (await stub.UnloadModel(pb.UnloadModelRequest(), timeout=60)).model
+    assert unloaded.state == pb.MODEL_STATE_UNLOADED
+    replies = await generate(stub, prompt="hello world", max_tokens=8)
+    assert replies[-1].usage.output_tokens == 8
+    assert (await stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5)).model.state == pb.MODEL_STATE_READY
+
+
+def test_sigterm_shuts_vllm_down_cleanly(vllm_service: VllmService) -> None:
+    engine_processes = children_of(vllm_service.process.process.pid)
+    assert engine_processes, "vLLM runs its engine core in a child process"
+    assert vllm_service.process.terminate(timeout=60) == 0
+    assert '"message": "stopped"' in vllm_service.process.logs()
+    assert not [pid for pid in engine_processes if alive(pid)], "no engine process outlives the service"
+
+
+def children_of(pid: int) -> list[int]:
+    """The process's descendants: vLLM's EngineCore and the worker it starts. A child is listed under the
+    thread that started it, and the model loads on a worker thread, so every thread is read."""
+    children = [int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in children_listed(task)]
+    return children + [grandchild for child in children for grandchild in children_of(child)]
+
+
+def children_listed(task: Path) -> list[str]:
+    try:
+        return (task / "children").read_text().split()
+    except FileNotFoundError:  # the thread ended while being read
+        return []
+
+
+def alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie waiting to be reaped."""
+    try:
+        return " Z " not in Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
