@@ -48,7 +48,7 @@ from services.inference.core.model import (  # noqa: E402
     PreparedPrompt,
     Usage,
 )
-from services.shared.errors import invalid_argument, unavailable  # noqa: E402
+from services.shared.errors import MeshError, invalid_argument, unavailable  # noqa: E402
 from services.shared.mesh_config import ModelConfig  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class _ProbeLogger(StatLoggerBase):
     def __init__(self, probe: SchedulerStatsProbe) -> None:
         self._probe = probe
 
-    def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0) -> None:  # noqa: ANN001
+    def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0) -> None:
         if scheduler_stats is not None:
             self._probe.latest = scheduler_stats
 
@@ -89,6 +89,7 @@ class VllmEngine:
         self._config = config
         self._llm: AsyncLLM | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._chat_template: str | None = None
         self._stats = SchedulerStatsProbe()
         self._kv_cache_capacity_bytes = 0
 
@@ -112,8 +113,13 @@ class VllmEngine:
             vllm_config, stat_loggers=[self._stats.logger_factory], disable_log_stats=True
         )
         self._tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        # Read once here, not per request: the config's template wins over the tokenizer's own.
+        self._chat_template = self._config.read_chat_template() or self._tokenizer.chat_template
         _lower_priority_of_children(options.engine_niceness)
-        return self._metadata(self._llm, directory)
+        metadata = self._metadata(self._llm, directory)
+        # Everything the loaded model holds beyond its weights is vLLM's KV-cache pool.
+        self._kv_cache_capacity_bytes = metadata.memory_footprint_bytes - metadata.weights_bytes
+        return metadata
 
     async def prepare(self, request: GenerationRequest) -> PreparedPrompt:
         return await asyncio.to_thread(self._tokenize, request)
@@ -161,7 +167,7 @@ class VllmEngine:
 
     async def close(self) -> None:
         llm, self._llm = self._llm, None
-        self._tokenizer = None
+        self._tokenizer = self._chat_template = None
         if llm is None:
             return
         # The task that reads EngineCore's outputs is stopped first, on this loop: left running, it would
@@ -175,8 +181,11 @@ class VllmEngine:
 
     def _loaded(self) -> AsyncLLM:
         if self._llm is None:
-            raise unavailable("MODEL_NOT_LOADED", f"{self._config.name} is not loaded")
+            raise self._not_loaded()
         return self._llm
+
+    def _not_loaded(self) -> MeshError:
+        return unavailable("MODEL_NOT_LOADED", f"{self._config.name} is not loaded")
 
     def _sampling(self, request: GenerationRequest, prompt_length: int) -> VllmSamplingParams:
         sampling = request.sampling
@@ -193,10 +202,10 @@ class VllmEngine:
     def _tokenize(self, request: GenerationRequest) -> PreparedPrompt:
         tokenizer = self._tokenizer
         if tokenizer is None:
-            raise unavailable("MODEL_NOT_LOADED", f"{self._config.name} is not loaded")
+            raise self._not_loaded()
         if not request.messages:
             return PreparedPrompt(tuple(tokenizer.encode(request.prompt)))
-        template = self._config.read_chat_template() or tokenizer.chat_template
+        template = self._chat_template
         if not template:
             raise invalid_argument(
                 "CHAT_NOT_SUPPORTED",
@@ -223,7 +232,7 @@ class VllmEngine:
         # A quantized cache ("fp8...") stores one byte per element; otherwise it has the weights' type.
         element_bytes = model.dtype.itemsize if cache.cache_dtype == "auto" else 1
         bytes_per_token = 2 * layers * kv_heads * head_dim * element_bytes
-        self._kv_cache_capacity_bytes = int(cache.num_gpu_blocks or 0) * cache.block_size * bytes_per_token
+        kv_cache_bytes = int(cache.num_gpu_blocks or 0) * cache.block_size * bytes_per_token
         weights = sum(path.stat().st_size for path in directory.iterdir() if path.suffix in _WEIGHT_SUFFIXES)
         slots = vllm_config.scheduler_config.max_num_seqs
         log.info(
@@ -231,7 +240,7 @@ class VllmEngine:
             self._config.name,
             cache.num_gpu_blocks,
             cache.block_size,
-            self._kv_cache_capacity_bytes,
+            kv_cache_bytes,
             slots,
         )
         return ModelMetadata(
@@ -240,8 +249,8 @@ class VllmEngine:
             context_length=model.max_model_len,
             slot_count=slots,
             weights_bytes=weights,
-            kv_cache_bytes_per_slot=self._kv_cache_capacity_bytes // slots,
-            memory_footprint_bytes=weights + self._kv_cache_capacity_bytes,
+            kv_cache_bytes_per_slot=kv_cache_bytes // slots,
+            memory_footprint_bytes=weights + kv_cache_bytes,
             layer_count=layers,
             kv_head_count=kv_heads,
             head_dim=head_dim,
