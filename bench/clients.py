@@ -20,8 +20,8 @@ from meshserve.scheduler.v1 import scheduler_pb2_grpc
 
 from bench.burst import LedgerUse
 from bench.workload import PROMPT, SEED, Measurement
-from services.inference.core.model import GenerationRequest, SamplingParams
 from services.inference.engines.llama_cpp import LlamaCppEngine
+from services.shared.domain import GenerationRequest, SamplingParams
 from services.shared.mesh_config import ModelConfig
 from services.shared.status_details import details_of
 from services.shared.tls import TlsFiles, channel_credentials

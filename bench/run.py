@@ -2,7 +2,8 @@
 
 Systems: the engine in process (the floor), meshserve over gRPC through the TLS edge, meshserve over
 REST+SSE, and llama-cpp-python's own server. Figures are medians over rounds; ratios are to the floor
-measured in the same run, because this machine is noisy.
+measured in the same run, because this machine is noisy. Then the latencies the tests leave to the
+benchmark (bench/timings.py): refusals, freed slots, cancels, a killed service, and vLLM's batching.
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ from bench.measure import CpuSample, measure, mesh_overhead
 from bench.overload import offer_load
 from bench.processes import MEMORY_BUDGET, REPO_ROOT, start_mesh, start_peer
 from bench.report import FLOOR, combine, machine, ratios_to_floor, table, write_json
+from bench.timings import FULL_TIMINGS, QUICK_TIMINGS, TimingPlan, mesh_timings
+from bench.timings import describe as describe_timings
+from bench.vllm_timings import vllm_timings
 from bench.workload import FULL, QUICK, RunSummary, Workload
 from services.shared.certs import dev_identity
-from services.shared.mesh_config import load_mesh_config
+from services.shared.mesh_config import ModelConfig, load_mesh_config
 
 # The mesh's queue bound in the benchmark: it holds every waiting client of the closed-loop runs (at most 14
 # of 16 wait on 2 slots), and is below the backlog 3x overload builds, so some of it is refused at the door.
@@ -64,44 +68,59 @@ def engine_cpu_per_token(samples: list[CpuSample]) -> float:
     return sum(sample.own for sample in samples) / tokens if tokens else 0.0
 
 
-def run(workload: Workload, overload_seconds: float, out_dir: Path) -> None:
+def measure_mesh_and_peers(
+    config: ModelConfig, workload: Workload, overload_seconds: float, timing_plan: TimingPlan, scratch: Path
+) -> dict:
+    print("loading the engine in process, starting meshserve and llama_cpp.server...", file=sys.stderr)
+    floor = FloorClient(config)
+    mesh = start_mesh(scratch / "mesh", BENCH_MAX_QUEUE)
+    peer = start_peer(config, scratch / "peer.log")
+    try:
+        ca = mesh.state_dir / "certs" / "ca.pem"
+        grpc_client = MeshGrpcClient(mesh.ports["edge_https"], ca)
+        peer_client = PeerClient(peer.port)
+        clients = [floor, grpc_client, MeshRestClient(mesh.ports["edge_http"]), peer_client]
+        for client in clients:
+            client.stream(4)  # warm-up: first-request costs are not what is measured
+        summaries, cpu = interleaved_rounds(clients, workload, mesh)
+        combined = combine(summaries)
+        capacity = max(f["requests_per_second"] for f in combined[FLOOR].values())
+        # Three times what the engine can serve, with a deadline of eight single-request latencies: long
+        # enough that the backlog outgrows the mesh's queue bound, as a sustained overload does.
+        rate, deadline = 3 * capacity, max(4.0, 8 * combined[FLOOR][1]["end_to_end"]["p50"])
+        overload = [offer_load(c, rate, overload_seconds, deadline, workload.max_tokens)
+                    for c in (grpc_client, peer_client)]  # fmt: skip
+        burst = mesh_burst(mesh, grpc_client, config.slots, workload.max_tokens)
+        print("timing refusals, freed slots, cancels and a killed inference service...", file=sys.stderr)
+        timings = {"mesh": mesh_timings(mesh, config.slots, BENCH_MAX_QUEUE, timing_plan)}
+    finally:
+        mesh.stop()
+        peer.stop()
+    return {"combined": combined, "cpu": cpu, "overload": overload, "rate": rate, "deadline": deadline,
+            "burst": burst, "timings": timings}  # fmt: skip
+
+
+def run(workload: Workload, overload_seconds: float, timing_plan: TimingPlan, out_dir: Path) -> None:
     config = load_mesh_config(REPO_ROOT / "deploy" / "meshserve.toml").models[0]
     with tempfile.TemporaryDirectory() as scratch:
-        print("loading the engine in process, starting meshserve and llama_cpp.server...", file=sys.stderr)
-        floor = FloorClient(config)
-        mesh = start_mesh(Path(scratch) / "mesh", BENCH_MAX_QUEUE)
-        peer = start_peer(config, Path(scratch) / "peer.log")
-        try:
-            ca = mesh.state_dir / "certs" / "ca.pem"
-            grpc_client = MeshGrpcClient(mesh.ports["edge_https"], ca)
-            peer_client = PeerClient(peer.port)
-            clients = [floor, grpc_client, MeshRestClient(mesh.ports["edge_http"]), peer_client]
-            for client in clients:
-                client.stream(4)  # warm-up: first-request costs are not what is measured
-            summaries, cpu = interleaved_rounds(clients, workload, mesh)
-            combined = combine(summaries)
-            capacity = max(f["requests_per_second"] for f in combined[FLOOR].values())
-            # Three times what the engine can serve, with a deadline of eight single-request latencies: long
-            # enough that the backlog outgrows the mesh's queue bound, as a sustained overload does.
-            rate, deadline = 3 * capacity, max(4.0, 8 * combined[FLOOR][1]["end_to_end"]["p50"])
-            overload = [offer_load(c, rate, overload_seconds, deadline, workload.max_tokens)
-                        for c in (grpc_client, peer_client)]  # fmt: skip
-            burst = mesh_burst(mesh, grpc_client, config.slots, workload.max_tokens)
-        finally:
-            mesh.stop()
-            peer.stop()
+        measured = measure_mesh_and_peers(config, workload, overload_seconds, timing_plan, Path(scratch))
+        print("timing vLLM on its own inference service...", file=sys.stderr)
+        measured["timings"]["vllm"] = vllm_timings(Path(scratch), timing_plan)
+    combined, overload, burst, timings = (measured[k] for k in ("combined", "overload", "burst", "timings"))
     ratios = ratios_to_floor(combined)
-    overhead = mesh_overhead(cpu["mesh"], engine_cpu_per_token(cpu["floor"]))
+    overhead = mesh_overhead(measured["cpu"]["mesh"], engine_cpu_per_token(measured["cpu"]["floor"]))
     print(table(combined, ratios, overhead, overload))
     print("\n" + describe(burst))
+    print("\n" + describe_timings(timings))
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     host = machine()
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "latest.json", measured_at=when, machine=host, workload=workload, results=combined,
                ratios_to_floor=ratios, mesh_cpu_per_1000_tokens=overhead, overload=overload,
-               overload_settings={"rate_per_second": rate, "deadline_seconds": deadline,
+               overload_settings={"rate_per_second": measured["rate"], "deadline_seconds": measured["deadline"],
                                   "mesh_max_queue": BENCH_MAX_QUEUE},
-               burst=burst, burst_settings={"memory_budget": MEMORY_BUDGET})  # fmt: skip
+               burst=burst, burst_settings={"memory_budget": MEMORY_BUDGET}, timings=timings,
+               timing_settings=timing_plan)  # fmt: skip
     title = f"meshserve benchmark, {when}: {host['cpu']}, {host['cores']} cores, gemma-3-270m Q4_K_M"
     write_chart(out_dir / "latest.png", combined, overload, title)
     print(f"\nwrote {out_dir / 'latest.json'} and {out_dir / 'latest.png'}", file=sys.stderr)
@@ -109,9 +128,12 @@ def run(workload: Workload, overload_seconds: float, out_dir: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer tokens and rounds: under 3 minutes")
+    parser.add_argument("--quick", action="store_true", help="fewer tokens, rounds and tries: a few minutes")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results")
     args = parser.parse_args()
     started = time.monotonic()
-    run(QUICK if args.quick else FULL, 10.0 if args.quick else 30.0, args.out)
+    if args.quick:
+        run(QUICK, 10.0, QUICK_TIMINGS, args.out)
+    else:
+        run(FULL, 30.0, FULL_TIMINGS, args.out)
     print(f"benchmark took {time.monotonic() - started:.0f}s", file=sys.stderr)

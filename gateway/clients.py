@@ -12,11 +12,11 @@ from meshserve.scheduler.v1 import scheduler_pb2 as spb
 from meshserve.scheduler.v1 import scheduler_pb2_grpc
 
 from gateway.convert import from_inference_response, to_inference_request
-from gateway.core.ports import SlotAsk, SlotGrant
-from orchestrator.scheduler.convert import OUTCOME_TO_PROTO, PRIORITY_TO_PROTO
-from services.inference.core.model import GenerationChunk, GenerationRequest
+from gateway.core.ports import HeldSlot, SlotAsk, SlotGrant
 from services.shared.channels import open_channel
+from services.shared.domain import GenerationChunk, GenerationRequest, SlotOutcome
 from services.shared.errors import unavailable
+from services.shared.proto_maps import SLOT_OUTCOME_TO_PROTO, SLOT_PRIORITY_TO_PROTO
 from services.shared.status_details import details_of, to_mesh_error
 from services.shared.tls import TlsFiles
 from telemetry.spans import client_span, record_failure
@@ -39,7 +39,7 @@ class SchedulerClient:
         self._stub = scheduler_pb2_grpc.SchedulerServiceStub(self._channel)
 
     @asynccontextmanager
-    async def acquire(self, ask: SlotAsk, timeout: float | None) -> AsyncIterator[SlotGrant]:
+    async def acquire(self, ask: SlotAsk, timeout: float | None) -> AsyncIterator[HeldSlot]:
         with client_span(ACQUIRE_SLOT, self._address) as (span, metadata):
             call = self._stub.AcquireSlot(timeout=timeout, metadata=metadata)
             try:
@@ -48,11 +48,11 @@ class SchedulerClient:
             except grpc.aio.AioRpcError as error:
                 call.cancel()
                 raise _failed(span, error, "scheduler") from None
-            slot = SlotGrant(grant.slot_id, grant.model, grant.endpoint.address)
+            slot = _SlotStream(call, SlotGrant(grant.slot_id, grant.model, grant.endpoint.address))
             try:
                 yield slot
             finally:
-                await _give_back(call, slot)
+                await slot.release(SlotOutcome.UNKNOWN, None)
 
     async def state(self, timeout: float = 5.0) -> spb.GetSchedulerStateResponse:
         try:
@@ -68,28 +68,42 @@ def _ask_message(ask: SlotAsk) -> spb.AcquireSlotRequest:
     slot_ask = spb.SlotAsk(
         model=ask.model,
         fallback_models=ask.fallback_models,
-        priority=PRIORITY_TO_PROTO[ask.priority],
+        priority=SLOT_PRIORITY_TO_PROTO[ask.priority],
         caller_id=ask.caller_id,
         request_id=ask.request_id,
     )
     return spb.AcquireSlotRequest(ask=slot_ask)
 
 
-async def _give_back(call: grpc.aio.StreamStreamCall, slot: SlotGrant) -> None:
-    """Tells the scheduler how the work ended, then closes the stream: closing is what frees the slot."""
-    release = spb.SlotRelease(outcome=OUTCOME_TO_PROTO[slot.outcome])
-    if slot.first_token_seconds is not None:
-        release.time_to_first_token.FromNanoseconds(int(slot.first_token_seconds * 1e9))
-    try:
-        await call.write(spb.AcquireSlotRequest(release=release))
-        await call.done_writing()
-        # The scheduler ends the stream once it has the release; waiting for that keeps the outcome from
-        # racing the cancel below. A scheduler that does not answer in time still gets the cancel.
-        await asyncio.wait_for(call.read(), _RELEASE_WAIT_SECONDS)
-    except (TimeoutError, grpc.aio.AioRpcError, asyncio.InvalidStateError):
-        pass
-    finally:
-        call.cancel()
+class _SlotStream:
+    """A granted slot: its AcquireSlot stream stays open until release(), and closing it frees the slot."""
+
+    def __init__(self, call: grpc.aio.StreamStreamCall, grant: SlotGrant) -> None:
+        self._call = call
+        self._grant = grant
+        self._released = False
+
+    @property
+    def grant(self) -> SlotGrant:
+        return self._grant
+
+    async def release(self, outcome: SlotOutcome, first_token_seconds: float | None) -> None:
+        if self._released:
+            return
+        self._released = True
+        release = spb.SlotRelease(outcome=SLOT_OUTCOME_TO_PROTO[outcome])
+        if first_token_seconds is not None:
+            release.time_to_first_token.FromNanoseconds(int(first_token_seconds * 1e9))
+        try:
+            await self._call.write(spb.AcquireSlotRequest(release=release))
+            await self._call.done_writing()
+            # The scheduler ends the stream once it has the release; waiting for that keeps the outcome from
+            # racing the cancel below. A scheduler that does not answer in time still gets the cancel.
+            await asyncio.wait_for(self._call.read(), _RELEASE_WAIT_SECONDS)
+        except (TimeoutError, grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            pass
+        finally:
+            self._call.cancel()
 
 
 async def _wait_for_grant(call: grpc.aio.StreamStreamCall) -> spb.SlotGrant:

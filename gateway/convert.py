@@ -6,18 +6,18 @@ from meshserve.gateway.v1 import gateway_pb2 as pb
 from meshserve.inference.v1 import inference_pb2
 
 from gateway.core.service import GatewayChunk, GatewayRequest
-from orchestrator.scheduler.core.model import Priority
-from services.inference.convert import fill_completion_fields
-from services.inference.core.model import (
+from services.shared.domain import (
     ChatMessage,
     ChatRole,
     FinishReason,
     GenerationChunk,
     GenerationRequest,
+    Priority,
     SamplingParams,
     Usage,
 )
 from services.shared.errors import invalid_argument
+from services.shared.proto_maps import fill_completion_fields
 
 _ROLES = {
     pb.CHAT_ROLE_SYSTEM: ChatRole.SYSTEM,

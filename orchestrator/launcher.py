@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.edge.bootstrap import write_bootstrap
-from gateway.edge.config import EdgeConfig
-from gateway.edge.descriptors import build_descriptor_set
-from orchestrator.mesh_plan import IDENTITIES, plan_mesh
+from orchestrator.mesh_plan import IDENTITIES, edge_writer_argv, plan_mesh
 from orchestrator.settings import LauncherSettings
 from orchestrator.supervisor import Supervisor
 from services.shared.certs import ensure_dev_certs
@@ -23,20 +22,12 @@ from services.shared.mesh_config import load_mesh_config
 from services.shared.tls import TlsFiles, channel_credentials
 
 
-def prepare_edge(settings: LauncherSettings, certs: dict[str, TlsFiles]):
-    """Writes the gateway descriptor set and the Envoy bootstrap; returns the bootstrap's path."""
-    edge = EdgeConfig(
-        gateway_endpoints=[(settings.host, settings.gateway_port)],
-        server_tls=certs["edge"],
-        upstream_tls=certs["edge"],
-        descriptor_set=build_descriptor_set(settings.edge_dir / "gateway.pb"),
-        sds_dir=settings.edge_dir / "sds",
-        plain_http_address=(settings.host, settings.edge_http_port),
-        tls_address=("0.0.0.0", settings.edge_https_port),
-        admin_address=(settings.host, settings.edge_admin_port),
-        otlp_endpoint=settings.otlp_collector(),
-    )
-    return write_bootstrap(edge, settings.edge_dir / "envoy.json")
+def prepare_edge(settings: LauncherSettings, certs: dict[str, TlsFiles]) -> Path:
+    """Has the gateway's edge writer write the descriptor set and the Envoy bootstrap; returns the bootstrap's path."""
+    written = subprocess.run(edge_writer_argv(settings, certs["edge"]), capture_output=True, text=True, check=False)
+    if written.returncode != 0:
+        raise RuntimeError(f"the Envoy bootstrap could not be written:\n{written.stderr}")
+    return Path(written.stdout.strip().splitlines()[-1])
 
 
 def edge_is_healthy(settings: LauncherSettings) -> bool:

@@ -41,6 +41,21 @@ def _metrics_flags(settings: LauncherSettings, port: int) -> tuple[str, ...]:
     return ("--metrics-listen", settings.address(port))
 
 
+def edge_writer_argv(settings: LauncherSettings, identity: TlsFiles) -> tuple[str, ...]:
+    """The command that writes Envoy's bootstrap (gateway/edge), run once before the children start."""
+    collector = settings.otlp_collector()
+    return _python_module(
+        "gateway.edge",
+        "--out-dir", str(settings.edge_dir),
+        "--gateway", settings.address(settings.gateway_port),
+        "--http", settings.address(settings.edge_http_port),
+        "--https", f"0.0.0.0:{settings.edge_https_port}",
+        "--admin", settings.address(settings.edge_admin_port),
+        "--otlp", f"{collector[0]}:{collector[1]}" if collector else "",
+        *_tls_flags(identity),
+    )  # fmt: skip
+
+
 def plan_mesh(
     settings: LauncherSettings, mesh: MeshConfig, certs: dict[str, TlsFiles], envoy_bootstrap: Path
 ) -> list[ChildSpec]:

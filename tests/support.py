@@ -9,11 +9,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from meshserve.inference.v1 import inference_pb2
+
+from bench.workload import PROMPT as BENCH_PROMPT
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHAT_TEMPLATE = REPO_ROOT / "deploy" / "chat_templates" / "gemma3.jinja"
@@ -138,3 +142,34 @@ def wait_until_serving(channel: grpc.Channel, process: ServiceProcess, timeout: 
 
 def inference_args(config: Path, port: int, *extra: str) -> list[str]:
     return ["-m", "services.inference", "--config", str(config), "--listen", f"127.0.0.1:{port}", *extra]
+
+
+# Greedy counting never ends early: left running, a request holds its slot for all of its max_tokens.
+COUNTING_PROMPT = BENCH_PROMPT
+
+
+def tokens_in_kv_cache(model: inference_pb2.ModelInfo) -> int:
+    """The tokens an engine's KV cache holds now, from its reported use and its model's shape."""
+    per_token = 2 * model.layer_count * model.kv_head_count * model.head_dim * model.kv_cache_element_bytes
+    return model.activity.kv_cache_used_bytes // per_token
+
+
+def engine_is_idle(model: inference_pb2.ModelInfo) -> bool:
+    activity = model.activity
+    return activity.running_requests == 0 and activity.waiting_requests == 0 and model.free_slots == model.total_slots
+
+
+def most_tokens_until_idle(read_model: Callable[[], inference_pb2.ModelInfo], within: float = 60.0) -> int:
+    """Polls until the engine runs nothing and every slot is free; the most tokens its KV cache held meanwhile.
+
+    Counted in tokens, not seconds: a run the engine stopped holds the few tokens it had, while one left
+    running fills on toward its max_tokens, however fast or slow the machine is.
+    """
+    most, deadline = 0, time.monotonic() + within
+    while time.monotonic() < deadline:
+        model = read_model()
+        most = max(most, tokens_in_kv_cache(model))
+        if engine_is_idle(model):
+            return most
+        time.sleep(0.01)
+    pytest.fail(f"the engine was still busy after {within}s: {model.activity}")

@@ -7,8 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from orchestrator.scheduler.core.model import Priority, SlotOutcome
-from services.inference.core.model import GenerationChunk, GenerationRequest
+from services.shared.domain import GenerationChunk, GenerationRequest, Priority, SlotOutcome
 
 
 @dataclass(frozen=True)
@@ -20,20 +19,33 @@ class SlotAsk:
     fallback_models: tuple[str, ...] = ()
 
 
-@dataclass
+@dataclass(frozen=True)
 class SlotGrant:
     slot_id: str
     model: str
     address: str
-    # How the work ended, told to the scheduler when the slot is given back: its circuit breaker, latency
-    # average and out-of-memory handling learn from it.
-    outcome: SlotOutcome = SlotOutcome.UNKNOWN
-    first_token_seconds: float | None = None
+
+
+class HeldSlot(Protocol):
+    """A granted slot, held until released or until the block that acquired it ends."""
+
+    @property
+    def grant(self) -> SlotGrant: ...
+
+    async def release(self, outcome: SlotOutcome, first_token_seconds: float | None) -> None:
+        """Tells the scheduler how the work ended and gives the slot back; later calls do nothing.
+
+        The scheduler's circuit breaker, latency average and out-of-memory handling learn from the outcome.
+        """
+        ...
 
 
 class SlotSource(Protocol):
-    def acquire(self, ask: SlotAsk, timeout: float | None) -> AbstractAsyncContextManager[SlotGrant]:
-        """Holds a granted slot for the duration of the block; raises MeshError when refused."""
+    def acquire(self, ask: SlotAsk, timeout: float | None) -> AbstractAsyncContextManager[HeldSlot]:
+        """Holds a granted slot for the duration of the block; raises MeshError when refused.
+
+        A slot the block does not release is given back with an UNKNOWN outcome when the block ends.
+        """
         ...
 
 

@@ -8,10 +8,9 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from gateway.core.ports import InferenceClient, SlotAsk, SlotSource
-from orchestrator.scheduler.core.model import Priority, SlotOutcome
-from services.inference.core.model import GenerationChunk, GenerationRequest
-from services.inference.core.validation import check_request_shape
+from services.shared.domain import GenerationChunk, GenerationRequest, Priority, SlotOutcome
 from services.shared.errors import ErrorKind, MeshError, not_found
+from services.shared.request_shape import check_request_shape
 
 
 @dataclass(frozen=True)
@@ -55,20 +54,26 @@ class GatewayCore:
         ask = SlotAsk(
             model, request.priority, request.caller_id, request.generation.request_id, request.fallback_models
         )
-        async with self._slots.acquire(ask, self._remaining(deadline)) as grant:
-            started = self._clock()
-            grant.outcome = SlotOutcome.CANCELLED
-            stream = self._inference.generate(grant.address, grant.model, request.generation, self._remaining(deadline))
+        async with self._slots.acquire(ask, self._remaining(deadline)) as slot:
+            grant, started = slot.grant, self._clock()
+            outcome, first_token_seconds = SlotOutcome.CANCELLED, None
             try:
+                stream = self._inference.generate(
+                    grant.address, grant.model, request.generation, self._remaining(deadline)
+                )
                 async with aclosing(stream) as chunks:
                     async for chunk in chunks:
-                        if grant.first_token_seconds is None:
-                            grant.first_token_seconds = self._clock() - started
+                        if first_token_seconds is None:
+                            first_token_seconds = self._clock() - started
                         yield GatewayChunk(chunk, grant.model)
+                outcome = SlotOutcome.SUCCEEDED
             except MeshError as error:
-                grant.outcome = outcome_of(error)
+                outcome = outcome_of(error)
                 raise
-            grant.outcome = SlotOutcome.SUCCEEDED
+            finally:
+                # Also when the caller goes away mid-stream: the outcome stays CANCELLED, which says
+                # nothing against the endpoint.
+                await slot.release(outcome, first_token_seconds)
 
     def _remaining(self, deadline: float | None) -> float | None:
         if deadline is None:

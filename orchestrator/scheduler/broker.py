@@ -3,6 +3,10 @@
 Each waiting ask has a mailbox; when the state machine grants, sheds or moves an ask, the broker posts
 the news there. Unloads go to the residency keeper, which reports back when the engine has let go.
 Nothing here decides anything: it only delivers what SlotScheduler returns.
+
+The state machine is private. The watchers, the residency keeper, the servicer and the state report
+reach it only through the named operations below, so every change to it passes through _deliver and
+no news of a change is lost.
 """
 
 from __future__ import annotations
@@ -11,7 +15,18 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from orchestrator.scheduler.core.model import Ask, Expired, Grant, Queued, Release, Shed, Unload
+from orchestrator.scheduler.core.model import (
+    Ask,
+    Expired,
+    Footprint,
+    Grant,
+    Queued,
+    Release,
+    SchedulerSnapshot,
+    Shed,
+    Unload,
+)
+from orchestrator.scheduler.core.pressure import PressureLevel
 from orchestrator.scheduler.core.scheduler import SlotScheduler, Update
 from services.shared.errors import ErrorKind, MeshError, resource_exhausted
 
@@ -27,10 +42,6 @@ class SlotBroker:
         self._mailboxes: dict[str, asyncio.Queue[Update]] = {}
         self._last_position: dict[str, int] = {}
         self._on_unload: Callable[[Unload], None] = lambda unload: log.warning("no one to unload %s", unload)
-
-    @property
-    def core(self) -> SlotScheduler:
-        return self._core
 
     def send_unloads_to(self, on_unload: Callable[[Unload], None]) -> None:
         self._on_unload = on_unload
@@ -70,14 +81,41 @@ class SlotBroker:
         """Runs for the scheduler's life: deadlines, recoveries from emergencies, and idle unloads."""
         while True:
             await asyncio.sleep(TICK_SECONDS)
-            self._deliver(self._core.tick())
+            self.tick()
+
+    def tick(self) -> None:
+        """Drops asks whose deadline passed, ends emergencies that are over, and unloads idle models."""
+        self._deliver(self._core.tick())
 
     def release(self, slot_id: str, release: Release | None = None) -> None:
         self._deliver(self._core.release(slot_id, release))
 
-    def apply(self, change: Callable[[SlotScheduler], list[Update]]) -> None:
-        """Runs one state change on the core (a reading, a health change, an unload's end) and delivers its news."""
-        self._deliver(change(self._core))
+    def endpoint_serving(self, endpoint_id: str, serving: bool) -> None:
+        """The endpoint's health changed: a serving one takes asks, one that is not gets none."""
+        self._deliver(self._core.set_available(endpoint_id, serving))
+
+    def endpoint_described(self, endpoint_id: str, footprint: Footprint, resident: bool) -> None:
+        """The endpoint reported what its model costs and whether it is loaded."""
+        self._deliver(self._core.describe(endpoint_id, footprint, resident))
+
+    def device_observed(
+        self, device_id: str, used_bytes: int, total_bytes: int, temperature_celsius: float | None
+    ) -> PressureLevel | None:
+        """A device reading; returns the device's pressure level if the reading changed it, else None."""
+        before = self._core.pressure_level(device_id)
+        self._deliver(self._core.observe(device_id, used_bytes, total_bytes, temperature_celsius))
+        after = self._core.pressure_level(device_id)
+        return after if after is not before else None
+
+    def model_unloaded(self, endpoint_id: str) -> None:
+        self._deliver(self._core.unloaded(endpoint_id))
+
+    def unload_failed(self, endpoint_id: str) -> None:
+        self._deliver(self._core.unload_failed(endpoint_id))
+
+    def snapshot(self) -> SchedulerSnapshot:
+        """A copy of the state for reports; changing it changes nothing here."""
+        return self._core.snapshot()
 
     def _leave(self, ticket_id: str, mailbox: asyncio.Queue[Update], granted: bool) -> None:
         self._mailboxes.pop(ticket_id, None)

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 from meshserve.scheduler.v1 import scheduler_pb2 as pb
 
-from orchestrator.scheduler.core.model import Ask, EndpointSpec, Grant, Priority, Queued, Release, SlotOutcome
+from orchestrator.scheduler.core.model import Ask, EndpointSpec, Grant, Queued, Release
+from services.shared.domain import SlotOutcome
 from services.shared.errors import invalid_argument
-
-_PRIORITIES = {
-    pb.PRIORITY_UNSPECIFIED: Priority.NORMAL,
-    pb.PRIORITY_LOW: Priority.LOW,
-    pb.PRIORITY_NORMAL: Priority.NORMAL,
-    pb.PRIORITY_HIGH: Priority.HIGH,
-    pb.PRIORITY_CRITICAL: Priority.CRITICAL,
-}
-PRIORITY_TO_PROTO = {priority: value for value, priority in _PRIORITIES.items() if value != pb.PRIORITY_UNSPECIFIED}
+from services.shared.proto_maps import SLOT_OUTCOME_FROM_PROTO, SLOT_PRIORITY_FROM_PROTO
 
 
 def to_ask(message: pb.AcquireSlotRequest, ticket_id: str, deadline: float | None = None) -> Ask:
@@ -23,25 +16,16 @@ def to_ask(message: pb.AcquireSlotRequest, ticket_id: str, deadline: float | Non
     ask = message.ask
     if not ask.model:
         raise invalid_argument("MISSING_MODEL", "the ask must name a model")
-    if ask.priority not in _PRIORITIES:
+    if ask.priority not in SLOT_PRIORITY_FROM_PROTO:
         raise invalid_argument("INVALID_PRIORITY", f"unknown priority {ask.priority}")
     fallbacks = tuple(dict.fromkeys(model for model in ask.fallback_models if model and model != ask.model))
-    return Ask(ticket_id, ask.model, _PRIORITIES[ask.priority], ask.caller_id, ask.request_id, deadline, fallbacks)
-
-
-_OUTCOMES = {
-    pb.SLOT_OUTCOME_UNSPECIFIED: SlotOutcome.UNKNOWN,
-    pb.SLOT_OUTCOME_SUCCEEDED: SlotOutcome.SUCCEEDED,
-    pb.SLOT_OUTCOME_FAILED: SlotOutcome.FAILED,
-    pb.SLOT_OUTCOME_CANCELLED: SlotOutcome.CANCELLED,
-    pb.SLOT_OUTCOME_OUT_OF_MEMORY: SlotOutcome.OUT_OF_MEMORY,
-}
-OUTCOME_TO_PROTO = {outcome: value for value, outcome in _OUTCOMES.items()}
+    priority = SLOT_PRIORITY_FROM_PROTO[ask.priority]
+    return Ask(ticket_id, ask.model, priority, ask.caller_id, ask.request_id, deadline, fallbacks)
 
 
 def to_release(message: pb.SlotRelease) -> Release:
     first_token = message.time_to_first_token.ToNanoseconds() / 1e9 if message.HasField("time_to_first_token") else None
-    return Release(_OUTCOMES.get(message.outcome, SlotOutcome.UNKNOWN), first_token)
+    return Release(SLOT_OUTCOME_FROM_PROTO.get(message.outcome, SlotOutcome.UNKNOWN), first_token)
 
 
 def to_endpoint(spec: EndpointSpec) -> pb.Endpoint:

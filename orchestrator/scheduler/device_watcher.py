@@ -48,10 +48,8 @@ class DeviceWatcher:
     def _observe(self, reading: gpumonitor_pb2.DeviceReading) -> None:
         device_id = reading.device.device_id
         temperature = reading.temperature_celsius if reading.HasField("temperature_celsius") else None
-        before = self._broker.core.pressure_level(device_id)
-        self._broker.apply(
-            lambda core: core.observe(device_id, reading.memory_used_bytes, reading.memory_total_bytes, temperature)
+        changed = self._broker.device_observed(
+            device_id, reading.memory_used_bytes, reading.memory_total_bytes, temperature
         )
-        after = self._broker.core.pressure_level(device_id)
-        if after is not before and after is not None:
-            log.info("device %s is at pressure %s", device_id, after.name)
+        if changed is not None:
+            log.info("device %s is at pressure %s", device_id, changed.name)

@@ -77,12 +77,12 @@ class EndpointWatcher:
         if previous.health is not report.health:
             log.info("endpoint %s is %s", spec.endpoint_id, report.health.value)
             serving = report.health is EndpointHealth.SERVING
-            self._broker.apply(lambda core: core.set_available(spec.endpoint_id, serving))
+            self._broker.endpoint_serving(spec.endpoint_id, serving)
         if report.model_info is not None:
             info = report.model_info
             footprint = footprint_of(info)
             resident = info.state != inference_pb2.MODEL_STATE_UNLOADED
-            self._broker.apply(lambda core: core.describe(spec.endpoint_id, footprint, resident))
+            self._broker.endpoint_described(spec.endpoint_id, footprint, resident)
 
 
 def footprint_of(info: inference_pb2.ModelInfo) -> Footprint:

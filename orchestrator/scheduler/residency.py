@@ -43,6 +43,6 @@ class ResidencyKeeper:
                 await stub.UnloadModel(inference_pb2.UnloadModelRequest(), timeout=_UNLOAD_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as error:
             log.info("%s stays loaded: %s %s", endpoint_id, error.code().name, error.details())
-            self._broker.apply(lambda core: core.unload_failed(endpoint_id))
+            self._broker.unload_failed(endpoint_id)
             return
-        self._broker.apply(lambda core: core.unloaded(endpoint_id))
+        self._broker.model_unloaded(endpoint_id)

@@ -9,7 +9,6 @@ from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator, mo
 from pydantic_settings import SettingsConfigDict
 
 from orchestrator.scheduler.core.devices import PressurePolicy
-from orchestrator.scheduler.core.model import Priority
 from orchestrator.scheduler.core.pressure import (
     DEFAULT_POLICIES,
     LevelPolicy,
@@ -18,6 +17,7 @@ from orchestrator.scheduler.core.pressure import (
     PressureThresholds,
     ThermalThresholds,
 )
+from services.shared.domain import Priority
 from services.shared.service_settings import ServiceSettings
 
 

@@ -6,11 +6,12 @@ from meshserve.gpumonitor.v1 import gpumonitor_pb2
 from meshserve.scheduler.v1 import scheduler_pb2 as pb
 
 from orchestrator.scheduler.broker import SlotBroker
-from orchestrator.scheduler.convert import PRIORITY_TO_PROTO, to_endpoint
+from orchestrator.scheduler.convert import to_endpoint
 from orchestrator.scheduler.core.model import DeviceSnapshot, EndpointSnapshot
 from orchestrator.scheduler.device_watcher import DeviceWatcher
 from orchestrator.scheduler.endpoint_watcher import EndpointHealth, EndpointWatcher
 from services.shared.device_readings import copy_optional_readings
+from services.shared.proto_maps import SLOT_PRIORITY_TO_PROTO
 
 _HEALTH = {
     EndpointHealth.UNKNOWN: pb.ENDPOINT_HEALTH_UNSPECIFIED,
@@ -28,10 +29,10 @@ class StateReporter:
         self._devices = devices
 
     def report(self) -> pb.GetSchedulerStateResponse:
-        snapshot = self._broker.core.snapshot()
+        snapshot = self._broker.snapshot()
         response = pb.GetSchedulerStateResponse(
             queue=[
-                pb.QueueDepth(priority=PRIORITY_TO_PROTO[priority], depth=depth)
+                pb.QueueDepth(priority=SLOT_PRIORITY_TO_PROTO[priority], depth=depth)
                 for priority, depth in sorted(snapshot.queue_depth_by_priority.items(), reverse=True)
             ]
         )

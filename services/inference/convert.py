@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 from meshserve.inference.v1 import inference_pb2 as pb
 
-from services.inference.core.model import (
+from services.inference.core.model import ModelState
+from services.inference.core.service import ModelStatus
+from services.shared.domain import (
     ChatMessage,
     ChatRole,
     FinishReason,
     GenerationChunk,
     GenerationRequest,
-    ModelState,
     SamplingParams,
 )
-from services.inference.core.service import ModelStatus
 from services.shared.errors import invalid_argument
-
-ResponseT = TypeVar("ResponseT")
+from services.shared.proto_maps import fill_completion_fields
 
 _ROLES = {
     pb.CHAT_ROLE_SYSTEM: ChatRole.SYSTEM,
@@ -62,17 +59,6 @@ def _to_chat_message(index: int, message: pb.ChatMessage) -> ChatMessage:
 def to_generate_response(chunk: GenerationChunk) -> pb.GenerateResponse:
     response = pb.GenerateResponse(token_ids=chunk.token_ids)
     return fill_completion_fields(response, chunk, _FINISH_REASONS)
-
-
-def fill_completion_fields(response: ResponseT, chunk: GenerationChunk, finish_reasons: dict) -> ResponseT:
-    """Text, finish reason and usage into any GenerateResponse: the inference one or the public one."""
-    response.text = chunk.text
-    if chunk.finish_reason is not None:
-        response.finish_reason = finish_reasons[chunk.finish_reason]
-    if chunk.usage is not None:
-        response.usage.input_tokens = chunk.usage.input_tokens
-        response.usage.output_tokens = chunk.usage.output_tokens
-    return response
 
 
 def to_model_info(name: str, status: ModelStatus) -> pb.ModelInfo:

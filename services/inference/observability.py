@@ -13,7 +13,7 @@ from contextlib import aclosing
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-from services.inference.core.model import GenerationChunk, GenerationRequest
+from services.shared.domain import GenerationChunk, GenerationRequest
 from services.shared.errors import MeshError
 from telemetry.genai import (
     INPUT_MESSAGES,

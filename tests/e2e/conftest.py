@@ -21,6 +21,7 @@ import pytest
 
 from services.shared.certs import dev_identity
 from services.shared.tls import TlsFiles, channel_credentials
+from tests.conftest import LOG_TAIL_CHARS, track, untrack
 from tests.otlp_receiver import OtlpReceiver
 from tests.support import REPO_ROOT, free_port, write_model_config
 
@@ -53,6 +54,17 @@ class Mesh:
 
     def log(self, child: str) -> str:
         return (self.state_dir / "logs" / f"{child}.log").read_text(errors="replace")
+
+    @property
+    def name(self) -> str:
+        return f"the mesh in {self.state_dir.parent.name}"
+
+    def logs(self) -> str:
+        """The end of every service's log, so a failure shows each of them, not only the noisiest."""
+        parts = [f"--- meshserve up ---\n{self.startup_output}"]
+        for path in sorted((self.state_dir / "logs").glob("*.log")):
+            parts.append(f"--- {path.stem} ---\n{path.read_text(errors='replace')[-LOG_TAIL_CHARS // 8 :]}")
+        return "\n".join(parts)
 
     def get_json(self, path: str) -> tuple[int, dict]:
         try:
@@ -89,19 +101,14 @@ def read_until(stream, marker: bytes, timeout: float) -> bytes:
     return output
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that end the shared mesh run after every other test, whatever their file is called."""
-    items.sort(key=lambda item: item.get_closest_marker("ends_mesh") is not None)
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def traces() -> Iterator[OtlpReceiver]:
     """A real OTLP/gRPC receiver on loopback, where every process of the e2e mesh sends its spans."""
     with OtlpReceiver() as receiver:
         yield receiver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def mesh(tmp_path_factory: pytest.TempPathFactory, traces: OtlpReceiver) -> Iterator[Mesh]:
     directory = tmp_path_factory.mktemp("mesh")
     config = write_model_config(directory, context_length=1024, slots=2)
@@ -128,10 +135,16 @@ def running_mesh(directory: Path, config: Path, traces: OtlpReceiver, extra_env:
     process = subprocess.Popen(
         [*MESHSERVE, "up"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
+    started = Mesh(process, env, directory / "state", "", traces)
+    track(started)
     try:
-        output = read_until(process.stderr, b"Press Ctrl-C to stop.", timeout=180).decode()
-        yield Mesh(process, env, directory / "state", output, traces)
+        try:
+            started.startup_output = read_until(process.stderr, b"Press Ctrl-C to stop.", timeout=180).decode()
+        except (TimeoutError, EOFError) as error:
+            raise RuntimeError(f"the mesh did not start: {error}\n{started.logs()}") from None
+        yield started
     finally:
+        untrack(started)
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
             try:

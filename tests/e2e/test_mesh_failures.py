@@ -1,4 +1,4 @@
-"""Dying processes: a client hears UNAVAILABLE within a second, nothing leaks, the launcher restarts them."""
+"""Dying processes: a client hears UNAVAILABLE at once, nothing leaks, the launcher restarts them."""
 
 from __future__ import annotations
 
@@ -18,11 +18,20 @@ from meshserve.scheduler.v1 import scheduler_pb2
 from services.shared.status_details import details_of
 from tests.e2e.conftest import Mesh
 from tests.e2e.sse import OpenStream, post_generate
-from tests.e2e.test_mesh_scheduling import inference_free_slots, scheduler_state, used_slots, wait_for
+from tests.e2e.test_mesh_scheduling import (
+    LONG,
+    is_a_token,
+    most_tokens_until_the_engine_is_idle,
+    scheduler_state,
+    used_slots,
+    wait_for,
+)
 from tests.support import health_status
 
 INFERENCE = ("services.inference", "inference_base")
 GATEWAY = ("-m gateway", "gateway")
+# A client hears of a killed inference service within this, CPUs busy or not; bench/timings.py measures it.
+HEARS_OF_A_DEATH_WITHIN_SECONDS = 5.0
 
 
 def pid_of(mesh: Mesh, child: tuple[str, str]) -> int:
@@ -63,7 +72,8 @@ def test_killing_inference_mid_stream_fails_the_grpc_client_fast_and_is_recovere
         stream = gateway_pb2_grpc.GatewayServiceStub(channel).Generate(
             pb.GenerateRequest(prompt="Tell me a very long story.", max_tokens=900), timeout=60
         )
-        assert next(stream).text is not None
+        first = next(stream)
+        assert first.finish_reason == pb.FINISH_REASON_UNSPECIFIED and not first.HasField("usage")
         os.kill(pid, signal.SIGKILL)
         killed_at = time.monotonic()
         with pytest.raises(grpc.RpcError) as failed:
@@ -73,7 +83,7 @@ def test_killing_inference_mid_stream_fails_the_grpc_client_fast_and_is_recovere
     details = details_of(failed.value)
     assert details.code == grpc.StatusCode.UNAVAILABLE, details
     assert details.reason == "INFERENCE_UNAVAILABLE"
-    assert waited < 1.0, f"the client waited {waited:.3f}s"
+    assert waited < HEARS_OF_A_DEATH_WITHIN_SECONDS, f"the client waited {waited:.3f}s"
     wait_for_replacement(mesh, INFERENCE, pid)
     reply = post_generate("127.0.0.1", mesh.port("edge_http"), {"prompt": "Hello", "max_tokens": 4})
     assert reply.status == 200 and reply.events[-1]["usage"]["output_tokens"] == 4
@@ -82,20 +92,23 @@ def test_killing_inference_mid_stream_fails_the_grpc_client_fast_and_is_recovere
 def test_killing_inference_ends_a_rest_stream_fast_and_new_requests_get_503_until_it_is_back(mesh: Mesh) -> None:
     pid = pid_of(mesh, INFERENCE)
     stream = OpenStream("127.0.0.1", mesh.port("edge_http"), {"prompt": "Tell me a long story.", "max_tokens": 900})
-    stream.next_event()
+    events = [stream.next_event()]
     os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()
-    events = []
     with pytest.raises(EOFError):
         while True:
             events.append(stream.next_event())
-    assert time.monotonic() - killed_at < 1.0
-    assert all(event.get("finish_reason") == "FINISH_REASON_UNSPECIFIED" for event in events)
+    waited = time.monotonic() - killed_at
     stream.close()
+    # The stream just ends: every event it sent, the one before the kill included, is a token, and none
+    # claims a finish.
+    assert events and all(is_a_token(event) for event in events), events
+    assert waited < HEARS_OF_A_DEATH_WITHIN_SECONDS, f"the stream ended {waited:.3f}s after the kill"
+    # The launcher waits half a second before restarting a process, which then takes seconds to load its
+    # model: a request sent as the stream ends finds no endpoint of the model.
     refused = post_generate("127.0.0.1", mesh.port("edge_http"), {"prompt": "Hello", "max_tokens": 4})
-    if refused.status != 200:  # the restart may already have won the race
-        assert refused.status == 503, refused.body
-        assert json.loads(refused.body)["code"] == 14
+    assert refused.status == 503, refused.body
+    assert json.loads(refused.body)["code"] == 14
     wait_for_replacement(mesh, INFERENCE, pid)
     reply = post_generate("127.0.0.1", mesh.port("edge_http"), {"prompt": "Hello", "max_tokens": 4})
     assert reply.status == 200 and reply.events[-1]["usage"]["output_tokens"] == 4
@@ -103,13 +116,14 @@ def test_killing_inference_ends_a_rest_stream_fast_and_new_requests_get_503_unti
 
 def test_a_crashed_gateway_leaks_no_slot(mesh: Mesh) -> None:
     gateway_pid = pid_of(mesh, GATEWAY)
-    stream = OpenStream("127.0.0.1", mesh.port("edge_http"), {"prompt": "Tell me a long story.", "max_tokens": 900})
-    stream.next_event()
+    stream = OpenStream("127.0.0.1", mesh.port("edge_http"), LONG)
+    assert is_a_token(stream.next_event())
     assert used_slots(mesh) == 1
     os.kill(gateway_pid, signal.SIGKILL)
-    # The slot stream died with the gateway: the scheduler frees the slot, and the engine stops.
-    assert wait_for(lambda: used_slots(mesh) == 0, 1.0, "the scheduler freeing the slot") < 1.0
-    assert wait_for(lambda: inference_free_slots(mesh) == 2, 1.0, "the engine stopping") < 1.0
+    # The slot stream died with the gateway: the scheduler frees the slot, and the engine stops, long
+    # before the 900 tokens it was asked for.
+    wait_for(lambda: used_slots(mesh) == 0, 10.0, "the scheduler freeing the slot")
+    assert most_tokens_until_the_engine_is_idle(mesh) < LONG["max_tokens"] // 2
     stream.close()
     wait_for_replacement(mesh, GATEWAY, gateway_pid)
     reply = post_generate("127.0.0.1", mesh.port("edge_http"), {"prompt": "Hello", "max_tokens": 4})

@@ -17,9 +17,9 @@ from meshserve.inference.v1 import inference_pb2, inference_pb2_grpc
 from services.shared.tls import channel_credentials
 from tests.e2e.conftest import Mesh, running_mesh
 from tests.e2e.sse import OpenStream, SseReply, post_generate
-from tests.e2e.test_mesh_scheduling import scheduler_state, wait_for
+from tests.e2e.test_mesh_scheduling import is_a_token, scheduler_state
 from tests.otlp_receiver import OtlpReceiver
-from tests.support import model_entry, requires_vllm, vllm_model_entry
+from tests.support import model_entry, most_tokens_until_idle, requires_vllm, tokens_in_kv_cache, vllm_model_entry
 
 pytestmark = requires_vllm
 
@@ -54,17 +54,35 @@ def engine_channel(mesh: Mesh, model: str) -> grpc.Channel:
     return grpc.secure_channel(endpoint.endpoint.address, channel_credentials(mesh.identity("scheduler")))
 
 
+def model_info(engine: inference_pb2_grpc.InferenceServiceStub) -> inference_pb2.ModelInfo:
+    return engine.GetModelInfo(inference_pb2.GetModelInfoRequest(), timeout=5).model
+
+
 def activity(engine: inference_pb2_grpc.InferenceServiceStub) -> inference_pb2.EngineActivity:
-    return engine.GetModelInfo(inference_pb2.GetModelInfoRequest(), timeout=5).model.activity
+    return model_info(engine).activity
 
 
 def test_the_vllm_model_streams_tokens_through_the_whole_mesh(side_by_side: Mesh) -> None:
     reply = generate(side_by_side, VLLM_MODEL, max_tokens=30)
     assert reply.status == 200 and reply.content_type.startswith("text/event-stream")
     assert len(reply.events) > 10, "tokens arrive as server-sent events, one step at a time"
-    assert reply.arrivals[-1] > reply.arrivals[0]
     assert reply.events[-1]["finish_reason"] == "FINISH_REASON_LENGTH"
     assert reply.events[-1]["usage"]["output_tokens"] == 30
+
+
+def test_the_first_token_reaches_the_client_while_vllm_generates_the_rest(side_by_side: Mesh) -> None:
+    with engine_channel(side_by_side, VLLM_MODEL) as channel:
+        engine = inference_pb2_grpc.InferenceServiceStub(channel)
+        body = {"model": VLLM_MODEL, "prompt": "hello", "max_tokens": 400}
+        stream = OpenStream("127.0.0.1", side_by_side.port("edge_http"), body)
+        try:
+            assert is_a_token(stream.next_event())
+            # Streamed, not buffered on the way: vLLM is still at work on this very request.
+            busy = model_info(engine)
+            assert busy.activity.running_requests == 1 and tokens_in_kv_cache(busy) < 400
+        finally:
+            stream.close()
+        most_tokens_until_idle(lambda: model_info(engine))
 
 
 def test_the_llama_cpp_model_serves_beside_it(side_by_side: Mesh) -> None:
@@ -77,11 +95,6 @@ def test_the_llama_cpp_model_serves_beside_it(side_by_side: Mesh) -> None:
 
 
 def test_eight_concurrent_requests_are_served_concurrently(side_by_side: Mesh) -> None:
-    started = time.monotonic()
-    single = generate(side_by_side, VLLM_MODEL)
-    one_request = time.monotonic() - started
-    assert single.events[-1]["usage"]["output_tokens"] == TOKENS
-
     peak_running = 0
     watching = threading.Event()
 
@@ -100,22 +113,17 @@ def test_eight_concurrent_requests_are_served_concurrently(side_by_side: Mesh) -
         threading.Thread(target=lambda n=n: replies.append(generate(side_by_side, VLLM_MODEL, seed=n)))
         for n in range(CONCURRENT)
     ]
-    started = time.monotonic()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    all_eight = time.monotonic() - started
     watching.set()
     watcher.join()
 
     assert [reply.status for reply in replies] == [200] * CONCURRENT
-    assert all(reply.events[-1]["usage"]["output_tokens"] == TOKENS for reply in replies)
-    # vLLM batched them: the engine itself counted several running at once...
+    assert [reply.events[-1]["usage"]["output_tokens"] for reply in replies] == [TOKENS] * CONCURRENT
+    # Through the whole mesh, vLLM batched them: the engine itself counted several running at once.
     assert peak_running >= 4, f"the engine ran at most {peak_running} at once"
-    # ...and all eight took well under eight times one (at most half of it; 1.5-2x is typical here, where
-    # a batch of eight still costs a CPU more per step than one sequence does).
-    assert all_eight < 4 * one_request, f"8 requests took {all_eight:.2f}s, one took {one_request:.2f}s"
 
 
 def test_cancelling_mid_stream_aborts_the_request_inside_vllm(side_by_side: Mesh) -> None:
@@ -128,5 +136,6 @@ def test_cancelling_mid_stream_aborts_the_request_inside_vllm(side_by_side: Mesh
         # The rest of this request would take about a minute; the engine is generating it now.
         assert activity(engine).running_requests == 1
         stream.close()
-        wait_for(lambda: activity(engine).running_requests == 0, 10, "vLLM aborting the request")
+        # vLLM dropped it, long before the end of its 8000 tokens.
+        assert most_tokens_until_idle(lambda: model_info(engine)) < LONG // 2
         assert activity(engine).kv_cache_used_bytes == 0

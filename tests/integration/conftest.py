@@ -11,12 +11,12 @@ from tests.conftest import track, untrack
 from tests.support import ServiceProcess, free_port, inference_args, wait_until_serving, write_model_config
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def model_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_model_config(tmp_path_factory.mktemp("config"), context_length=1024, slots=2)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def inference_process(model_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """One real inference service, plaintext on loopback, shared by the tests that only call it."""
     port = free_port()
@@ -30,7 +30,7 @@ def inference_process(model_config: Path, tmp_path_factory: pytest.TempPathFacto
     untrack(process)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def inference_address(inference_process: ServiceProcess) -> str:
     return inference_process.address
 

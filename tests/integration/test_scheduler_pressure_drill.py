@@ -1,4 +1,4 @@
-"""A drill across two real processes: the monitor replays a recording, the scheduler follows its pressure."""
+"""A drill across two real processes: the monitor replays readings, the scheduler follows their pressure."""
 
 from __future__ import annotations
 
@@ -13,17 +13,35 @@ from meshserve.scheduler.v1 import scheduler_pb2_grpc
 from tests.conftest import track, untrack
 from tests.support import ServiceProcess, free_port, wait_until_serving, write_model_config
 
-# Used share of memory over the drill, and the levels the scheduler must report, in order.
-STEPS = [(0.0, 0.30), (1.5, 0.60), (3.0, 0.80), (4.5, 0.90), (6.0, 0.97), (7.5, 0.93), (9.0, 0.40)]
-EXPECTED = ["LOW", "NORMAL", "HIGH", "CRITICAL", "EMERGENCY", "LOW"]
+TOTAL_BYTES = 1000
+# Used share of memory over the drill, and the level the scheduler must report at each.
+STEPS = [(0.30, "LOW"), (0.60, "NORMAL"), (0.80, "HIGH"), (0.90, "CRITICAL"), (0.97, "EMERGENCY"),
+         (0.93, "EMERGENCY"), (0.40, "LOW")]  # fmt: skip
+
+
+def write_reading(path: Path, used_share: float) -> None:
+    """Replaces the drill file in one step with a single reading, which holds until the next replaces it."""
+    device = {"kind": "gpu", "index": 0, "name": "drill", "memory_total_bytes": TOTAL_BYTES,
+              "memory_used_bytes": int(TOTAL_BYTES * used_share)}  # fmt: skip
+    next_version = path.with_suffix(".next")
+    next_version.write_text(json.dumps({"at_seconds": 0, "devices": [device]}) + "\n")
+    next_version.replace(path)
+
+
+def level_once_measured(stub: scheduler_pb2_grpc.SchedulerServiceStub, used_bytes: int) -> str:
+    """The pressure level the scheduler reports once it has taken in a reading of `used_bytes`."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        devices = stub.GetSchedulerState(pb.GetSchedulerStateRequest(), timeout=5).devices
+        if devices and devices[0].measured_used_bytes == used_bytes:
+            return pb.PressureLevel.Name(devices[0].pressure_level).removeprefix("PRESSURE_LEVEL_")
+        time.sleep(0.05)
+    raise AssertionError(f"the scheduler never took in a reading of {used_bytes} bytes")
 
 
 def test_the_scheduler_reports_each_pressure_level_as_a_replayed_device_reaches_it(tmp_path: Path) -> None:
     drill = tmp_path / "drill.jsonl"
-    drill.write_text("".join(
-        json.dumps({"at_seconds": at, "devices": [{"kind": "gpu", "index": 0, "name": "drill",
-                    "memory_total_bytes": 1000, "memory_used_bytes": int(1000 * used)}]}) + "\n"
-        for at, used in STEPS))  # fmt: skip
+    write_reading(drill, STEPS[0][0])
     monitor_port, scheduler_port = free_port(), free_port()
     monitor = track(ServiceProcess("gpu-monitor", ["-m", "services.gpu_monitor", "--plaintext", "--node-name", "d",
         "--listen", f"127.0.0.1:{monitor_port}", "--source", "replay", "--replay-file", str(drill),
@@ -36,17 +54,13 @@ def test_the_scheduler_reports_each_pressure_level_as_a_replayed_device_reaches_
         with grpc.insecure_channel(f"127.0.0.1:{scheduler_port}") as channel:
             wait_until_serving(channel, scheduler, timeout=30)
             stub = scheduler_pb2_grpc.SchedulerServiceStub(channel)
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and len(seen) < len(EXPECTED):
-                devices = stub.GetSchedulerState(pb.GetSchedulerStateRequest(), timeout=5).devices
-                if devices:
-                    level = pb.PressureLevel.Name(devices[0].pressure_level).removeprefix("PRESSURE_LEVEL_")
-                    if not seen or seen[-1] != level:
-                        seen.append(level)
-                time.sleep(0.05)
+            # Each reading is written only once the scheduler has taken in the one before, so none is missed.
+            for used_share, _ in STEPS:
+                write_reading(drill, used_share)
+                seen.append(level_once_measured(stub, int(TOTAL_BYTES * used_share)))
     finally:
         for process in (scheduler, monitor):
             process.terminate()
             untrack(process)
     # The emergency holds through 93%, inside the hysteresis margin, and ends only at 40%.
-    assert seen == EXPECTED
+    assert seen == [level for _, level in STEPS]

@@ -23,9 +23,11 @@ from services.shared.tls import TlsFiles, channel_credentials
 from tests.conftest import track, untrack
 from tests.support import (
     ServiceProcess,
+    engine_is_idle,
     free_port,
     inference_args,
     requires_vllm,
+    tokens_in_kv_cache,
     vllm_model_entry,
     wait_until_serving,
 )
@@ -80,6 +82,22 @@ async def generate(stub: inference_pb2_grpc.InferenceServiceStub, **request) -> 
 
 async def activity(stub: inference_pb2_grpc.InferenceServiceStub) -> pb.EngineActivity:
     return (await stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5)).model.activity
+
+
+async def most_tokens_until_idle(stub, within: float = 60.0) -> tuple[int, pb.EngineActivity]:
+    """Polls until vLLM runs and holds nothing; the most tokens its KV cache held meanwhile, and the idle activity.
+
+    Counted in tokens, not seconds: a request vLLM aborted holds the few blocks it had, while one left
+    running fills on toward its max_tokens, however fast or slow the machine is.
+    """
+    most, deadline = 0, time.monotonic() + within
+    while time.monotonic() < deadline:
+        model = (await stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5)).model
+        most = max(most, tokens_in_kv_cache(model))
+        if engine_is_idle(model):
+            return most, model.activity
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"vLLM was still busy after {within}s: {model.activity}")
 
 
 async def wait_for_activity(stub, predicate, timeout: float, what: str) -> pb.EngineActivity:
@@ -145,10 +163,6 @@ async def test_a_conversation_is_rendered_with_the_models_chat_template(stub, vl
 
 
 async def test_concurrent_requests_are_batched_by_vllm(stub) -> None:
-    started = time.monotonic()
-    await generate(stub, prompt="hello world", max_tokens=160)
-    one_request = time.monotonic() - started
-
     peak_running = 0
 
     async def watch() -> None:
@@ -158,49 +172,47 @@ async def test_concurrent_requests_are_batched_by_vllm(stub) -> None:
             await asyncio.sleep(0.01)
 
     watcher = asyncio.create_task(watch())
-    started = time.monotonic()
     results = await asyncio.gather(*(generate(stub, prompt="hello world", max_tokens=160, seed=n) for n in range(8)))
-    eight_at_once = time.monotonic() - started
     watcher.cancel()
 
-    assert all(replies[-1].usage.output_tokens == 160 for replies in results)
-    # vLLM ran them in one batch: the engine itself counted several running at once...
+    assert [replies[-1].usage.output_tokens for replies in results] == [160] * 8
+    assert all(sum(len(reply.token_ids) for reply in replies) == 160 for replies in results)
+    # vLLM ran them in one batch: the engine itself counted several running at once.
     assert peak_running >= 4, f"the engine ran at most {peak_running} at once"
-    # ...and eight took far less than eight times one.
-    assert eight_at_once < 3 * one_request, f"8 requests took {eight_at_once:.2f}s, one took {one_request:.2f}s"
 
 
 async def test_cancelling_a_stream_aborts_the_request_inside_vllm(stub) -> None:
     call = stub.Generate(pb.GenerateRequest(prompt="hello", max_tokens=LONG), timeout=60)
-    received, first_at = 0, 0.0
+    received = 0
     async for reply in call:
-        first_at = first_at or time.monotonic()
         received += len(reply.token_ids)
         if received >= 20:
             break
-    # How long the rest would take, at the pace this request was going.
-    rest_of_generation = (time.monotonic() - first_at) / received * (LONG - received)
     busy = await activity(stub)
     assert busy.running_requests == 1 and busy.kv_cache_used_bytes > 0
-    cancelled_at = time.monotonic()
     call.cancel()
-    idle = await wait_for_activity(stub, lambda a: a.running_requests == 0, 5, "the request aborted")
-    assert time.monotonic() - cancelled_at < rest_of_generation / 2, "vLLM stopped it, not the end of the request"
-    assert idle.kv_cache_used_bytes == 0 and idle.waiting_requests == 0
+    # vLLM dropped the request itself, long before the end of the 2000 tokens it was generating.
+    most, idle = await most_tokens_until_idle(stub)
+    assert most < LONG // 2, f"vLLM held {most} tokens of the cancelled request"
+    assert idle.kv_cache_used_bytes == 0
+    assert await call.code() == grpc.StatusCode.CANCELLED
 
 
 async def test_a_passed_deadline_aborts_the_request_inside_vllm(stub) -> None:
     async def until_deadline() -> grpc.StatusCode:
         try:
-            await generate_with_deadline(stub, seconds=1.0)
+            await generate_with_deadline(stub, seconds=2.0)
         except grpc.aio.AioRpcError as ended:
             return ended.code()
         return grpc.StatusCode.OK
 
     ending = asyncio.create_task(until_deadline())
-    await wait_for_activity(stub, lambda a: a.running_requests == 1, 5, "the request running")
+    await wait_for_activity(stub, lambda a: a.running_requests == 1, 30, "the request running")
     assert await ending == grpc.StatusCode.DEADLINE_EXCEEDED
-    await wait_for_activity(stub, lambda a: a.running_requests == 0, 1, "the request aborted at its deadline")
+    # Aborted at its deadline: vLLM held two seconds' worth of tokens at most, not the 2000 asked for.
+    most, idle = await most_tokens_until_idle(stub)
+    assert most < LONG // 2, f"vLLM held {most} tokens of the expired request"
+    assert idle.kv_cache_used_bytes == 0
 
 
 async def generate_with_deadline(stub, seconds: float) -> None:

@@ -11,8 +11,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from services.inference.core.model import FinishReason, GenerationChunk, GenerationRequest, SamplingParams, Usage
 from services.inference.observability import traced_generation
+from services.shared.domain import FinishReason, GenerationChunk, GenerationRequest, SamplingParams, Usage
 
 exporter = InMemorySpanExporter()
 

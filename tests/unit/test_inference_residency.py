@@ -5,17 +5,11 @@ from contextlib import aclosing
 
 import pytest
 
-from services.inference.core.model import (
-    EngineActivity,
-    GenerationChunk,
-    GenerationRequest,
-    ModelMetadata,
-    ModelState,
-    PreparedPrompt,
-)
+from services.inference.core.model import EngineActivity, ModelMetadata, ModelState, PreparedPrompt
 from services.inference.core.service import InferenceCore
 from services.inference.core.slots import SlotPool
 from services.inference.core.validation import RequestLimits
+from services.shared.domain import GenerationChunk, GenerationRequest
 from services.shared.errors import ErrorKind, MeshError
 
 METADATA = ModelMetadata("m", "fake", 64, 1, 10, 1, 11)
@@ -29,6 +23,7 @@ class CountingEngine:
         self.closes = 0
         self.loaded = False
         self.release = asyncio.Event()
+        self.generating = asyncio.Event()
 
     def load(self) -> ModelMetadata:
         self.loads += 1
@@ -41,6 +36,7 @@ class CountingEngine:
 
     async def generate(self, request: GenerationRequest, prompt: PreparedPrompt):
         assert self.loaded, "generate on an unloaded engine"
+        self.generating.set()
         await self.release.wait()
         yield GenerationChunk("hi", (3,))
 
@@ -81,7 +77,7 @@ def test_a_model_with_a_request_running_is_not_unloaded() -> None:
     async def scenario() -> None:
         core, engine = ready_core()
         running = asyncio.create_task(collect(core))
-        await asyncio.sleep(0.01)
+        await engine.generating.wait()
         with pytest.raises(MeshError) as refused:
             await core.unload()
         assert refused.value.kind is ErrorKind.FAILED_PRECONDITION and refused.value.reason == "MODEL_BUSY"

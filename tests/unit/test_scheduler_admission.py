@@ -5,18 +5,10 @@ import random
 import pytest
 
 from orchestrator.scheduler.core.devices import PressurePolicy
-from orchestrator.scheduler.core.model import (
-    Ask,
-    EndpointSpec,
-    Footprint,
-    Grant,
-    Priority,
-    Queued,
-    Release,
-    SlotOutcome,
-)
+from orchestrator.scheduler.core.model import Ask, EndpointSpec, Footprint, Grant, Queued, Release
 from orchestrator.scheduler.core.pressure import PressureLevel
 from orchestrator.scheduler.core.scheduler import SlotScheduler
+from services.shared.domain import Priority, SlotOutcome
 from services.shared.errors import ErrorKind, MeshError
 
 GIB = 1024**3

@@ -1,7 +1,8 @@
 import pytest
 
-from orchestrator.scheduler.core.model import Ask, EndpointSpec, Grant, Priority, Queued
+from orchestrator.scheduler.core.model import Ask, EndpointSpec, Grant, Queued
 from orchestrator.scheduler.core.scheduler import SlotScheduler
+from services.shared.domain import Priority
 from services.shared.errors import ErrorKind, MeshError
 
 

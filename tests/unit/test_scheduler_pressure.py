@@ -1,6 +1,5 @@
 import pytest
 
-from orchestrator.scheduler.core.model import Priority
 from orchestrator.scheduler.core.pressure import (
     DEFAULT_POLICIES,
     ModelsAdmitted,
@@ -13,6 +12,7 @@ from orchestrator.scheduler.core.pressure import (
     may_start,
     thermal_state,
 )
+from services.shared.domain import Priority
 
 LOW, NORMAL, HIGH, CRITICAL, EMERGENCY = (
     PressureLevel[name] for name in ("LOW", "NORMAL", "HIGH", "CRITICAL", "EMERGENCY")

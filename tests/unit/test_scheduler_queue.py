@@ -2,9 +2,10 @@
 
 import pytest
 
-from orchestrator.scheduler.core.model import Ask, EndpointSpec, Expired, Grant, Priority
+from orchestrator.scheduler.core.model import Ask, EndpointSpec, Expired, Grant
 from orchestrator.scheduler.core.queue import PriorityQueue, Waiting
 from orchestrator.scheduler.core.scheduler import SlotScheduler
+from services.shared.domain import Priority
 
 
 class Clock:

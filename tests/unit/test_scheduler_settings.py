@@ -1,9 +1,9 @@
 import pytest
 from pydantic import ValidationError
 
-from orchestrator.scheduler.core.model import Priority
 from orchestrator.scheduler.core.pressure import DEFAULT_POLICIES, ModelsAdmitted, PressureLevel
 from orchestrator.scheduler.settings import SchedulerSettings
+from services.shared.domain import Priority
 
 GIB = 1024**3
 

@@ -2,8 +2,9 @@ import math
 
 import pytest
 
-from services.inference.core.model import ChatMessage, ChatRole, GenerationRequest, PreparedPrompt, SamplingParams
+from services.inference.core.model import PreparedPrompt
 from services.inference.core.validation import RequestLimits, check_prompt_fits, validate_request
+from services.shared.domain import ChatMessage, ChatRole, GenerationRequest, SamplingParams
 from services.shared.errors import ErrorKind, MeshError
 
 LIMITS = RequestLimits("m", context_length=100, default_max_tokens=16, default_temperature=0.8, default_top_p=0.9)
@@ -71,7 +72,7 @@ def test_a_prompt_must_leave_room_for_one_token() -> None:
 
 
 def test_shape_checks_need_no_model_limits() -> None:
-    from services.inference.core.validation import check_request_shape
+    from services.shared.request_shape import check_request_shape
 
     check_request_shape(GenerationRequest(SamplingParams(max_tokens=10**6), prompt="hi"))
     for request, reason in [

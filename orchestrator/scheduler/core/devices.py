@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from orchestrator.scheduler.core.ledger import MemoryLedger
-from orchestrator.scheduler.core.model import Priority
 from orchestrator.scheduler.core.pressure import (
     LevelPolicy,
     PressureLevel,
@@ -22,6 +21,7 @@ from orchestrator.scheduler.core.pressure import (
     may_start,
     thermal_state,
 )
+from services.shared.domain import Priority
 
 DEFAULT_OOM_RECOVERY_SECONDS = 10.0
 

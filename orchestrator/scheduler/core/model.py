@@ -3,16 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum, IntEnum
 
-
-class Priority(IntEnum):
-    """Higher values are served first."""
-
-    LOW = 1
-    NORMAL = 2
-    HIGH = 3
-    CRITICAL = 4
+from services.shared.domain import Priority, SlotOutcome
 
 
 @dataclass(frozen=True)
@@ -99,16 +91,6 @@ class Unload:
 
     endpoint_id: str
     reason: str
-
-
-class SlotOutcome(Enum):
-    """How the work on a slot ended, as its holder reports it on release."""
-
-    UNKNOWN = "unknown"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    OUT_OF_MEMORY = "out_of_memory"
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from orchestrator.scheduler.core.endpoints import TrackedEndpoint
-from orchestrator.scheduler.core.model import Priority
 from orchestrator.scheduler.core.pressure import ModelsAdmitted
+from services.shared.domain import Priority
 
 
 def may_start_on(endpoint: TrackedEndpoint, priority: Priority, now: float, neighbours: list[TrackedEndpoint]) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from orchestrator.scheduler.core.model import Priority
+from services.shared.domain import Priority
 
 
 class PressureLevel(IntEnum):

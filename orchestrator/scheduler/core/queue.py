@@ -18,7 +18,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from orchestrator.scheduler.core.model import Ask, Priority
+from orchestrator.scheduler.core.model import Ask
+from services.shared.domain import Priority
 
 DEFAULT_AGING_SECONDS = 30.0
 

@@ -31,13 +31,13 @@ from orchestrator.scheduler.core.model import (
     Release,
     SchedulerSnapshot,
     Shed,
-    SlotOutcome,
     Unload,
 )
 from orchestrator.scheduler.core.placement import best, may_start_on
 from orchestrator.scheduler.core.pressure import PressureLevel
 from orchestrator.scheduler.core.queue import DEFAULT_AGING_SECONDS, PriorityQueue, Waiting
 from orchestrator.scheduler.core.residency import eviction_victims, idle_past_keep_alive
+from services.shared.domain import SlotOutcome
 from services.shared.errors import not_found, resource_exhausted, unavailable
 
 # Weight of the newest slot hold time in the running average behind retry delays.

@@ -10,13 +10,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
-from services.inference.core.model import (
-    EngineActivity,
-    GenerationChunk,
-    GenerationRequest,
-    ModelMetadata,
-    PreparedPrompt,
-)
+from services.inference.core.model import EngineActivity, ModelMetadata, PreparedPrompt
+from services.shared.domain import GenerationChunk, GenerationRequest
 
 
 @runtime_checkable

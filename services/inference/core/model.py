@@ -1,66 +1,13 @@
-"""The inference service's domain: what a request asks for and what an engine streams back.
+"""The inference service's own domain: prepared prompts, the engine's activity, and the loaded model.
 
-Plain data, shared by the core, the engines and the servicer's proto conversion.
+Plain data, shared by the core, the engines and the servicer's proto conversion. What a request asks for
+and what it streams back are in services.shared.domain, since every service shares them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-
-
-class ChatRole(Enum):
-    SYSTEM = "system"
-    USER = "user"
-    ASSISTANT = "assistant"
-
-
-@dataclass(frozen=True)
-class ChatMessage:
-    role: ChatRole
-    content: str
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """Sampling as asked for; None means the model's default, which validation fills in."""
-
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """One completion of either a plain prompt or a conversation, never both."""
-
-    sampling: SamplingParams = SamplingParams()
-    prompt: str = ""
-    messages: tuple[ChatMessage, ...] = ()
-    request_id: str = ""
-
-
-class FinishReason(Enum):
-    STOP = "stop"
-    LENGTH = "length"
-
-
-@dataclass(frozen=True)
-class Usage:
-    input_tokens: int
-    output_tokens: int
-
-
-@dataclass(frozen=True)
-class GenerationChunk:
-    """New text and the tokens behind it. The last chunk of a stream has a finish reason and usage."""
-
-    text: str
-    token_ids: tuple[int, ...] = ()
-    finish_reason: FinishReason | None = None
-    usage: Usage | None = None
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,10 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from services.inference.core.engine import Engine
-from services.inference.core.model import (
-    EngineActivity,
-    GenerationChunk,
-    GenerationRequest,
-    ModelMetadata,
-    ModelState,
-)
+from services.inference.core.model import EngineActivity, ModelMetadata, ModelState
 from services.inference.core.slots import SlotPool
 from services.inference.core.validation import RequestLimits, check_prompt_fits, validate_request
+from services.shared.domain import GenerationChunk, GenerationRequest
 from services.shared.errors import ErrorKind, MeshError, resource_exhausted, unavailable
 
 log = logging.getLogger(__name__)

@@ -5,15 +5,13 @@ Every refusal is INVALID_ARGUMENT with a stable reason, so a caller can tell wha
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
-from services.inference.core.model import GenerationRequest, PreparedPrompt, SamplingParams
-from services.shared.errors import MeshError, invalid_argument
+from services.inference.core.model import PreparedPrompt
+from services.shared.domain import GenerationRequest, SamplingParams
+from services.shared.errors import invalid_argument
+from services.shared.request_shape import check_request_shape, check_temperature, check_top_p, out_of_range
 
-MAX_STOP_SEQUENCES = 8
-MAX_STOP_SEQUENCE_CHARS = 256
-MAX_TEMPERATURE = 2.0
 # No tokenizer turns fewer than this many characters into one token, so longer text cannot fit.
 MAX_CHARS_PER_TOKEN = 64
 
@@ -35,19 +33,6 @@ def validate_request(request: GenerationRequest, model: str, limits: RequestLimi
     check_request_shape(request)
     _check_text_length(request, limits)
     return replace(request, sampling=_resolve_sampling(request.sampling, limits))
-
-
-def check_request_shape(request: GenerationRequest) -> None:
-    """The checks that need no knowledge of the model, so a gateway can make them before queueing."""
-    _check_input(request)
-    sampling = request.sampling
-    if sampling.max_tokens is not None and sampling.max_tokens < 1:
-        raise _out_of_range("INVALID_MAX_TOKENS", "max_tokens", sampling.max_tokens, "[1, context length)")
-    if sampling.temperature is not None:
-        _check_temperature(sampling.temperature)
-    if sampling.top_p is not None:
-        _check_top_p(sampling.top_p)
-    _check_stops(sampling.stop)
 
 
 def check_prompt_fits(prompt: PreparedPrompt, limits: RequestLimits) -> None:
@@ -72,15 +57,6 @@ def _check_model(model: str, limits: RequestLimits) -> None:
         )
 
 
-def _check_input(request: GenerationRequest) -> None:
-    if request.prompt and request.messages:
-        raise invalid_argument("PROMPT_AND_MESSAGES", "set either prompt or messages, not both")
-    if not request.prompt and not request.messages:
-        raise invalid_argument("EMPTY_PROMPT", "the prompt is empty: set prompt or messages")
-    if request.messages and not any(message.content for message in request.messages):
-        raise invalid_argument("EMPTY_PROMPT", "every message is empty")
-
-
 def _check_text_length(request: GenerationRequest, limits: RequestLimits) -> None:
     text_length = len(request.prompt) + sum(len(message.content) for message in request.messages)
     if text_length > limits.context_length * MAX_CHARS_PER_TOKEN:
@@ -96,30 +72,7 @@ def _resolve_sampling(sampling: SamplingParams, limits: RequestLimits) -> Sampli
     temperature = limits.default_temperature if sampling.temperature is None else sampling.temperature
     top_p = limits.default_top_p if sampling.top_p is None else sampling.top_p
     if not 1 <= max_tokens < limits.context_length:
-        raise _out_of_range("INVALID_MAX_TOKENS", "max_tokens", max_tokens, f"[1, {limits.context_length - 1}]")
-    _check_temperature(temperature)
-    _check_top_p(top_p)
+        raise out_of_range("INVALID_MAX_TOKENS", "max_tokens", max_tokens, f"[1, {limits.context_length - 1}]")
+    check_temperature(temperature)
+    check_top_p(top_p)
     return replace(sampling, max_tokens=max_tokens, temperature=temperature, top_p=top_p)
-
-
-def _check_temperature(temperature: float) -> None:
-    if not (math.isfinite(temperature) and 0.0 <= temperature <= MAX_TEMPERATURE):
-        raise _out_of_range("INVALID_TEMPERATURE", "temperature", temperature, f"[0, {MAX_TEMPERATURE}]")
-
-
-def _check_top_p(top_p: float) -> None:
-    if not (math.isfinite(top_p) and 0.0 < top_p <= 1.0):
-        raise _out_of_range("INVALID_TOP_P", "top_p", top_p, "(0, 1]")
-
-
-def _check_stops(stops: tuple[str, ...]) -> None:
-    if len(stops) > MAX_STOP_SEQUENCES:
-        raise invalid_argument("INVALID_STOP", f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
-    if any(not stop or len(stop) > MAX_STOP_SEQUENCE_CHARS for stop in stops):
-        raise invalid_argument(
-            "INVALID_STOP", f"each stop sequence must have 1 to {MAX_STOP_SEQUENCE_CHARS} characters"
-        )
-
-
-def _out_of_range(reason: str, field: str, value: float, allowed: str) -> MeshError:
-    return invalid_argument(reason, f"{field} must be in {allowed}, got {value}", field=field, allowed=allowed)

@@ -23,16 +23,9 @@ import llama_cpp
 from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from services.inference.core.model import (
-    EngineActivity,
-    FinishReason,
-    GenerationChunk,
-    GenerationRequest,
-    ModelMetadata,
-    PreparedPrompt,
-    Usage,
-)
+from services.inference.core.model import EngineActivity, ModelMetadata, PreparedPrompt
 from services.inference.core.text_stream import StreamingText
+from services.shared.domain import FinishReason, GenerationChunk, GenerationRequest, Usage
 from services.shared.errors import invalid_argument
 from services.shared.mesh_config import ModelConfig
 

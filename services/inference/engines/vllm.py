@@ -39,15 +39,8 @@ from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError  # no
 from vllm.v1.metrics.loggers import StatLoggerBase  # noqa: E402
 from vllm.v1.metrics.stats import SchedulerStats  # noqa: E402
 
-from services.inference.core.model import (  # noqa: E402
-    EngineActivity,
-    FinishReason,
-    GenerationChunk,
-    GenerationRequest,
-    ModelMetadata,
-    PreparedPrompt,
-    Usage,
-)
+from services.inference.core.model import EngineActivity, ModelMetadata, PreparedPrompt
+from services.shared.domain import FinishReason, GenerationChunk, GenerationRequest, Usage
 from services.shared.errors import MeshError, invalid_argument, unavailable  # noqa: E402
 from services.shared.mesh_config import ModelConfig  # noqa: E402
 

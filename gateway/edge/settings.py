@@ -1,0 +1,68 @@
+"""The edge writer's settings: command-line flags of `python -m gateway.edge`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gateway.edge.config import HostPort
+
+
+def _host_port(value: str) -> HostPort:
+    host, separator, port = value.rpartition(":")
+    if not separator or not host or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+class EdgeWriterSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MESHSERVE_EDGE_", cli_prog_name="python -m gateway.edge", cli_kebab_case=True
+    )
+
+    # Where the descriptor set, the bootstrap and the SDS secrets go.
+    out_dir: Path
+    gateway: list[str]
+    http: str = "127.0.0.1:8080"
+    https: str = "0.0.0.0:8443"
+    admin: str = "127.0.0.1:9901"
+    # The edge's mesh identity, which is also the certificate TLS clients see.
+    tls_cert: Path
+    tls_key: Path
+    tls_ca: Path
+    # HOST:PORT of the OTLP/gRPC collector; empty leaves tracing out of the bootstrap.
+    otlp: str = ""
+
+    @field_validator("http", "https", "admin")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        _host_port(value)
+        return value
+
+    @field_validator("otlp")
+    @classmethod
+    def _check_collector(cls, value: str) -> str:
+        if value:
+            _host_port(value)
+        return value
+
+    @field_validator("gateway")
+    @classmethod
+    def _check_gateways(cls, values: list[str]) -> list[str]:
+        if not values:
+            raise ValueError("name at least one gateway replica")
+        for value in values:
+            _host_port(value)
+        return values
+
+    def listener(self, name: str) -> HostPort:
+        """The address of the http, https or admin listener."""
+        return _host_port(getattr(self, name))
+
+    def collector(self) -> HostPort | None:
+        return _host_port(self.otlp) if self.otlp else None
+
+    def gateway_endpoints(self) -> list[HostPort]:
+        return [_host_port(value) for value in self.gateway]

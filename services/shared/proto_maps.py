@@ -1,0 +1,50 @@
+"""Conversions between the shared domain and the protos that two services speak.
+
+The scheduler's slot protocol has two ends (the scheduler and the gateway), and a completion chunk is
+written into two GenerateResponse messages (the inference one and the public one). Each mapping lives
+here once, so the two ends cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from meshserve.scheduler.v1 import scheduler_pb2 as spb
+
+from services.shared.domain import FinishReason, GenerationChunk, Priority, SlotOutcome
+
+ResponseT = TypeVar("ResponseT")
+
+# An unset priority is NORMAL, so an old client that sends none is served as before.
+SLOT_PRIORITY_FROM_PROTO = {
+    spb.PRIORITY_UNSPECIFIED: Priority.NORMAL,
+    spb.PRIORITY_LOW: Priority.LOW,
+    spb.PRIORITY_NORMAL: Priority.NORMAL,
+    spb.PRIORITY_HIGH: Priority.HIGH,
+    spb.PRIORITY_CRITICAL: Priority.CRITICAL,
+}
+SLOT_PRIORITY_TO_PROTO = {
+    priority: value for value, priority in SLOT_PRIORITY_FROM_PROTO.items() if value != spb.PRIORITY_UNSPECIFIED
+}
+
+SLOT_OUTCOME_FROM_PROTO = {
+    spb.SLOT_OUTCOME_UNSPECIFIED: SlotOutcome.UNKNOWN,
+    spb.SLOT_OUTCOME_SUCCEEDED: SlotOutcome.SUCCEEDED,
+    spb.SLOT_OUTCOME_FAILED: SlotOutcome.FAILED,
+    spb.SLOT_OUTCOME_CANCELLED: SlotOutcome.CANCELLED,
+    spb.SLOT_OUTCOME_OUT_OF_MEMORY: SlotOutcome.OUT_OF_MEMORY,
+}
+SLOT_OUTCOME_TO_PROTO = {outcome: value for value, outcome in SLOT_OUTCOME_FROM_PROTO.items()}
+
+
+def fill_completion_fields(
+    response: ResponseT, chunk: GenerationChunk, finish_reasons: dict[FinishReason, int]
+) -> ResponseT:
+    """Text, finish reason and usage into any GenerateResponse: the inference one or the public one."""
+    response.text = chunk.text  # type: ignore[attr-defined]
+    if chunk.finish_reason is not None:
+        response.finish_reason = finish_reasons[chunk.finish_reason]  # type: ignore[attr-defined]
+    if chunk.usage is not None:
+        response.usage.input_tokens = chunk.usage.input_tokens  # type: ignore[attr-defined]
+        response.usage.output_tokens = chunk.usage.output_tokens  # type: ignore[attr-defined]
+    return response
