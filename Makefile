@@ -44,7 +44,8 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-# The benchmark (bench/): every system side by side, interleaved. BENCH_ARGS=--quick finishes in under 3 minutes.
+# The benchmark (bench/): every system side by side, interleaved, then the timings the tests leave to it.
+# BENCH_ARGS=--quick is a shorter run of the same.
 BENCH_ARGS ?=
 bench: $(STAMP) $(VENV)/.bench-installed
 	$(BIN)/python -m bench $(BENCH_ARGS)
