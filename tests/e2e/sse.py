@@ -8,6 +8,8 @@ import ssl
 import time
 from dataclasses import dataclass, field
 
+from telemetry.spans import TRACE_ID_HEADER
+
 
 @dataclass
 class SseReply:
@@ -16,6 +18,8 @@ class SseReply:
     events: list[dict] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
     body: bytes = b""
+    # The request's trace, which every service's log lines carry.
+    trace_id: str = ""
 
     @property
     def text(self) -> str:
@@ -41,6 +45,7 @@ def post_generate(
         connection.request("POST", "/v1/generate", payload, {"Content-Type": "application/json"})
         response = connection.getresponse()
         reply = SseReply(response.status, response.getheader("Content-Type", ""))
+        reply.trace_id = response.getheader(TRACE_ID_HEADER, "")
         if response.status != 200 or not reply.content_type.startswith("text/event-stream"):
             reply.body = response.read()
             return reply

@@ -73,13 +73,14 @@ def test_the_vllm_model_streams_tokens_through_the_whole_mesh(side_by_side: Mesh
 def test_the_first_token_reaches_the_client_while_vllm_generates_the_rest(side_by_side: Mesh) -> None:
     with engine_channel(side_by_side, VLLM_MODEL) as channel:
         engine = inference_pb2_grpc.InferenceServiceStub(channel)
-        body = {"model": VLLM_MODEL, "prompt": "hello", "max_tokens": 400}
+        # Long enough that vLLM is still at it however late a busy machine lets the client read.
+        body = {"model": VLLM_MODEL, "prompt": "hello", "max_tokens": LONG}
         stream = OpenStream("127.0.0.1", side_by_side.port("edge_http"), body)
         try:
             assert is_a_token(stream.next_event())
             # Streamed, not buffered on the way: vLLM is still at work on this very request.
             busy = model_info(engine)
-            assert busy.activity.running_requests == 1 and tokens_in_kv_cache(busy) < 400
+            assert busy.activity.running_requests == 1 and tokens_in_kv_cache(busy) < LONG
         finally:
             stream.close()
         most_tokens_until_idle(lambda: model_info(engine))
@@ -96,18 +97,21 @@ def test_the_llama_cpp_model_serves_beside_it(side_by_side: Mesh) -> None:
 
 def test_eight_concurrent_requests_are_served_concurrently(side_by_side: Mesh) -> None:
     peak_running = 0
-    watching = threading.Event()
+    watching, stop_watching = threading.Event(), threading.Event()
 
     def watch_engine() -> None:
         nonlocal peak_running
         with engine_channel(side_by_side, VLLM_MODEL) as channel:
             engine = inference_pb2_grpc.InferenceServiceStub(channel)
-            while not watching.is_set():
+            while not stop_watching.is_set():
                 peak_running = max(peak_running, activity(engine).running_requests)
+                watching.set()
                 time.sleep(0.01)
 
     watcher = threading.Thread(target=watch_engine)
     watcher.start()
+    # The requests start once the watcher reads the engine (its channel's TLS handshake done), not before.
+    assert watching.wait(60), "the engine's activity could not be read"
     replies: list[SseReply] = []
     threads = [
         threading.Thread(target=lambda n=n: replies.append(generate(side_by_side, VLLM_MODEL, seed=n)))
@@ -117,7 +121,7 @@ def test_eight_concurrent_requests_are_served_concurrently(side_by_side: Mesh) -
         thread.start()
     for thread in threads:
         thread.join()
-    watching.set()
+    stop_watching.set()
     watcher.join()
 
     assert [reply.status for reply in replies] == [200] * CONCURRENT
