@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import socket
@@ -173,3 +174,15 @@ def most_tokens_until_idle(read_model: Callable[[], inference_pb2.ModelInfo], wi
             return most
         time.sleep(0.01)
     pytest.fail(f"the engine was still busy after {within}s: {model.activity}")
+
+
+def write_drill_reading(path: Path, used_bytes: int, total_bytes: int) -> None:
+    """Replaces a replay monitor's drill file in one step with one GPU reading, which holds until the next.
+
+    Written beside and renamed, so the monitor never reads half a file.
+    """
+    device = {"kind": "gpu", "index": 0, "name": "drill GPU", "memory_total_bytes": total_bytes,
+              "memory_used_bytes": used_bytes}  # fmt: skip
+    next_version = path.with_suffix(".next")
+    next_version.write_text(json.dumps({"at_seconds": 0, "devices": [device]}) + "\n")
+    next_version.replace(path)

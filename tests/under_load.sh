@@ -24,7 +24,6 @@ done
 echo "under load: CPU hogs ${hogs[*]} on $(nproc) cores; $runs run(s) of make test on clean clones of $(git -C "$repo" rev-parse --short HEAD)"
 
 failed=0
-summary=()
 for run in $(seq 1 "$runs"); do
 	clone="$work/run-$run"
 	git clone --quiet "$repo" "$clone"
@@ -32,13 +31,11 @@ for run in $(seq 1 "$runs"); do
 	if make -C "$clone" test >"$work/run-$run.log" 2>&1; then result=passed; else result=FAILED; failed=1; fi
 	seconds=$(($(date +%s) - started))
 	tests=$(grep -E '^=+ .*(passed|failed).* in ' "$work/run-$run.log" | tail -1)
-	summary+=("run $run: $result in ${seconds}s: $tests")
-	echo "${summary[-1]}"
+	echo "run $run: $result in ${seconds}s: $tests"
 	if [ "$result" = FAILED ]; then
 		cp "$work/run-$run.log" "$repo/.test-under-load-run-$run.log"
 		echo "  log kept in .test-under-load-run-$run.log"
 	fi
 	rm -rf "$clone"
 done
-printf '%s\n' "${summary[@]}"
 exit "$failed"

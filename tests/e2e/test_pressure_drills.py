@@ -23,7 +23,7 @@ from tests.e2e.conftest import Mesh, running_mesh
 from tests.e2e.sse import OpenStream, SseReply, post_generate
 from tests.e2e.test_mesh_scheduling import is_a_token, scheduler_state, wait_for
 from tests.otlp_receiver import OtlpReceiver
-from tests.support import model_entry
+from tests.support import model_entry, write_drill_reading
 
 GIB = 1024**3
 DEVICE_TOTAL = 16 * GIB
@@ -82,12 +82,7 @@ class Drill:
 
 
 def write_reading(path: Path, used_fraction: float) -> None:
-    """Replaces the monitor's drill file at once, so it never reads half a file."""
-    device = {"kind": "gpu", "index": 0, "name": "drill GPU", "memory_total_bytes": DEVICE_TOTAL,
-              "memory_used_bytes": int(used_fraction * DEVICE_TOTAL)}  # fmt: skip
-    temporary = path.with_suffix(".next")
-    temporary.write_text(json.dumps({"at_seconds": 0, "devices": [device]}) + "\n")
-    temporary.replace(path)
+    write_drill_reading(path, int(used_fraction * DEVICE_TOTAL), DEVICE_TOTAL)
 
 
 @pytest.fixture(scope="module")

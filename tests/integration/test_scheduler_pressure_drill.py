@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from meshserve.scheduler.v1 import scheduler_pb2 as pb
 from meshserve.scheduler.v1 import scheduler_pb2_grpc
 
 from tests.conftest import track, untrack
-from tests.support import ServiceProcess, free_port, wait_until_serving, write_model_config
+from tests.support import ServiceProcess, free_port, wait_until_serving, write_drill_reading, write_model_config
 
 TOTAL_BYTES = 1000
 # Used share of memory over the drill, and the level the scheduler must report at each.
@@ -20,12 +19,7 @@ STEPS = [(0.30, "LOW"), (0.60, "NORMAL"), (0.80, "HIGH"), (0.90, "CRITICAL"), (0
 
 
 def write_reading(path: Path, used_share: float) -> None:
-    """Replaces the drill file in one step with a single reading, which holds until the next replaces it."""
-    device = {"kind": "gpu", "index": 0, "name": "drill", "memory_total_bytes": TOTAL_BYTES,
-              "memory_used_bytes": int(TOTAL_BYTES * used_share)}  # fmt: skip
-    next_version = path.with_suffix(".next")
-    next_version.write_text(json.dumps({"at_seconds": 0, "devices": [device]}) + "\n")
-    next_version.replace(path)
+    write_drill_reading(path, int(TOTAL_BYTES * used_share), TOTAL_BYTES)
 
 
 def level_once_measured(stub: scheduler_pb2_grpc.SchedulerServiceStub, used_bytes: int) -> str:
