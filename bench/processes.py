@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,18 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.shared.mesh_config import ModelConfig
+from tests.ports import free_port, free_port_block
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 # The mesh's own processes, by what their command lines say.
 MESH_ROLES = {"envoy": "envoy", "gateway": "-m gateway", "scheduler": "orchestrator.scheduler",
               "inference": "services.inference", "gpu-monitor": "services.gpu_monitor"}  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -66,7 +60,8 @@ MEMORY_BUDGET = "3GiB"
 def start_mesh(state_dir: Path, max_queue: int) -> Mesh:
     names = ["edge_http", "edge_https", "edge_admin", "gateway", "scheduler", "gpu_monitor", "inference_base",
              "gateway_metrics", "scheduler_metrics", "gpu_monitor_metrics", "inference_metrics_base"]  # fmt: skip
-    ports = {name: free_port() for name in names}
+    # The n-th model's services listen on a base port plus n: each base gets a block.
+    ports = {name: free_port_block(8 if name.endswith("_base") else 1) for name in names}
     env = {**os.environ, "MESHSERVE_STATE_DIR": str(state_dir), "MESHSERVE_MAX_QUEUE": str(max_queue),
            "MESHSERVE_SCHEDULER_MEMORY_BUDGET": MEMORY_BUDGET,
            **{f"MESHSERVE_{name.upper()}_PORT": str(port) for name, port in ports.items()}}  # fmt: skip

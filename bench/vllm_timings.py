@@ -18,8 +18,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from meshserve.inference.v1 import inference_pb2, inference_pb2_grpc
 
-from bench.processes import REPO_ROOT, free_port
+from bench.processes import REPO_ROOT
 from bench.timings import TimingPlan, cancellations, timed, until
+from tests.ports import free_port
 
 # vLLM's sequences at once in its own service, and the tokens of its long, cancelled request.
 VLLM_SLOTS = 8

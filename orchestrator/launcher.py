@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from orchestrator.mesh_plan import IDENTITIES, edge_writer_argv, plan_mesh
+from orchestrator.mesh_plan import IDENTITIES, edge_writer_argv, plan_mesh, port_clashes
 from orchestrator.settings import LauncherSettings
 from orchestrator.supervisor import Supervisor
 from services.shared.certs import ensure_dev_certs
@@ -72,6 +72,9 @@ async def wait_until_ready(settings: LauncherSettings, supervisor: Supervisor, i
 
 async def run_up(settings: LauncherSettings) -> int:
     mesh = load_mesh_config(settings.config)
+    if clashes := port_clashes(settings, mesh):
+        print(f"meshserve: cannot start: {'; '.join(clashes)}; move one with its MESHSERVE_*_PORT", file=sys.stderr)
+        return 2
     certs = ensure_dev_certs(settings.certs_dir, list(IDENTITIES))
     supervisor = Supervisor(plan_mesh(settings, mesh, certs, prepare_edge(settings, certs)), settings.logs_dir)
     stop = asyncio.Event()

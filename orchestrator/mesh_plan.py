@@ -17,6 +17,10 @@ from services.shared.tls import TlsFiles
 IDENTITIES = ("gpu-monitor", "scheduler", "inference", "gateway", "edge", "cli")
 
 
+class PortClashError(ValueError):
+    """Two listeners of the plan share a port; started anyway, one would fail or both would split its callers."""
+
+
 @dataclass(frozen=True)
 class ChildSpec:
     name: str
@@ -35,6 +39,34 @@ def _tls_flags(tls: TlsFiles) -> tuple[str, ...]:
 
 def inference_addresses(settings: LauncherSettings, mesh: MeshConfig) -> list[tuple[str, str]]:
     return [(model.name, settings.address(settings.inference_base_port + n)) for n, model in enumerate(mesh.models)]
+
+
+def planned_ports(settings: LauncherSettings, mesh: MeshConfig) -> dict[str, int]:
+    """Every port the mesh will listen on, by what listens there."""
+    ports = {
+        "edge HTTP": settings.edge_http_port,
+        "edge HTTPS": settings.edge_https_port,
+        "edge admin": settings.edge_admin_port,
+        "gateway": settings.gateway_port,
+        "scheduler": settings.scheduler_port,
+        "gpu-monitor": settings.gpu_monitor_port,
+        "gateway metrics": settings.gateway_metrics_port,
+        "scheduler metrics": settings.scheduler_metrics_port,
+        "gpu-monitor metrics": settings.gpu_monitor_metrics_port,
+    }
+    for n, model in enumerate(mesh.models):
+        ports[f"inference-{model.name}"] = settings.inference_base_port + n
+        ports[f"inference-{model.name} metrics"] = settings.inference_metrics_base_port + n
+    return ports
+
+
+def port_clashes(settings: LauncherSettings, mesh: MeshConfig) -> list[str]:
+    """Listeners given the same port, as sentences; the base ports grow with the models, so any two can meet."""
+    owners: dict[int, list[str]] = {}
+    for listener, port in planned_ports(settings, mesh).items():
+        owners.setdefault(port, []).append(listener)
+    shared = [(port, names) for port, names in owners.items() if len(names) > 1]
+    return [f"port {port} is planned for both {' and '.join(names)}" for port, names in shared]
 
 
 def _metrics_flags(settings: LauncherSettings, port: int) -> tuple[str, ...]:
@@ -60,6 +92,8 @@ def plan_mesh(
     settings: LauncherSettings, mesh: MeshConfig, certs: dict[str, TlsFiles], envoy_bootstrap: Path
 ) -> list[ChildSpec]:
     """The children in start order; they are stopped in reverse."""
+    if clashes := port_clashes(settings, mesh):
+        raise PortClashError("; ".join(clashes))
     endpoints = inference_addresses(settings, mesh)
     return [
         _gpu_monitor(settings, certs["gpu-monitor"]),

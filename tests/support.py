@@ -6,7 +6,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,15 +18,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from meshserve.inference.v1 import inference_pb2
 
 from bench.workload import PROMPT as BENCH_PROMPT
+from tests.ports import free_port as free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHAT_TEMPLATE = REPO_ROOT / "deploy" / "chat_templates" / "gemma3.jinja"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_model_config(directory: Path, *, context_length: int = 1024, slots: int = 2, threads: int = 2) -> Path:

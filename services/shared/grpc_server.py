@@ -36,6 +36,9 @@ def create_server(interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> gr
             # which fails every call on that channel; pings once a second are cheap, so allow them.
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+            # grpc sets SO_REUSEPORT by default, so a second server (Envoy sets it too) could bind the same
+            # port and the kernel would split the callers between them. Off, a taken port fails at start.
+            ("grpc.so_reuseport", 0),
         ],
     )
 
@@ -68,13 +71,13 @@ async def set_serving(health_servicer: health.aio.HealthServicer, service_names:
 
 def bind(server: grpc.aio.Server, address: str, tls: TlsFiles | None) -> int:
     """Binds with mTLS, or plaintext when tls is None; returns the port (useful when asked for port 0)."""
-    if tls is None:
-        port = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, server_credentials(tls))
-    if port == 0:
-        raise OSError(f"could not bind {address}")
-    return port
+    try:
+        if tls is None:
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, server_credentials(tls))
+    except RuntimeError as error:
+        # grpc says only that binding failed; a port another listener holds is by far the likeliest cause.
+        raise OSError(f"could not bind {address}: is another server listening there?") from error
 
 
 async def wait_for_shutdown_signal() -> signal.Signals:

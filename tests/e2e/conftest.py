@@ -23,11 +23,14 @@ from services.shared.certs import dev_identity
 from services.shared.tls import TlsFiles, channel_credentials
 from tests.conftest import LOG_TAIL_CHARS, track, untrack
 from tests.otlp_receiver import OtlpReceiver
-from tests.support import REPO_ROOT, free_port, write_model_config
+from tests.ports import free_port_block
+from tests.support import REPO_ROOT, write_model_config
 
 MESHSERVE = [sys.executable, "-m", "orchestrator"]
 
 
+# Room for every model a test mesh configures on each base port.
+BASE_PORT_BLOCK = 8
 METRICS_PORTS = ("gateway_metrics", "scheduler_metrics", "gpu_monitor_metrics", "inference_metrics_base")
 
 
@@ -126,7 +129,11 @@ def running_mesh(directory: Path, config: Path, traces: OtlpReceiver, extra_env:
         **os.environ,
         "MESHSERVE_CONFIG": str(config),
         "MESHSERVE_STATE_DIR": str(directory / "state"),
-        **{f"MESHSERVE_{name.upper()}_PORT": str(free_port()) for name in (*ports, *METRICS_PORTS)},
+        # The base ports get a block each: the n-th model's services listen on the base plus n.
+        **{
+            f"MESHSERVE_{name.upper()}_PORT": str(free_port_block(BASE_PORT_BLOCK if name.endswith("_base") else 1))
+            for name in (*ports, *METRICS_PORTS)
+        },  # fmt: skip
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{traces.endpoint}",
         # Export within a tenth of a second, so a test need not wait for the default five.
         "OTEL_BSP_SCHEDULE_DELAY": "100",

