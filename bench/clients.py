@@ -27,6 +27,8 @@ from services.shared.status_details import details_of
 from services.shared.tls import TlsFiles, channel_credentials
 
 TOP_P = 0.95
+# The model the benchmark's mesh serves (deploy/meshserve.toml), named as OpenAI clients must name it.
+MODEL = "gemma-3-270m"
 
 
 class FloorClient:
@@ -99,6 +101,21 @@ class MeshRestClient:
         return _sse(self._port, "/v1/generate", body, deadline, _mesh_event)
 
 
+class MeshOpenAIClient:
+    """meshserve's OpenAI API on the edge's plain listener: streaming completions, as the peer is called."""
+
+    name = "meshserve OpenAI"
+
+    def __init__(self, http_port: int) -> None:
+        self._port = http_port
+
+    def stream(self, max_tokens: int, priority: str = "NORMAL", deadline: float | None = None) -> Measurement:
+        body = {"model": MODEL, "prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0.0, "top_p": TOP_P,
+                "seed": SEED, "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
+        headers = {"x-meshserve-priority": priority.lower()}
+        return _sse(self._port, "/v1/completions", body, deadline, _openai_event, headers)
+
+
 class PeerClient:
     """llama-cpp-python's own OpenAI-compatible server, called as its users call it: streaming completions."""
 
@@ -135,11 +152,22 @@ def _peer_event(result: Measurement, started: float, event: dict) -> None:
         result.tokens += 1
 
 
-def _sse(port: int, path: str, body: dict, deadline: float | None, on_event) -> Measurement:
+def _openai_event(result: Measurement, started: float, event: dict) -> None:
+    if event.get("usage"):
+        result.tokens = event["usage"]["completion_tokens"]
+    elif "error" in event:
+        result.status = event["error"].get("code") or "stream error"
+    elif event["choices"] and event["choices"][0]["text"]:
+        _token(result, started, 1)
+
+
+def _sse(
+    port: int, path: str, body: dict, deadline: float | None, on_event, headers: dict | None = None
+) -> Measurement:
     started, result = time.monotonic(), Measurement()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=deadline or 300)
     try:
-        connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json", **(headers or {})})
         response = connection.getresponse()
         if response.status != 200:
             result.status = f"HTTP {response.status}"

@@ -1,9 +1,9 @@
 """`make bench`: the same model, prompt and sampling through every system, interleaved round by round.
 
 Systems: the engine in process (the floor), meshserve over gRPC through the TLS edge, meshserve over
-REST+SSE, and llama-cpp-python's own server. Figures are medians over rounds; ratios are to the floor
-measured in the same run, because this machine is noisy. Then the latencies the tests leave to the
-benchmark (bench/timings.py): refusals, freed slots, cancels, a killed service, and vLLM's batching.
+REST+SSE, meshserve's OpenAI API, and llama-cpp-python's own server. Figures are medians over rounds;
+ratios are to the floor measured in the same run, because this machine is noisy. Then the latencies the
+tests leave to the benchmark (bench/timings.py): refusals, freed slots, cancels, a killed service, and vLLM's batching.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.burst import BurstResult, burst_priorities, describe, run_burst
 from bench.chart import write_chart
-from bench.clients import FloorClient, LedgerReader, MeshGrpcClient, MeshRestClient, PeerClient
+from bench.clients import FloorClient, LedgerReader, MeshGrpcClient, MeshOpenAIClient, MeshRestClient, PeerClient
 from bench.measure import CpuSample, measure, mesh_overhead
 from bench.overload import offer_load
 from bench.processes import MEMORY_BUDGET, REPO_ROOT, start_mesh, start_peer
@@ -79,7 +79,8 @@ def measure_mesh_and_peers(
         ca = mesh.state_dir / "certs" / "ca.pem"
         grpc_client = MeshGrpcClient(mesh.ports["edge_https"], ca)
         peer_client = PeerClient(peer.port)
-        clients = [floor, grpc_client, MeshRestClient(mesh.ports["edge_http"]), peer_client]
+        rest, openai = MeshRestClient(mesh.ports["edge_http"]), MeshOpenAIClient(mesh.ports["edge_http"])
+        clients = [floor, grpc_client, rest, openai, peer_client]
         for client in clients:
             client.stream(4)  # warm-up: first-request costs are not what is measured
         summaries, cpu = interleaved_rounds(clients, workload, mesh)

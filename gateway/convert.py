@@ -13,11 +13,10 @@ from services.shared.domain import (
     GenerationChunk,
     GenerationRequest,
     Priority,
-    SamplingParams,
     Usage,
 )
 from services.shared.errors import invalid_argument
-from services.shared.proto_maps import fill_completion_fields
+from services.shared.proto_maps import fill_completion_fields, fill_sampling_fields, logprobs_of, sampling_of
 
 _ROLES = {
     pb.CHAT_ROLE_SYSTEM: ChatRole.SYSTEM,
@@ -51,14 +50,7 @@ def to_gateway_request(message: pb.GenerateRequest, caller_id: str, request_id: 
         if chat.role not in _ROLES:
             raise invalid_argument("INVALID_CHAT_ROLE", f"messages[{index}] needs a role: SYSTEM, USER or ASSISTANT")
         messages.append(ChatMessage(_ROLES[chat.role], chat.content))
-    sampling = SamplingParams(
-        max_tokens=message.max_tokens if message.HasField("max_tokens") else None,
-        temperature=message.temperature if message.HasField("temperature") else None,
-        top_p=message.top_p if message.HasField("top_p") else None,
-        seed=message.seed if message.HasField("seed") else None,
-        stop=tuple(message.stop),
-    )
-    generation = GenerationRequest(sampling, message.prompt, tuple(messages), request_id)
+    generation = GenerationRequest(sampling_of(message), message.prompt, tuple(messages), request_id)
     return GatewayRequest(
         generation, message.model, _PRIORITIES[message.priority], caller_id, tuple(message.fallback_models)
     )
@@ -76,16 +68,12 @@ def to_inference_request(model: str, request: GenerationRequest) -> inference_pb
         messages=[
             inference_pb2.ChatMessage(role=_INFERENCE_ROLES[m.role], content=m.content) for m in request.messages
         ],
-        stop=list(sampling.stop),
         request_id=request.request_id,
     )
-    for field in ("max_tokens", "temperature", "top_p", "seed"):
-        if getattr(sampling, field) is not None:
-            setattr(message, field, getattr(sampling, field))
-    return message
+    return fill_sampling_fields(message, sampling)
 
 
 def from_inference_response(message: inference_pb2.GenerateResponse) -> GenerationChunk:
     finish = _FINISH_FROM_INFERENCE.get(message.finish_reason)
     usage = Usage(message.usage.input_tokens, message.usage.output_tokens) if message.HasField("usage") else None
-    return GenerationChunk(message.text, tuple(message.token_ids), finish, usage)
+    return GenerationChunk(message.text, tuple(message.token_ids), finish, usage, logprobs_of(message))

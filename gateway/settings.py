@@ -18,5 +18,5 @@ class GatewaySettings(ServiceSettings):
     # Whether readiness waits for device readings (a mesh run with a GPU monitor).
     expect_devices: bool = True
     readiness_interval_seconds: float = 0.5
-    # Only the edge calls the gateway.
-    allowed_callers: list[str] = ["edge"]
+    # Only the edge calls the gateway, and the OpenAI front behind it.
+    allowed_callers: list[str] = ["edge", "openai"]

@@ -66,10 +66,19 @@ def generate_request(args: argparse.Namespace) -> pb.GenerateRequest:
     return request
 
 
+TRACING_IS_OFF = (
+    "\ntrace: tracing is off in this mesh. Start it with OTEL_EXPORTER_OTLP_ENDPOINT set to an OTLP/gRPC "
+    "collector, such as Jaeger's: OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 make up"
+)
+
+
 def show_trace(settings: LauncherSettings, metadata) -> None:
-    for key, value in metadata or ():
-        if key == TRACE_ID_HEADER:
-            print(f"\ntrace {value}: {settings.jaeger_ui}/trace/{value}", file=sys.stderr)
+    trace_id = next((value for key, value in metadata or () if key == TRACE_ID_HEADER), "")
+    # The gateway sends an empty id when it records no spans: there is no trace to link to.
+    if not trace_id:
+        print(TRACING_IS_OFF, file=sys.stderr)
+        return
+    print(f"\ntrace {trace_id}: {settings.jaeger_ui}/trace/{trace_id}", file=sys.stderr)
 
 
 def generate(settings: LauncherSettings, args: argparse.Namespace) -> int:

@@ -106,11 +106,13 @@ def print_ready(settings: LauncherSettings) -> None:
     http = f"http://{settings.address(settings.edge_http_port)}"
     print(
         f"""
-meshserve is up.
-  stream over gRPC:  .venv/bin/meshserve generate "Write a haiku about the sea"
-  stream over REST:  curl -N {http}/v1/generate -d '{{"prompt":"Hello","max_tokens":16}}'
-  over TLS:          curl -N --cacert {settings.certs_dir}/ca.pem https://localhost:{settings.edge_https_port}/v1/models
-  models, devices:   curl {http}/v1/models ; curl {http}/v1/gpu/status
+meshserve is up. The default model, gemma-3-270m, is a small base model: it continues text.
+  stream over gRPC:  .venv/bin/meshserve generate "Once upon a time, in a small village by the sea,"
+  stream over REST:  curl -N {http}/v1/generate -d '{{"prompt":"The three primary colours are","max_tokens":16}}'
+  OpenAI API:        curl {http}/v1/completions -H 'content-type: application/json' \\
+                       -d '{{"model":"gemma-3-270m","prompt":"The three primary colours are","max_tokens":16}}'
+  over TLS:          curl --cacert {settings.certs_dir}/ca.pem https://localhost:{settings.edge_https_port}/v1/models
+  models, devices:   curl {http}/v1/mesh/models ; curl {http}/v1/gpu/status
   logs:              {settings.logs_dir}/
 Press Ctrl-C to stop.""",
         file=sys.stderr,

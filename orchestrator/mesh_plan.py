@@ -14,7 +14,7 @@ from services.shared.mesh_config import MeshConfig
 from services.shared.tls import TlsFiles
 
 # Every identity the local mesh issues a certificate for; "cli" is the command-line client.
-IDENTITIES = ("gpu-monitor", "scheduler", "inference", "gateway", "edge", "cli")
+IDENTITIES = ("gpu-monitor", "scheduler", "inference", "gateway", "openai", "edge", "cli")
 
 
 class PortClashError(ValueError):
@@ -50,9 +50,11 @@ def planned_ports(settings: LauncherSettings, mesh: MeshConfig) -> dict[str, int
         "gateway": settings.gateway_port,
         "scheduler": settings.scheduler_port,
         "gpu-monitor": settings.gpu_monitor_port,
+        "openai": settings.openai_port,
         "gateway metrics": settings.gateway_metrics_port,
         "scheduler metrics": settings.scheduler_metrics_port,
         "gpu-monitor metrics": settings.gpu_monitor_metrics_port,
+        "openai metrics": settings.openai_metrics_port,
     }
     for n, model in enumerate(mesh.models):
         ports[f"inference-{model.name}"] = settings.inference_base_port + n
@@ -80,6 +82,7 @@ def edge_writer_argv(settings: LauncherSettings, identity: TlsFiles) -> tuple[st
         "gateway.edge",
         "--out-dir", str(settings.edge_dir),
         "--gateway", settings.address(settings.gateway_port),
+        "--openai", settings.address(settings.openai_port),
         "--http", settings.address(settings.edge_http_port),
         "--https", f"0.0.0.0:{settings.edge_https_port}",
         "--admin", settings.address(settings.edge_admin_port),
@@ -100,6 +103,7 @@ def plan_mesh(
         *(_inference(settings, n, model, address, certs["inference"]) for n, (model, address) in enumerate(endpoints)),
         _scheduler(settings, endpoints, certs["scheduler"]),
         _gateway(settings, certs["gateway"]),
+        _openai(settings, certs["openai"]),
         _envoy(settings, envoy_bootstrap),
     ]
 
@@ -150,6 +154,18 @@ def _gateway(settings: LauncherSettings, tls: TlsFiles) -> ChildSpec:
         *_tls_flags(tls),
     )  # fmt: skip
     return ChildSpec("gateway", argv, address)
+
+
+def _openai(settings: LauncherSettings, tls: TlsFiles) -> ChildSpec:
+    argv = _python_module(
+        "gateway.openai",
+        "--listen", settings.address(settings.openai_port),
+        "--gateway", settings.address(settings.gateway_port),
+        *_metrics_flags(settings, settings.openai_metrics_port),
+        *_tls_flags(tls),
+    )  # fmt: skip
+    # An HTTP service: Envoy's /healthz covers it, as it covers Envoy.
+    return ChildSpec("openai", argv, None)
 
 
 def _envoy(settings: LauncherSettings, bootstrap: Path) -> ChildSpec:

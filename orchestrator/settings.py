@@ -22,6 +22,8 @@ class LauncherSettings(BaseSettings):
     gateway_port: int = 50041
     scheduler_port: int = 50051
     gpu_monitor_port: int = 50071
+    # The OpenAI front (gateway/openai), which the edge's OpenAI routes lead to.
+    openai_port: int = 50031
     # The inference service of the n-th configured model listens on this port plus n.
     inference_base_port: int = 50061
     startup_timeout_seconds: float = 300.0
@@ -31,6 +33,7 @@ class LauncherSettings(BaseSettings):
     gateway_metrics_port: int = 9464
     scheduler_metrics_port: int = 9465
     gpu_monitor_metrics_port: int = 9466
+    openai_metrics_port: int = 9463
     inference_metrics_base_port: int = 9467
     # Where operators read traces; `meshserve generate --show-trace` links to it.
     jaeger_ui: str = "http://localhost:16686"

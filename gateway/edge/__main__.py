@@ -19,6 +19,7 @@ def write_edge(settings: EdgeWriterSettings) -> Path:
     identity = TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_ca)
     edge = EdgeConfig(
         gateway_endpoints=settings.gateway_endpoints(),
+        openai_endpoints=settings.openai_endpoints(),
         server_tls=identity,
         upstream_tls=identity,
         descriptor_set=build_descriptor_set(settings.out_dir / "gateway.pb"),

@@ -1,6 +1,7 @@
 """The edge's clusters.
 
 - gateway: mTLS over HTTP/2 to every gateway replica, with health checks and ejection.
+- openai (when configured): mTLS over HTTP/1.1 to every OpenAI front replica, the same way.
 - otel_collector (only with tracing on): plaintext HTTP/2 to the OTLP/gRPC collector.
 """
 
@@ -18,6 +19,7 @@ from envoy_data_plane.envoy.config.cluster.v3 import (
 from envoy_data_plane.envoy.config.core.v3 import (
     HealthCheck,
     HealthCheckGrpcHealthCheck,
+    HealthCheckHttpHealthCheck,
     Http2ProtocolOptions,
     KeepaliveSettings,
     TransportSocket,
@@ -37,7 +39,14 @@ from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
 )
 from envoy_data_plane.envoy.type.matcher.v3 import StringMatcher
 
-from gateway.edge.config import GATEWAY_CLUSTER, OTEL_COLLECTOR_CLUSTER, EdgeConfig, HostPort
+from gateway.edge.config import (
+    GATEWAY_CLUSTER,
+    HEALTH_PATH,
+    OPENAI_CLUSTER,
+    OTEL_COLLECTOR_CLUSTER,
+    EdgeConfig,
+    HostPort,
+)
 from gateway.edge.secrets import EDGE_CLIENT_SECRET, MESH_CA_SECRET, sds_secret_config
 from gateway.edge.typed import pack, socket_address
 
@@ -46,7 +55,8 @@ _HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions
 
 def clusters(config: EdgeConfig) -> list[Cluster]:
     collector = [] if config.otlp_endpoint is None else [otel_collector_cluster(config, config.otlp_endpoint)]
-    return [gateway_cluster(config), *collector]
+    front = [openai_cluster(config)] if config.openai_endpoints else []
+    return [gateway_cluster(config), *front, *collector]
 
 
 def gateway_cluster(config: EdgeConfig) -> Cluster:
@@ -57,8 +67,22 @@ def gateway_cluster(config: EdgeConfig) -> Cluster:
         connect_timeout=config.connect_timeout,
         load_assignment=_endpoints(GATEWAY_CLUSTER, config.gateway_endpoints),
         typed_extension_protocol_options={_HTTP_PROTOCOL_OPTIONS: pack(_http2_only())},
-        transport_socket=_upstream_mtls(config),
+        transport_socket=_upstream_mtls(config, config.gateway_san, "h2"),
         health_checks=[_grpc_health_check(config.health_check_interval)],
+        outlier_detection=_outlier_detection(config),
+    )
+
+
+def openai_cluster(config: EdgeConfig) -> Cluster:
+    """The OpenAI front: an ASGI server, so HTTP/1.1; its /healthz says whether it reaches a gateway."""
+    return Cluster(
+        name=OPENAI_CLUSTER,
+        type=_discovery_type(config.openai_endpoints),
+        dns_lookup_family=ClusterDnsLookupFamily.V4_PREFERRED,
+        connect_timeout=config.connect_timeout,
+        load_assignment=_endpoints(OPENAI_CLUSTER, config.openai_endpoints),
+        transport_socket=_upstream_mtls(config, config.openai_san, "http/1.1"),
+        health_checks=[_http_health_check(config.health_check_interval)],
         outlier_detection=_outlier_detection(config),
     )
 
@@ -99,17 +123,15 @@ def _http2_only() -> HttpProtocolOptions:
     return HttpProtocolOptions(explicit_http_config=explicit)
 
 
-def _upstream_mtls(config: EdgeConfig) -> TransportSocket:
-    # Trust the mesh CA (from SDS), and of its certificates only the one that names the gateway.
-    only_the_gateway = CertificateValidationContext(
+def _upstream_mtls(config: EdgeConfig, san: str, alpn: str) -> TransportSocket:
+    # Trust the mesh CA (from SDS), and of its certificates only the one that names the upstream service.
+    only_that_service = CertificateValidationContext(
         match_typed_subject_alt_names=[
-            SubjectAltNameMatcher(
-                san_type=SubjectAltNameMatcherSanType.URI, matcher=StringMatcher(exact=config.gateway_san)
-            )
+            SubjectAltNameMatcher(san_type=SubjectAltNameMatcherSanType.URI, matcher=StringMatcher(exact=san))
         ]
     )
     validation = CommonTlsContextCombinedCertificateValidationContext(
-        default_validation_context=only_the_gateway,
+        default_validation_context=only_that_service,
         validation_context_sds_secret_config=sds_secret_config(config, MESH_CA_SECRET),
     )
     context = UpstreamTlsContext(
@@ -117,23 +139,31 @@ def _upstream_mtls(config: EdgeConfig) -> TransportSocket:
         common_tls_context=CommonTlsContext(
             tls_certificate_sds_secret_configs=[sds_secret_config(config, EDGE_CLIENT_SECRET)],
             combined_validation_context=validation,
-            alpn_protocols=["h2"],
+            alpn_protocols=[alpn],
         ),
     )
     return TransportSocket(name="envoy.transport_sockets.tls", typed_config=pack(context))
 
 
 def _grpc_health_check(interval: datetime.timedelta) -> HealthCheck:
+    # The empty service name asks for the gateway's overall health.
+    return _health_check(interval, grpc_health_check=HealthCheckGrpcHealthCheck(service_name=""))
+
+
+def _http_health_check(interval: datetime.timedelta) -> HealthCheck:
+    return _health_check(interval, http_health_check=HealthCheckHttpHealthCheck(path=HEALTH_PATH))
+
+
+def _health_check(interval: datetime.timedelta, **check: object) -> HealthCheck:
     return HealthCheck(
         timeout=interval,
         interval=interval,
-        # One answer decides either way, so /healthz follows the gateway within about a second.
+        # One answer decides either way, so /healthz follows the upstream within about a second.
         unhealthy_threshold=1,
         healthy_threshold=1,
         # Checked at the same pace before the first request too (the default waits 60s between checks).
         no_traffic_interval=interval,
-        # The empty service name asks for the gateway's overall health.
-        grpc_health_check=HealthCheckGrpcHealthCheck(service_name=""),
+        **check,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.shared.certs import spiffe_id
@@ -14,6 +14,9 @@ from services.shared.tls import TlsFiles
 HostPort = tuple[str, int]
 
 GATEWAY_CLUSTER = "gateway"
+OPENAI_CLUSTER = "openai"
+# The edge answers this path itself; the OpenAI front serves its own health on it too.
+HEALTH_PATH = "/healthz"
 OTEL_COLLECTOR_CLUSTER = "otel_collector"
 
 
@@ -38,6 +41,9 @@ class EdgeConfig:
     # The gateway must present this URI SAN; the SNI is what its certificate also names.
     gateway_san: str = spiffe_id("gateway")
     gateway_sni: str = "localhost"
+    # The OpenAI front replicas (gateway/openai); none leaves the OpenAI API's paths answered 404.
+    openai_endpoints: list[HostPort] = field(default_factory=list)
+    openai_san: str = spiffe_id("openai")
     # One token bucket for the whole edge (per Envoy worker); an empty bucket answers 429.
     rate_limit_per_second: int = 100
     rate_limit_burst: int = 200
@@ -63,7 +69,7 @@ class EdgeConfig:
         _check_listen_address("tls_address", self.tls_address, loopback_only=False)
         if not self.gateway_endpoints:
             raise ValueError("the edge needs at least one gateway endpoint")
-        for host, port in self.gateway_endpoints:
+        for host, port in [*self.gateway_endpoints, *self.openai_endpoints]:
             _check_port(host, port)
         if self.rate_limit_per_second < 1 or self.rate_limit_burst < 1:
             raise ValueError("the rate limit needs at least one request per second and a burst of one")

@@ -4,7 +4,7 @@
 2. local_ratelimit sheds load before any work is done for a request.
 3. grpc_json_transcoder turns REST calls into gRPC and gRPC answers back into JSON or SSE; gRPC
    calls (the public API, health, reflection) pass through it untouched.
-4. router sends everything to the gateway cluster.
+4. router sends gRPC to the gateway cluster and the OpenAI API to the openai cluster (routes.py).
 """
 
 from __future__ import annotations
@@ -25,29 +25,28 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
 from envoy_data_plane.envoy.type.matcher.v3 import StringMatcher
 from envoy_data_plane.envoy.type.v3 import FractionalPercent, FractionalPercentDenominatorType, Percent, TokenBucket
 
-from gateway.edge.config import GATEWAY_CLUSTER, EdgeConfig
+from gateway.edge.config import GATEWAY_CLUSTER, HEALTH_PATH, OPENAI_CLUSTER, EdgeConfig
 from gateway.edge.descriptors import GATEWAY_SERVICE
 from gateway.edge.typed import pack
-
-HEALTH_PATH = "/healthz"
 
 
 def http_filters(config: EdgeConfig) -> list[HttpFilter]:
     return [
-        HttpFilter(name="envoy.filters.http.health_check", typed_config=pack(_health_check())),
+        HttpFilter(name="envoy.filters.http.health_check", typed_config=pack(_health_check(config))),
         HttpFilter(name="envoy.filters.http.local_ratelimit", typed_config=pack(_rate_limit(config))),
         HttpFilter(name="envoy.filters.http.grpc_json_transcoder", typed_config=pack(_transcoder(config))),
         HttpFilter(name="envoy.filters.http.router", typed_config=pack(Router())),
     ]
 
 
-def _health_check() -> HealthCheck:
-    # Not pass-through: the edge answers /healthz, 200 only while every gateway host passes its
-    # active health check (so the whole mesh behind it is SERVING), else 503.
+def _health_check(config: EdgeConfig) -> HealthCheck:
+    # Not pass-through: the edge answers /healthz, 200 only while every gateway host (and OpenAI front)
+    # passes its active health check (so the whole mesh behind it is SERVING), else 503.
+    clusters = [GATEWAY_CLUSTER, *([OPENAI_CLUSTER] if config.openai_endpoints else [])]
     return HealthCheck(
         pass_through_mode=False,
         headers=[HeaderMatcher(name=":path", string_match=StringMatcher(exact=HEALTH_PATH))],
-        cluster_min_healthy_percentages={GATEWAY_CLUSTER: Percent(value=100.0)},
+        cluster_min_healthy_percentages={cluster: Percent(value=100.0) for cluster in clusters},
     )
 
 

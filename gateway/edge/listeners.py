@@ -1,4 +1,4 @@
-"""The two edge listeners: plain HTTP on loopback and TLS for everyone, with one route table."""
+"""The two edge listeners: plain HTTP on loopback and TLS for everyone, with one route table (routes.py)."""
 
 from __future__ import annotations
 
@@ -6,23 +6,16 @@ import datetime
 
 from envoy_data_plane.envoy.config.core.v3 import TransportSocket
 from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
-from envoy_data_plane.envoy.config.route.v3 import (
-    Route,
-    RouteAction,
-    RouteActionMaxStreamDuration,
-    RouteConfiguration,
-    RouteMatch,
-    VirtualHost,
-)
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
     HttpConnectionManager,
     HttpConnectionManagerCodecType,
 )
 from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import CommonTlsContext, DownstreamTlsContext
 
-from gateway.edge.config import GATEWAY_CLUSTER, EdgeConfig
+from gateway.edge.config import EdgeConfig
 from gateway.edge.filters import http_filters
 from gateway.edge.local_replies import local_reply_config
+from gateway.edge.routes import route_configuration
 from gateway.edge.secrets import EDGE_SERVER_SECRET, sds_secret_config
 from gateway.edge.tracing import http_tracing
 from gateway.edge.typed import pack, socket_address
@@ -68,7 +61,7 @@ def _http_connection_manager(config: EdgeConfig, stat_prefix: str) -> Filter:
     manager = HttpConnectionManager(
         stat_prefix=stat_prefix,
         codec_type=HttpConnectionManagerCodecType.AUTO,
-        route_config=_routes(config),
+        route_config=route_configuration(config),
         http_filters=http_filters(config),
         local_reply_config=local_reply_config(),
         # The edge faces clients directly, so the peer address is the client's address.
@@ -80,20 +73,3 @@ def _http_connection_manager(config: EdgeConfig, stat_prefix: str) -> Filter:
         tracing=http_tracing(config),
     )
     return Filter(name="envoy.filters.network.http_connection_manager", typed_config=pack(manager))
-
-
-def _routes(config: EdgeConfig) -> RouteConfiguration:
-    action = RouteAction(
-        cluster=GATEWAY_CLUSTER,
-        # The default 15s route timeout would cut long generations, so only the stream limits apply.
-        timeout=_DISABLED,
-        idle_timeout=config.stream_idle_timeout,
-        max_stream_duration=RouteActionMaxStreamDuration(
-            max_stream_duration=config.max_stream_duration,
-            # A gRPC caller's deadline (grpc-timeout) is honoured, up to the same ceiling.
-            grpc_timeout_header_max=config.max_stream_duration,
-        ),
-    )
-    route = Route(match=RouteMatch(prefix="/"), route=action)
-    host = VirtualHost(name="meshserve", domains=["*"], routes=[route])
-    return RouteConfiguration(name="edge_routes", virtual_hosts=[host])

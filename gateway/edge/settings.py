@@ -25,6 +25,8 @@ class EdgeWriterSettings(BaseSettings):
     # Where the descriptor set, the bootstrap and the SDS secrets go.
     out_dir: Path
     gateway: list[str]
+    # HOST:PORT of each OpenAI front replica; none leaves the OpenAI API out of the edge.
+    openai: list[str] = []
     http: str = "127.0.0.1:8080"
     https: str = "0.0.0.0:8443"
     admin: str = "127.0.0.1:9901"
@@ -53,6 +55,11 @@ class EdgeWriterSettings(BaseSettings):
     def _check_gateways(cls, values: list[str]) -> list[str]:
         if not values:
             raise ValueError("name at least one gateway replica")
+        return cls._check_replicas(values)
+
+    @field_validator("openai")
+    @classmethod
+    def _check_replicas(cls, values: list[str]) -> list[str]:
         for value in values:
             _host_port(value)
         return values
@@ -66,3 +73,6 @@ class EdgeWriterSettings(BaseSettings):
 
     def gateway_endpoints(self) -> list[HostPort]:
         return [_host_port(value) for value in self.gateway]
+
+    def openai_endpoints(self) -> list[HostPort]:
+        return [_host_port(value) for value in self.openai]

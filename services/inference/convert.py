@@ -12,10 +12,9 @@ from services.shared.domain import (
     FinishReason,
     GenerationChunk,
     GenerationRequest,
-    SamplingParams,
 )
 from services.shared.errors import invalid_argument
-from services.shared.proto_maps import fill_completion_fields
+from services.shared.proto_maps import fill_completion_fields, sampling_of
 
 _ROLES = {
     pb.CHAT_ROLE_SYSTEM: ChatRole.SYSTEM,
@@ -32,15 +31,8 @@ _STATES = {
 
 
 def to_generation_request(message: pb.GenerateRequest) -> GenerationRequest:
-    sampling = SamplingParams(
-        max_tokens=message.max_tokens if message.HasField("max_tokens") else None,
-        temperature=message.temperature if message.HasField("temperature") else None,
-        top_p=message.top_p if message.HasField("top_p") else None,
-        seed=message.seed if message.HasField("seed") else None,
-        stop=tuple(message.stop),
-    )
     return GenerationRequest(
-        sampling=sampling,
+        sampling=sampling_of(message),
         prompt=message.prompt,
         messages=tuple(_to_chat_message(index, m) for index, m in enumerate(message.messages)),
         request_id=message.request_id,

@@ -50,6 +50,15 @@ class SamplingParams:
     top_p: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    # In [-2, 2]: positive values make tokens already in the completion less likely, once (presence) or by
+    # how often they appeared (frequency); negative values more likely. None means 0.
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    # The log probability of each generated token, with this many likeliest alternatives (0 to 20);
+    # None asks for none at all.
+    logprobs: int | None = None
+    # Control and special tokens (end of turn, image markers) are left out of the text unless False.
+    skip_special_tokens: bool = True
 
 
 @dataclass(frozen=True)
@@ -74,10 +83,32 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class TokenChoice:
+    """One token as text, with its log probability under the model, before sampling settings reshape it."""
+
+    token: str
+    logprob: float
+    # The token's UTF-8 bytes: a token may hold part of a character, which its text cannot show.
+    token_bytes: bytes = b""
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token and the likeliest tokens the model weighed at its position, likeliest first."""
+
+    chosen: TokenChoice
+    top: tuple[TokenChoice, ...] = ()
+
+
+@dataclass(frozen=True)
 class GenerationChunk:
-    """New text and the tokens behind it. The last chunk of a stream has a finish reason and usage."""
+    """New text and the tokens behind it. The last chunk of a stream has a finish reason and usage.
+
+    With logprobs asked for, `logprobs` has one entry per generated token of the chunk, in order.
+    """
 
     text: str
     token_ids: tuple[int, ...] = ()
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()

@@ -22,6 +22,7 @@ class ErrorKind(Enum):
     PERMISSION_DENIED = "PERMISSION_DENIED"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
 
 
 # eq=False keeps exceptions hashable and compared by identity, as exceptions are everywhere else.

@@ -15,6 +15,8 @@ from services.shared.errors import MeshError, invalid_argument
 MAX_STOP_SEQUENCES = 8
 MAX_STOP_SEQUENCE_CHARS = 256
 MAX_TEMPERATURE = 2.0
+MAX_PENALTY = 2.0
+MAX_TOP_LOGPROBS = 20
 
 
 def check_request_shape(request: GenerationRequest) -> None:
@@ -27,6 +29,12 @@ def check_request_shape(request: GenerationRequest) -> None:
         check_temperature(sampling.temperature)
     if sampling.top_p is not None:
         check_top_p(sampling.top_p)
+    for field in ("presence_penalty", "frequency_penalty"):
+        penalty = getattr(sampling, field)
+        if penalty is not None and not (math.isfinite(penalty) and -MAX_PENALTY <= penalty <= MAX_PENALTY):
+            raise out_of_range(f"INVALID_{field.upper()}", field, penalty, f"[-{MAX_PENALTY}, {MAX_PENALTY}]")
+    if sampling.logprobs is not None and not 0 <= sampling.logprobs <= MAX_TOP_LOGPROBS:
+        raise out_of_range("INVALID_LOGPROBS", "logprobs", sampling.logprobs, f"[0, {MAX_TOP_LOGPROBS}]")
     _check_stops(sampling.stop)
 
 
@@ -51,10 +59,10 @@ def check_top_p(top_p: float) -> None:
 
 def _check_stops(stops: tuple[str, ...]) -> None:
     if len(stops) > MAX_STOP_SEQUENCES:
-        raise invalid_argument("INVALID_STOP", f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
+        raise invalid_argument("INVALID_STOP", f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed", field="stop")
     if any(not stop or len(stop) > MAX_STOP_SEQUENCE_CHARS for stop in stops):
         raise invalid_argument(
-            "INVALID_STOP", f"each stop sequence must have 1 to {MAX_STOP_SEQUENCE_CHARS} characters"
+            "INVALID_STOP", f"each stop sequence must have 1 to {MAX_STOP_SEQUENCE_CHARS} characters", field="stop"
         )
 
 

@@ -31,7 +31,13 @@ MESHSERVE = [sys.executable, "-m", "orchestrator"]
 
 # Room for every model a test mesh configures on each base port.
 BASE_PORT_BLOCK = 8
-METRICS_PORTS = ("gateway_metrics", "scheduler_metrics", "gpu_monitor_metrics", "inference_metrics_base")
+METRICS_PORTS = (
+    "gateway_metrics",
+    "scheduler_metrics",
+    "gpu_monitor_metrics",
+    "openai_metrics",
+    "inference_metrics_base",
+)
 
 
 @dataclass
@@ -124,7 +130,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, traces: OtlpReceiver) -> Iter
 @contextmanager
 def running_mesh(directory: Path, config: Path, traces: OtlpReceiver, extra_env: dict[str, str]) -> Iterator[Mesh]:
     """`meshserve up` with the given config on free ports, stopped with Ctrl-C at the end."""
-    ports = ["edge_http", "edge_https", "edge_admin", "gateway", "scheduler", "gpu_monitor", "inference_base"]
+    ports = ["edge_http", "edge_https", "edge_admin", "gateway", "scheduler", "gpu_monitor", "openai", "inference_base"]
     env = {
         **os.environ,
         "MESHSERVE_CONFIG": str(config),

@@ -48,7 +48,7 @@ def test_priority_is_accepted_by_name(mesh: Mesh) -> None:
 
 
 def test_models_and_gpu_status_answer_json(mesh: Mesh) -> None:
-    status, models = mesh.get_json("/v1/models")
+    status, models = mesh.get_json("/v1/mesh/models")
     assert status == 200
     (model,) = models["models"]
     assert (model["name"], model["state"], model["total_slots"]) == ("gemma-3-270m", "MODEL_STATE_READY", 2)

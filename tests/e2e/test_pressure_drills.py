@@ -182,7 +182,7 @@ def test_an_idle_model_is_unloaded_after_keep_alive_and_loads_again_on_demand(dr
     wait_for(lambda: not drill.endpoint("sleepy").resident, 15, "sleepy unloading after its keep-alive")
     address = drill.endpoint("sleepy").endpoint.address
     assert engine_state(drill.mesh, address) == inference_pb2.MODEL_STATE_UNLOADED
-    _, listed = drill.mesh.get_json("/v1/models")
+    _, listed = drill.mesh.get_json("/v1/mesh/models")
     assert {model["name"]: model["state"] for model in listed["models"]}["sleepy"] == "MODEL_STATE_UNLOADED"
 
     reply = drill.generate("sleepy", "PRIORITY_NORMAL")

@@ -101,7 +101,7 @@ def test_the_llama_cpp_model_serves_beside_it(side_by_side: Mesh) -> None:
     reply = generate(side_by_side, LLAMA_CPP_MODEL, max_tokens=4)
     assert reply.status == 200
     assert reply.events[-1]["usage"]["output_tokens"] > 0
-    _, listed = side_by_side.get_json("/v1/models")
+    _, listed = side_by_side.get_json("/v1/mesh/models")
     engines = {model["name"]: model["engine"] for model in listed["models"]}
     assert engines == {LLAMA_CPP_MODEL: "llama_cpp", VLLM_MODEL: "vllm"}
 

@@ -293,14 +293,19 @@ async def test_generate_streams_server_sent_events_with_snake_case_json(
     events = sse_events(response.body)
     assert "".join(event["text"] for event in events) == "".join(TOKENS)
     # Zero values are printed too (always_print_primitive_fields), enums by name.
-    assert events[0] == {"text": "Once", "finish_reason": "FINISH_REASON_UNSPECIFIED", "model": "gemma-3-270m"}
+    assert events[0] == {
+        "text": "Once",
+        "finish_reason": "FINISH_REASON_UNSPECIFIED",
+        "model": "gemma-3-270m",
+        "logprobs": [],
+    }
     assert events[-1]["finish_reason"] == "FINISH_REASON_LENGTH"
     assert events[-1]["usage"] == {"input_tokens": 2, "output_tokens": len(TOKENS)}
 
 
 @SCHEMES
 async def test_models_answer_json(edge: Edge, scheme: str) -> None:
-    response = await request(edge, scheme, "GET", "/v1/models")
+    response = await request(edge, scheme, "GET", "/v1/mesh/models")
     assert response.status == 200, response.body
     assert response.headers["content-type"] == "application/json"
     (model,) = response.json()["models"]
@@ -406,7 +411,7 @@ async def test_requests_over_the_rate_limit_get_429_but_healthz_does_not(
     config = edge_config(certs, descriptor_set, gateway, tmp_path, rate_limit_per_second=1, rate_limit_burst=2)
     edge = await start_edge(config, tmp_path)
     try:
-        statuses = [(await request(edge, "http", "GET", "/v1/models")).status for _ in range(6)]
+        statuses = [(await request(edge, "http", "GET", "/v1/mesh/models")).status for _ in range(6)]
         assert statuses[0] == 200 and 429 in statuses, statuses
         assert await healthz(edge) == 200
         async with grpc.aio.insecure_channel(f"127.0.0.1:{edge.http_port}") as channel:

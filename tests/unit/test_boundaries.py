@@ -56,6 +56,16 @@ def test_a_core_never_imports_grpc(core: str) -> None:
     assert result.stdout.strip() == "[]", f"{core} pulls in grpc"
 
 
+def test_the_openai_fronts_request_logic_never_imports_grpc() -> None:
+    # The routes are the front's thin shell (its servicer); what they call is pure.
+    modules = ["gateway.openai.schema", "gateway.openai.translate", "gateway.openai.responses", "gateway.openai.errors"]
+    check = (
+        f"import sys; import {', '.join(modules)}; print(sorted(m for m in sys.modules if m.split('.')[0] == 'grpc'))"
+    )
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
+    assert result.stdout.strip() == "[]"
+
+
 def test_the_scheduler_core_is_a_state_machine_without_asyncio() -> None:
     for module in modules_of("orchestrator.scheduler.core"):
         path = REPO_ROOT / (module.replace(".", "/") + ".py")

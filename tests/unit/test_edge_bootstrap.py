@@ -164,15 +164,59 @@ def test_the_rate_limit_is_enforced_with_the_configured_bucket(tmp_path: Path) -
     assert "status" not in limit  # Envoy's default answer is 429.
 
 
-def test_one_route_sends_everything_to_the_gateway_without_a_request_timeout(bootstrap: dict[str, Any]) -> None:
+def routes_of(bootstrap: dict[str, Any]) -> list[dict[str, Any]]:
     (host,) = connection_manager(bootstrap, "edge_http")["route_config"]["virtual_hosts"]
-    (route,) = host["routes"]
-    assert route["match"] == {"prefix": "/"}
-    assert route["route"]["cluster"] == "gateway"
-    assert route["route"]["timeout"] == "0s"
-    assert route["route"]["idle_timeout"] == "300s"
-    assert route["route"]["max_stream_duration"]["max_stream_duration"] == "3600s"
+    return host["routes"]
+
+
+def test_grpc_paths_go_to_the_gateway_without_a_request_timeout(bootstrap: dict[str, Any]) -> None:
+    forwarded = [route for route in routes_of(bootstrap) if "route" in route]
+    assert [route["match"]["prefix"] for route in forwarded] == [
+        "/meshserve.gateway.v1.GatewayService/",
+        "/grpc.health.v1.Health/",
+        "/grpc.reflection.",
+    ]
+    for route in forwarded:
+        assert route["route"]["cluster"] == "gateway"
+        assert route["route"]["timeout"] == "0s"
+        assert route["route"]["idle_timeout"] == "300s"
+        assert route["route"]["max_stream_duration"]["max_stream_duration"] == "3600s"
     assert connection_manager(bootstrap, "edge_http")["stream_idle_timeout"] == "300s"
+
+
+def test_native_rest_paths_left_untranscoded_are_a_wrong_method_and_the_rest_unknown(bootstrap: dict[str, Any]) -> None:
+    answered = {route["match"].get("path"): route for route in routes_of(bootstrap) if "direct_response" in route}
+    for path, method in {"/v1/generate": "POST", "/v1/mesh/models": "GET", "/v1/gpu/status": "GET"}.items():
+        assert answered[path]["direct_response"]["status"] == 405
+        assert answered[path]["response_headers_to_add"] == [{"header": {"key": "allow", "value": method}}]
+    last = routes_of(bootstrap)[-1]
+    assert last["match"] == {"prefix": "/"} and last["direct_response"]["status"] == 404
+    assert "openai" not in [cluster["name"] for cluster in bootstrap["static_resources"]["clusters"]]
+
+
+def test_the_openai_front_gets_its_routes_its_cluster_and_a_say_in_healthz(tmp_path: Path) -> None:
+    bootstrap = build_bootstrap(edge_config(tmp_path, openai_endpoints=[("127.0.0.1", 50031)]))
+    to_front = [route for route in routes_of(bootstrap) if route.get("route", {}).get("cluster") == "openai"]
+    assert [route["match"].get("path", route["match"].get("safe_regex", {}).get("regex")) for route in to_front] == [
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/models",
+        "^/v1/models/[^/]+$",
+    ]
+    assert [route["match"]["headers"][0]["string_match"]["exact"] for route in to_front] == [
+        "POST",
+        "POST",
+        "GET",
+        "GET",
+    ]
+    (cluster,) = [item for item in bootstrap["static_resources"]["clusters"] if item["name"] == "openai"]
+    common = cluster["transport_socket"]["typed_config"]["common_tls_context"]
+    assert common["alpn_protocols"] == ["http/1.1"]
+    san = common["combined_validation_context"]["default_validation_context"]["match_typed_subject_alt_names"]
+    assert san[0]["matcher"] == {"exact": "spiffe://meshserve.local/openai"}
+    assert cluster["health_checks"][0]["http_health_check"]["path"] == "/healthz"
+    health = http_filter(bootstrap, "envoy.filters.http.health_check")
+    assert set(health["cluster_min_healthy_percentages"]) == {"gateway", "openai"}
 
 
 def test_the_tls_listener_takes_its_certificate_from_sds_and_asks_for_no_client_certificate(

@@ -45,6 +45,6 @@ def test_a_changed_proto_is_detected(tmp_path: Path) -> None:
     changed = tmp_path / "protos"
     shutil.copytree(PROTOS / "meshserve", changed / "meshserve", ignore=shutil.ignore_patterns("*.py*"))
     proto = changed / "meshserve" / "inference" / "v1" / "inference.proto"
-    proto.write_text(proto.read_text().replace("string request_id = 9;", "string request_id = 9;\n  string note = 10;"))
+    proto.write_text(proto.read_text().replace("string request_id = 9;", "string request_id = 9;\n  string note = 90;"))
     stale = stale_stubs(generate(tmp_path / "out", changed), generated_files(PROTOS))
     assert "meshserve/inference/v1/inference_pb2.py" in stale

@@ -25,7 +25,8 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from services.inference.core.model import EngineActivity, ModelMetadata, PreparedPrompt
 from services.inference.core.text_stream import StreamingText
-from services.shared.domain import FinishReason, GenerationChunk, GenerationRequest, Usage
+from services.inference.engines.llama_tokens import is_special, token_logprob
+from services.shared.domain import FinishReason, GenerationChunk, GenerationRequest, SamplingParams, TokenLogprob, Usage
 from services.shared.errors import invalid_argument
 from services.shared.mesh_config import ModelConfig
 
@@ -55,10 +56,11 @@ class _Run:
     llm: Llama
     prompt: list[int]
     seed: int
-    top_p: float
-    temperature: float
+    sampling: SamplingParams
     tokens: Iterator[int] | None = None
     completion: list[int] = field(default_factory=list)
+    # The completion less the special tokens that are kept out of its text.
+    visible: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class _Step:
     token: int
     end_of_generation: bool
     completion_bytes: bytes
+    logprob: TokenLogprob | None = None
 
 
 class LlamaCppEngine:
@@ -133,7 +136,7 @@ class LlamaCppEngine:
     def _start(self, llm: Llama, request: GenerationRequest, prompt: list[int]) -> _Run:
         sampling = request.sampling
         seed = sampling.seed if sampling.seed is not None else random.randrange(2**32)
-        return _Run(llm, prompt, seed, float(sampling.top_p), float(sampling.temperature))
+        return _Run(llm, prompt, seed, sampling)
 
     async def _stream(
         self, run: _Run, request: GenerationRequest, advance: Callable[[], Awaitable[_Step | None]]
@@ -142,6 +145,7 @@ class LlamaCppEngine:
         budget = min(int(request.sampling.max_tokens), self._config.context_length - len(run.prompt))
         finish, stopped_by_sequence = FinishReason.LENGTH, False
         pending_ids: list[int] = []
+        pending_logprobs: list[TokenLogprob] = []
         completion_bytes = b""
         while len(run.completion) < budget:
             step: _Step | None = await advance()
@@ -149,18 +153,21 @@ class LlamaCppEngine:
                 finish = FinishReason.STOP
                 break
             pending_ids.append(step.token)
+            if step.logprob is not None:
+                pending_logprobs.append(step.logprob)
             completion_bytes = step.completion_bytes
             piece = text.update(completion_bytes)
             if piece.stopped:
                 finish, stopped_by_sequence = FinishReason.STOP, True
-                yield GenerationChunk(piece.text, tuple(pending_ids))
-                pending_ids = []
+                yield GenerationChunk(piece.text, tuple(pending_ids), logprobs=tuple(pending_logprobs))
+                pending_ids, pending_logprobs = [], []
                 break
             if piece.text:
-                yield GenerationChunk(piece.text, tuple(pending_ids))
-                pending_ids = []
+                yield GenerationChunk(piece.text, tuple(pending_ids), logprobs=tuple(pending_logprobs))
+                pending_ids, pending_logprobs = [], []
         rest = "" if stopped_by_sequence else text.finish(completion_bytes)
-        yield GenerationChunk(rest, tuple(pending_ids), finish, Usage(len(run.prompt), len(run.completion)))
+        usage = Usage(len(run.prompt), len(run.completion))
+        yield GenerationChunk(rest, tuple(pending_ids), finish, usage, tuple(pending_logprobs))
 
     def _tokenize(self, request: GenerationRequest) -> PreparedPrompt:
         llm = self._slots[0].llm
@@ -247,17 +254,30 @@ def _embedding_head_dim(meta: dict[str, str], arch: str) -> int:
 
 def _advance(run: _Run) -> _Step | None:
     """Runs on the slot's worker thread: samples one token and detokenizes the completion so far."""
+    sampling = run.sampling
     if run.tokens is None:
         run.llm.set_seed(run.seed)
-        run.tokens = run.llm.generate(run.prompt, top_k=_TOP_K, top_p=run.top_p, min_p=_MIN_P, temp=run.temperature)
+        run.tokens = run.llm.generate(
+            run.prompt,
+            top_k=_TOP_K,
+            top_p=float(sampling.top_p),
+            min_p=_MIN_P,
+            temp=float(sampling.temperature),
+            presence_penalty=sampling.presence_penalty or 0.0,
+            frequency_penalty=sampling.frequency_penalty or 0.0,
+        )
     try:
         token = next(run.tokens)
     except StopIteration:
         return None
+    logprob = None if sampling.logprobs is None else token_logprob(run.llm, token, sampling.logprobs)
     if llama_cpp.llama_vocab_is_eog(run.llm._model.vocab, token):
-        return _Step(token, True, b"")
+        return _Step(token, True, b"", logprob)
     run.completion.append(token)
-    return _Step(token, False, run.llm.detokenize(run.completion, prev_tokens=run.prompt))
+    if not (sampling.skip_special_tokens and is_special(run.llm, token)):
+        run.visible.append(token)
+    text = run.llm.detokenize(run.visible, prev_tokens=run.prompt, special=not sampling.skip_special_tokens)
+    return _Step(token, False, text, logprob)
 
 
 def _close(run: _Run) -> None:

@@ -16,8 +16,9 @@ import asyncio
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 # vLLM reads these when first imported. Its log lines go through this service's JSON logging, it sends
 # no usage reports, and a model given as a directory never sends it looking for a hub.
@@ -40,7 +41,14 @@ from vllm.v1.metrics.loggers import StatLoggerBase  # noqa: E402
 from vllm.v1.metrics.stats import SchedulerStats  # noqa: E402
 
 from services.inference.core.model import EngineActivity, ModelMetadata, PreparedPrompt
-from services.shared.domain import FinishReason, GenerationChunk, GenerationRequest, Usage
+from services.shared.domain import (  # noqa: E402
+    FinishReason,
+    GenerationChunk,
+    GenerationRequest,
+    TokenChoice,
+    TokenLogprob,
+    Usage,
+)
 from services.shared.errors import MeshError, invalid_argument, unavailable  # noqa: E402
 from services.shared.mesh_config import ModelConfig  # noqa: E402
 
@@ -129,13 +137,13 @@ class VllmEngine:
             async for output in outputs:
                 completion = output.outputs[0]
                 produced += len(completion.token_ids)
+                logprobs = _token_logprobs(completion.token_ids, completion.logprobs, request.sampling.logprobs)
                 if output.finished:
                     finish = _finish_reason(completion.finish_reason)
-                    yield GenerationChunk(
-                        completion.text, tuple(completion.token_ids), finish, Usage(len(prompt_ids), produced)
-                    )
+                    usage = Usage(len(prompt_ids), produced)
+                    yield GenerationChunk(completion.text, tuple(completion.token_ids), finish, usage, logprobs)
                 elif completion.text or completion.token_ids:
-                    yield GenerationChunk(completion.text, tuple(completion.token_ids))
+                    yield GenerationChunk(completion.text, tuple(completion.token_ids), logprobs=logprobs)
         except EngineDeadError as error:
             raise unavailable("ENGINE_FAILED", f"vLLM stopped: {error}", _ENGINE_FAILED_RETRY_SECONDS) from error
         except EngineGenerateError as error:
@@ -188,6 +196,10 @@ class VllmEngine:
             top_p=float(sampling.top_p),
             seed=sampling.seed,
             stop=list(sampling.stop),
+            presence_penalty=sampling.presence_penalty or 0.0,
+            frequency_penalty=sampling.frequency_penalty or 0.0,
+            logprobs=sampling.logprobs,
+            skip_special_tokens=sampling.skip_special_tokens,
             # Each output carries only the new text and tokens: exactly what a stream chunk needs.
             output_kind=RequestOutputKind.DELTA,
         )
@@ -260,6 +272,28 @@ def _lower_priority_of_children(niceness: int) -> None:
             child.nice(niceness)
         except psutil.Error as error:
             log.warning("could not lower the priority of engine process %d: %s", child.pid, error)
+
+
+def _token_logprobs(
+    token_ids: Sequence[int], logprobs: Sequence[Any] | None, top: int | None
+) -> tuple[TokenLogprob, ...]:
+    """vLLM's logprobs of each new token (a dict of token id to Logprob, with its rank) as the shared type."""
+    if top is None or not logprobs:
+        return ()
+    entries = []
+    for token, candidates in zip(token_ids, logprobs, strict=False):
+        ranked = sorted((c for c in candidates.values() if c.rank is not None and c.rank <= top), key=_rank)
+        entries.append(TokenLogprob(_choice(candidates[token]), tuple(_choice(c) for c in ranked)))
+    return tuple(entries)
+
+
+def _rank(candidate: Any) -> int:
+    return candidate.rank
+
+
+def _choice(candidate: Any) -> TokenChoice:
+    text = candidate.decoded_token or ""
+    return TokenChoice(text, float(candidate.logprob), text.encode("utf-8"))
 
 
 def _finish_reason(reason: str | None) -> FinishReason:

@@ -24,43 +24,45 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&meshserve/inference/v1/inference.proto\x12\x16meshserve.inference.v1\"N\n\x0b\x43hatMessage\x12.\n\x04role\x18\x01 \x01(\x0e\x32 .meshserve.inference.v1.ChatRole\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x95\x02\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x35\n\x08messages\x18\x03 \x03(\x0b\x32#.meshserve.inference.v1.ChatMessage\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x05 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x06 \x01(\x02H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x07 \x01(\x04H\x03\x88\x01\x01\x12\x0c\n\x04stop\x18\x08 \x03(\t\x12\x12\n\nrequest_id\x18\t \x01(\tB\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"4\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x05\x12\x15\n\routput_tokens\x18\x02 \x01(\x05\"\x9e\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12;\n\rfinish_reason\x18\x03 \x01(\x0e\x32$.meshserve.inference.v1.FinishReason\x12,\n\x05usage\x18\x04 \x01(\x0b\x32\x1d.meshserve.inference.v1.Usage\"\x15\n\x13GetModelInfoRequest\"\x8d\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\x31\n\x05state\x18\x03 \x01(\x0e\x32\".meshserve.inference.v1.ModelState\x12\x16\n\x0e\x63ontext_length\x18\x04 \x01(\x05\x12\x13\n\x0btotal_slots\x18\x05 \x01(\x05\x12\x12\n\nfree_slots\x18\x06 \x01(\x05\x12\x15\n\rweights_bytes\x18\x07 \x01(\x03\x12\x1f\n\x17kv_cache_bytes_per_slot\x18\x08 \x01(\x03\x12\x1e\n\x16memory_footprint_bytes\x18\t \x01(\x03\x12\x13\n\x0blayer_count\x18\n \x01(\x05\x12\x15\n\rkv_head_count\x18\x0b \x01(\x05\x12\x10\n\x08head_dim\x18\x0c \x01(\x05\x12\x1e\n\x16kv_cache_element_bytes\x18\r \x01(\x05\x12\x38\n\x08\x61\x63tivity\x18\x0e \x01(\x0b\x32&.meshserve.inference.v1.EngineActivity\"\x82\x01\n\x0e\x45ngineActivity\x12\x18\n\x10running_requests\x18\x01 \x01(\x05\x12\x18\n\x10waiting_requests\x18\x02 \x01(\x05\x12\x1f\n\x17kv_cache_capacity_bytes\x18\x03 \x01(\x03\x12\x1b\n\x13kv_cache_used_bytes\x18\x04 \x01(\x03\"H\n\x14GetModelInfoResponse\x12\x30\n\x05model\x18\x01 \x01(\x0b\x32!.meshserve.inference.v1.ModelInfo\"\x12\n\x10LoadModelRequest\"E\n\x11LoadModelResponse\x12\x30\n\x05model\x18\x01 \x01(\x0b\x32!.meshserve.inference.v1.ModelInfo\"\x14\n\x12UnloadModelRequest\"G\n\x13UnloadModelResponse\x12\x30\n\x05model\x18\x01 \x01(\x0b\x32!.meshserve.inference.v1.ModelInfo*h\n\x08\x43hatRole\x12\x19\n\x15\x43HAT_ROLE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43HAT_ROLE_SYSTEM\x10\x01\x12\x12\n\x0e\x43HAT_ROLE_USER\x10\x02\x12\x17\n\x13\x43HAT_ROLE_ASSISTANT\x10\x03*_\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02*\x8d\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n\x11MODEL_STATE_READY\x10\x02\x12\x18\n\x14MODEL_STATE_STOPPING\x10\x03\x12\x18\n\x14MODEL_STATE_UNLOADED\x10\x04\x32\xa8\x03\n\x10InferenceService\x12_\n\x08Generate\x12\'.meshserve.inference.v1.GenerateRequest\x1a(.meshserve.inference.v1.GenerateResponse0\x01\x12i\n\x0cGetModelInfo\x12+.meshserve.inference.v1.GetModelInfoRequest\x1a,.meshserve.inference.v1.GetModelInfoResponse\x12`\n\tLoadModel\x12(.meshserve.inference.v1.LoadModelRequest\x1a).meshserve.inference.v1.LoadModelResponse\x12\x66\n\x0bUnloadModel\x12*.meshserve.inference.v1.UnloadModelRequest\x1a+.meshserve.inference.v1.UnloadModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&meshserve/inference/v1/inference.proto\x12\x16meshserve.inference.v1\"N\n\x0b\x43hatMessage\x12.\n\x04role\x18\x01 \x01(\x0e\x32 .meshserve.inference.v1.ChatRole\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xdd\x03\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x35\n\x08messages\x18\x03 \x03(\x0b\x32#.meshserve.inference.v1.ChatMessage\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x05 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x06 \x01(\x02H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x07 \x01(\x04H\x03\x88\x01\x01\x12\x0c\n\x04stop\x18\x08 \x03(\t\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x1d\n\x10presence_penalty\x18\n \x01(\x02H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x0b \x01(\x02H\x05\x88\x01\x01\x12\x15\n\x08logprobs\x18\x0c \x01(\x05H\x06\x88\x01\x01\x12 \n\x13skip_special_tokens\x18\r \x01(\x08H\x07\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penaltyB\x0b\n\t_logprobsB\x16\n\x14_skip_special_tokens\"4\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x05\x12\x15\n\routput_tokens\x18\x02 \x01(\x05\"\xd6\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12;\n\rfinish_reason\x18\x03 \x01(\x0e\x32$.meshserve.inference.v1.FinishReason\x12,\n\x05usage\x18\x04 \x01(\x0b\x32\x1d.meshserve.inference.v1.Usage\x12\x36\n\x08logprobs\x18\x05 \x03(\x0b\x32$.meshserve.inference.v1.TokenLogprob\"\x7f\n\x0cTokenLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\x12\x13\n\x0btoken_bytes\x18\x03 \x01(\x0c\x12:\n\x0ctop_logprobs\x18\x04 \x03(\x0b\x32$.meshserve.inference.v1.TokenLogprob\"\x15\n\x13GetModelInfoRequest\"\x8d\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\x31\n\x05state\x18\x03 \x01(\x0e\x32\".meshserve.inference.v1.ModelState\x12\x16\n\x0e\x63ontext_length\x18\x04 \x01(\x05\x12\x13\n\x0btotal_slots\x18\x05 \x01(\x05\x12\x12\n\nfree_slots\x18\x06 \x01(\x05\x12\x15\n\rweights_bytes\x18\x07 \x01(\x03\x12\x1f\n\x17kv_cache_bytes_per_slot\x18\x08 \x01(\x03\x12\x1e\n\x16memory_footprint_bytes\x18\t \x01(\x03\x12\x13\n\x0blayer_count\x18\n \x01(\x05\x12\x15\n\rkv_head_count\x18\x0b \x01(\x05\x12\x10\n\x08head_dim\x18\x0c \x01(\x05\x12\x1e\n\x16kv_cache_element_bytes\x18\r \x01(\x05\x12\x38\n\x08\x61\x63tivity\x18\x0e \x01(\x0b\x32&.meshserve.inference.v1.EngineActivity\"\x82\x01\n\x0e\x45ngineActivity\x12\x18\n\x10running_requests\x18\x01 \x01(\x05\x12\x18\n\x10waiting_requests\x18\x02 \x01(\x05\x12\x1f\n\x17kv_cache_capacity_bytes\x18\x03 \x01(\x03\x12\x1b\n\x13kv_cache_used_bytes\x18\x04 \x01(\x03\"H\n\x14GetModelInfoResponse\x12\x30\n\x05model\x18\x01 \x01(\x0b\x32!.meshserve.inference.v1.ModelInfo\"\x12\n\x10LoadModelRequest\"E\n\x11LoadModelResponse\x12\x30\n\x05model\x18\x01 \x01(\x0b\x32!.meshserve.inference.v1.ModelInfo\"\x14\n\x12UnloadModelRequest\"G\n\x13UnloadModelResponse\x12\x30\n\x05model\x18\x01 \x01(\x0b\x32!.meshserve.inference.v1.ModelInfo*h\n\x08\x43hatRole\x12\x19\n\x15\x43HAT_ROLE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43HAT_ROLE_SYSTEM\x10\x01\x12\x12\n\x0e\x43HAT_ROLE_USER\x10\x02\x12\x17\n\x13\x43HAT_ROLE_ASSISTANT\x10\x03*_\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02*\x8d\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n\x11MODEL_STATE_READY\x10\x02\x12\x18\n\x14MODEL_STATE_STOPPING\x10\x03\x12\x18\n\x14MODEL_STATE_UNLOADED\x10\x04\x32\xa8\x03\n\x10InferenceService\x12_\n\x08Generate\x12\'.meshserve.inference.v1.GenerateRequest\x1a(.meshserve.inference.v1.GenerateResponse0\x01\x12i\n\x0cGetModelInfo\x12+.meshserve.inference.v1.GetModelInfoRequest\x1a,.meshserve.inference.v1.GetModelInfoResponse\x12`\n\tLoadModel\x12(.meshserve.inference.v1.LoadModelRequest\x1a).meshserve.inference.v1.LoadModelResponse\x12\x66\n\x0bUnloadModel\x12*.meshserve.inference.v1.UnloadModelRequest\x1a+.meshserve.inference.v1.UnloadModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'meshserve.inference.v1.inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHATROLE']._serialized_start=1457
-  _globals['_CHATROLE']._serialized_end=1561
-  _globals['_FINISHREASON']._serialized_start=1563
-  _globals['_FINISHREASON']._serialized_end=1658
-  _globals['_MODELSTATE']._serialized_start=1661
-  _globals['_MODELSTATE']._serialized_end=1802
+  _globals['_CHATROLE']._serialized_start=1842
+  _globals['_CHATROLE']._serialized_end=1946
+  _globals['_FINISHREASON']._serialized_start=1948
+  _globals['_FINISHREASON']._serialized_end=2043
+  _globals['_MODELSTATE']._serialized_start=2046
+  _globals['_MODELSTATE']._serialized_end=2187
   _globals['_CHATMESSAGE']._serialized_start=66
   _globals['_CHATMESSAGE']._serialized_end=144
   _globals['_GENERATEREQUEST']._serialized_start=147
-  _globals['_GENERATEREQUEST']._serialized_end=424
-  _globals['_USAGE']._serialized_start=426
-  _globals['_USAGE']._serialized_end=478
-  _globals['_GENERATERESPONSE']._serialized_start=481
-  _globals['_GENERATERESPONSE']._serialized_end=639
-  _globals['_GETMODELINFOREQUEST']._serialized_start=641
-  _globals['_GETMODELINFOREQUEST']._serialized_end=662
-  _globals['_MODELINFO']._serialized_start=665
-  _globals['_MODELINFO']._serialized_end=1062
-  _globals['_ENGINEACTIVITY']._serialized_start=1065
-  _globals['_ENGINEACTIVITY']._serialized_end=1195
-  _globals['_GETMODELINFORESPONSE']._serialized_start=1197
-  _globals['_GETMODELINFORESPONSE']._serialized_end=1269
-  _globals['_LOADMODELREQUEST']._serialized_start=1271
-  _globals['_LOADMODELREQUEST']._serialized_end=1289
-  _globals['_LOADMODELRESPONSE']._serialized_start=1291
-  _globals['_LOADMODELRESPONSE']._serialized_end=1360
-  _globals['_UNLOADMODELREQUEST']._serialized_start=1362
-  _globals['_UNLOADMODELREQUEST']._serialized_end=1382
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=1384
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=1455
-  _globals['_INFERENCESERVICE']._serialized_start=1805
-  _globals['_INFERENCESERVICE']._serialized_end=2229
+  _globals['_GENERATEREQUEST']._serialized_end=624
+  _globals['_USAGE']._serialized_start=626
+  _globals['_USAGE']._serialized_end=678
+  _globals['_GENERATERESPONSE']._serialized_start=681
+  _globals['_GENERATERESPONSE']._serialized_end=895
+  _globals['_TOKENLOGPROB']._serialized_start=897
+  _globals['_TOKENLOGPROB']._serialized_end=1024
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1026
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1047
+  _globals['_MODELINFO']._serialized_start=1050
+  _globals['_MODELINFO']._serialized_end=1447
+  _globals['_ENGINEACTIVITY']._serialized_start=1450
+  _globals['_ENGINEACTIVITY']._serialized_end=1580
+  _globals['_GETMODELINFORESPONSE']._serialized_start=1582
+  _globals['_GETMODELINFORESPONSE']._serialized_end=1654
+  _globals['_LOADMODELREQUEST']._serialized_start=1656
+  _globals['_LOADMODELREQUEST']._serialized_end=1674
+  _globals['_LOADMODELRESPONSE']._serialized_start=1676
+  _globals['_LOADMODELRESPONSE']._serialized_end=1745
+  _globals['_UNLOADMODELREQUEST']._serialized_start=1747
+  _globals['_UNLOADMODELREQUEST']._serialized_end=1767
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=1769
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=1840
+  _globals['_INFERENCESERVICE']._serialized_start=2190
+  _globals['_INFERENCESERVICE']._serialized_end=2614
 # @@protoc_insertion_point(module_scope)

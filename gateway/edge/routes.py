@@ -1,0 +1,138 @@
+"""The edge's route table: what goes to the gateway, what to the OpenAI front, and what Envoy answers itself.
+
+The transcoder runs before routing and rewrites a REST call it knows (`POST /v1/generate`) to its gRPC
+path, so the gateway's routes match gRPC paths only. A request still on a native REST path when it is
+routed had a method the path does not take, and is answered 405; a path no route knows is answered 404.
+Neither reaches a gateway. Both answers are JSON in the shape of their surface: the OpenAI envelope
+under the OpenAI API's paths, a google.rpc.Status everywhere else.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from envoy_data_plane.envoy.config.core.v3 import HeaderValue, HeaderValueOption, SubstitutionFormatString
+from envoy_data_plane.envoy.config.route.v3 import (
+    DirectResponseAction,
+    HeaderMatcher,
+    Route,
+    RouteAction,
+    RouteActionMaxStreamDuration,
+    RouteConfiguration,
+    RouteMatch,
+    VirtualHost,
+)
+from envoy_data_plane.envoy.type.matcher.v3 import RegexMatcher, StringMatcher
+from envoy_data_plane.google.protobuf import Struct
+from google.api import annotations_pb2
+from meshserve.gateway.v1 import gateway_pb2
+
+from gateway.edge.config import GATEWAY_CLUSTER, OPENAI_CLUSTER, EdgeConfig
+from services.shared.errors import ERROR_DOMAIN
+
+_DISABLED = datetime.timedelta(0)
+# gRPC paths the gateway serves: the public API, health and reflection.
+GRPC_PREFIXES = ("/meshserve.gateway.v1.GatewayService/", "/grpc.health.v1.Health/", "/grpc.reflection.")
+# The OpenAI API's families of paths. Envoy's own answers under them use the OpenAI envelope, so that an
+# OpenAI client reads them, whether or not meshserve serves the path.
+# Prefixes rather than one regex: RE2 refuses a pattern that long.
+OPENAI_PATH_PREFIXES = (
+    "/v1/chat/", "/v1/completions", "/v1/models", "/v1/embeddings", "/v1/responses", "/v1/audio/",
+    "/v1/images/", "/v1/files", "/v1/batches", "/v1/moderations", "/v1/fine_tuning/", "/v1/assistants",
+    "/v1/threads", "/v1/vector_stores", "/v1/uploads", "/v1/realtime",
+)  # fmt: skip
+# The OpenAI routes meshserve serves: (how the path matches, the method it takes).
+_OPENAI_ROUTES = (
+    (RouteMatch(path="/v1/chat/completions"), "POST"),
+    (RouteMatch(path="/v1/completions"), "POST"),
+    (RouteMatch(path="/v1/models"), "GET"),
+    (RouteMatch(safe_regex=RegexMatcher(regex=r"^/v1/models/[^/]+$")), "GET"),
+)
+
+
+def native_rest_bindings() -> dict[str, str]:
+    """Every REST path of the public API with its method, read from the google.api.http options."""
+    bindings = {}
+    for method in gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].methods:
+        rule = method.GetOptions().Extensions[annotations_pb2.http]
+        verb = rule.WhichOneof("pattern")
+        if verb and verb != "custom":
+            bindings[getattr(rule, verb)] = verb.upper()
+    return bindings
+
+
+def route_configuration(config: EdgeConfig) -> RouteConfiguration:
+    gateway = _forward(GATEWAY_CLUSTER, config)
+    routes = [Route(match=RouteMatch(prefix=prefix), route=gateway) for prefix in GRPC_PREFIXES]
+    if config.openai_endpoints:
+        routes += _openai_routes(config)
+    routes += [_wrong_method(RouteMatch(path=path), method) for path, method in native_rest_bindings().items()]
+    routes += [_answer(RouteMatch(prefix=prefix), 404, _openai_body("not_found")) for prefix in OPENAI_PATH_PREFIXES]
+    routes.append(_answer(RouteMatch(prefix="/"), 404, _status_body(5, "UNKNOWN_PATH", "no such path")))
+    host = VirtualHost(name="meshserve", domains=["*"], routes=routes)
+    return RouteConfiguration(name="edge_routes", virtual_hosts=[host])
+
+
+def _openai_routes(config: EdgeConfig) -> list[Route]:
+    front = _forward(OPENAI_CLUSTER, config)
+    served = [Route(match=_with_method(match, method), route=front) for match, method in _OPENAI_ROUTES]
+    refused = [
+        _answer(match, 405, _openai_body("method_not_allowed"), allow=method) for match, method in _OPENAI_ROUTES
+    ]
+    return [*served, *refused]
+
+
+def _with_method(match: RouteMatch, method: str) -> RouteMatch:
+    only = HeaderMatcher(name=":method", string_match=StringMatcher(exact=method))
+    return RouteMatch(path=match.path, safe_regex=match.safe_regex, headers=[only])
+
+
+def _forward(cluster: str, config: EdgeConfig) -> RouteAction:
+    return RouteAction(
+        cluster=cluster,
+        # The default 15s route timeout would cut long generations, so only the stream limits apply.
+        timeout=_DISABLED,
+        idle_timeout=config.stream_idle_timeout,
+        max_stream_duration=RouteActionMaxStreamDuration(
+            max_stream_duration=config.max_stream_duration,
+            # A gRPC caller's deadline (grpc-timeout) is honoured, up to the same ceiling.
+            grpc_timeout_header_max=config.max_stream_duration,
+        ),
+    )
+
+
+def _wrong_method(match: RouteMatch, method: str) -> Route:
+    return _answer(match, 405, _status_body(12, "METHOD_NOT_ALLOWED", f"this path takes {method} only"), allow=method)
+
+
+def _answer(match: RouteMatch, status: int, body: dict, allow: str | None = None) -> Route:
+    headers = [] if allow is None else [HeaderValueOption(header=HeaderValue(key="allow", value=allow))]
+    action = DirectResponseAction(
+        status=status,
+        body_format=SubstitutionFormatString(json_format=Struct.from_dict(body), content_type="application/json"),
+    )
+    return Route(match=match, direct_response=action, response_headers_to_add=headers)
+
+
+_REQUEST_LINE = "%REQ(:METHOD)% %REQ(:PATH)%"
+
+
+def _status_body(code: int, reason: str, message: str) -> dict:
+    return {
+        "code": code,
+        "message": f"{message}: {_REQUEST_LINE}",
+        "details": [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": reason,
+                "domain": ERROR_DOMAIN,
+                "metadata": {"source": "edge"},
+            }
+        ],
+    }
+
+
+def _openai_body(code: str) -> dict:
+    message = "Invalid URL" if code == "not_found" else "Method not allowed"
+    return {"error": {"message": f"{message} ({_REQUEST_LINE})", "type": "invalid_request_error", "param": None,
+                      "code": code}}  # fmt: skip

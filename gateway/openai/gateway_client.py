@@ -1,0 +1,61 @@
+"""The front's grpc adapter: meshserve.gateway.v1 over mTLS, failures as typed MeshErrors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from meshserve.gateway.v1 import gateway_pb2 as pb
+from meshserve.gateway.v1 import gateway_pb2_grpc
+
+from services.shared.channels import open_channel
+from services.shared.status_details import details_of, to_mesh_error
+from services.shared.tls import TlsFiles
+from telemetry.spans import client_span, record_failure
+
+GENERATE = "/meshserve.gateway.v1.GatewayService/Generate"
+LIST_MODELS = "/meshserve.gateway.v1.GatewayService/ListModels"
+
+
+class GatewayClient:
+    def __init__(self, address: str, tls: TlsFiles | None) -> None:
+        self._address = address
+        self._channel = open_channel(address, tls)
+        self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    async def generate(self, request: pb.GenerateRequest, timeout: float) -> AsyncIterator[pb.GenerateResponse]:
+        """The gateway's stream; closing it early cancels the call, and so the work, all the way down."""
+        with client_span(GENERATE, self._address) as (span, metadata):
+            call = self._stub.Generate(request, timeout=timeout, metadata=metadata)
+            try:
+                async for message in call:
+                    yield message
+            except grpc.aio.AioRpcError as error:
+                raise self._failed(span, error) from None
+            finally:
+                call.cancel()
+
+    async def models(self, timeout: float = 5.0) -> pb.ListModelsResponse:
+        with client_span(LIST_MODELS, self._address) as (span, metadata):
+            try:
+                return await self._stub.ListModels(pb.ListModelsRequest(), timeout=timeout, metadata=metadata)
+            except grpc.aio.AioRpcError as error:
+                raise self._failed(span, error) from None
+
+    async def ready(self, timeout: float = 2.0) -> bool:
+        """Whether the gateway says the mesh is SERVING."""
+        try:
+            reply = await self._health.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    def _failed(self, span, error: grpc.aio.AioRpcError) -> Exception:
+        details = details_of(error)
+        record_failure(span, details.code, details.reason or details.code.name, details.message)
+        return to_mesh_error(error, "gateway")

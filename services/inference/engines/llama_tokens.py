@@ -1,0 +1,60 @@
+"""What the llama.cpp engine reads about single tokens: whether one is special, its text, its log probability."""
+
+from __future__ import annotations
+
+import ctypes
+
+import llama_cpp
+import numpy as np
+from llama_cpp import Llama
+
+from services.shared.domain import TokenChoice, TokenLogprob
+
+# Tokens that mark structure, not text: end of turn, padding, unused slots of the vocabulary.
+_NEVER_TEXT = (
+    llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN | llama_cpp.LLAMA_TOKEN_ATTR_UNUSED
+)
+# The longest piece llama.cpp writes for one token is far shorter than this.
+_PIECE_BUFFER_BYTES = 256
+
+
+def is_special(llm: Llama, token: int) -> bool:
+    """Whether the token is one a tokenizer's skip_special_tokens leaves out of the text.
+
+    GGUF files mark a model's added markup tokens (Gemma's <start_of_image>, a mask token) as user-defined
+    rather than control tokens, so llama.cpp renders them as text. Those are the ones written in angle
+    brackets; a user-defined token that is a plain word stays text.
+    """
+    vocab = llm._model.vocab
+    attributes = llama_cpp.llama_vocab_get_attr(vocab, token)
+    if attributes & _NEVER_TEXT:
+        return True
+    if attributes & llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED:
+        text = piece(llm, token)
+        return len(text) > 2 and text.startswith(b"<") and text.endswith(b">")
+    return False
+
+
+def piece(llm: Llama, token: int) -> bytes:
+    """The token's own bytes, special tokens written out."""
+    buffer = ctypes.create_string_buffer(_PIECE_BUFFER_BYTES)
+    length = llama_cpp.llama_token_to_piece(llm._model.vocab, token, buffer, _PIECE_BUFFER_BYTES, 0, True)
+    return buffer.raw[: max(length, 0)]
+
+
+def token_logprob(llm: Llama, token: int, top: int) -> TokenLogprob:
+    """The sampled token's log probability, and the `top` likeliest tokens, from the logits it was sampled from.
+
+    Read right after sampling and before the token is evaluated, while the context still holds the logits
+    of the position the token was sampled for.
+    """
+    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(llm.n_vocab(),))
+    logprobs = Llama.logits_to_logprobs(logits)
+    likeliest = np.argpartition(-logprobs, top)[:top] if top else np.array([], dtype=np.int64)
+    likeliest = likeliest[np.argsort(-logprobs[likeliest])]
+    return TokenLogprob(_choice(llm, token, logprobs), tuple(_choice(llm, int(t), logprobs) for t in likeliest))
+
+
+def _choice(llm: Llama, token: int, logprobs: np.ndarray) -> TokenChoice:
+    raw = piece(llm, token)
+    return TokenChoice(raw.decode("utf-8", errors="replace"), float(logprobs[token]), raw)
