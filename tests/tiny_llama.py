@@ -9,6 +9,10 @@ than flooding the mesh with thousands of tokens a second.
 The end-of-sequence token's output row is zeroed and the others scaled up, so the random model never
 picks it: every request runs to max_tokens, which keeps usage counts and timings exact.
 
+It also has a special marker token, <|marker|>, made the model's first greedy choice after MARKER_PROMPT:
+its output row is the row of the token the model would have picked there, made a quarter more likely. So
+a test can see a special token generated, and kept out of the text unless asked for.
+
     python -m tests.tiny_llama DIRECTORY
 """
 
@@ -20,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 # Bump when the model below changes, so that cached copies are rebuilt.
-BUILD_VERSION = 4
+BUILD_VERSION = 5
 DEFAULT_CACHE = Path.home() / ".cache" / "meshserve" / "models"
 
 _CHAT_TEMPLATE = (
@@ -34,6 +38,8 @@ _CORPUS = [
     "schedulers admit work by memory pressure and priority",
 ]
 _LOGIT_SCALE = 50.0
+MARKER = "<|marker|>"
+MARKER_PROMPT = "the quick brown fox"
 
 
 def cached_tiny_llama(cache: Path = DEFAULT_CACHE) -> Path:
@@ -62,10 +68,12 @@ def build_tiny_llama(directory: Path) -> Path:
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=512, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=512, special_tokens=["<s>", "</s>", MARKER], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     tokenizer.train_from_iterator(_CORPUS * 20, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", additional_special_tokens=[MARKER]
+    )
     fast.chat_template = _CHAT_TEMPLATE
     fast.save_pretrained(directory)
 
@@ -86,8 +94,24 @@ def build_tiny_llama(directory: Path) -> Path:
     with torch.no_grad():
         model.lm_head.weight.mul_(_LOGIT_SCALE)
         model.lm_head.weight[fast.eos_token_id].zero_()
-    model.to(torch.bfloat16).save_pretrained(directory)
+        model.to(torch.bfloat16)
+        _make_the_marker_likeliest_after(model, fast, MARKER_PROMPT)
+    model.save_pretrained(directory)
     return directory
+
+
+def _make_the_marker_likeliest_after(model, tokenizer, prompt: str) -> None:
+    import torch
+
+    marker = tokenizer.convert_tokens_to_ids(MARKER)
+    prompt_ids = torch.tensor([tokenizer.encode(prompt)])
+    hidden = model.model(prompt_ids).last_hidden_state[0, -1]
+    logits = model.lm_head(hidden)
+    logits[marker] = float("-inf")
+    chosen = int(logits.argmax())
+    # A quarter more likely than the chosen token, whichever the sign of its logit.
+    scale = 1.25 if float(logits[chosen]) > 0 else 0.75
+    model.lm_head.weight[marker] = model.lm_head.weight[chosen] * scale
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from meshserve.inference.v1 import inference_pb2, inference_pb2_grpc
 
 from services.shared.tls import channel_credentials
 from tests.e2e.conftest import Mesh, running_mesh
+from tests.e2e.openai_support import sdk
 from tests.e2e.sse import OpenStream, SseReply, post_generate
 from tests.e2e.test_mesh_scheduling import is_a_token, scheduler_state
 from tests.otlp_receiver import OtlpReceiver
@@ -27,6 +28,7 @@ from tests.support import (
     tokens_in_kv_cache,
     vllm_model_entry,
 )
+from tests.tiny_llama import MARKER, MARKER_PROMPT
 
 pytestmark = requires_vllm
 
@@ -95,6 +97,22 @@ def test_the_first_token_reaches_the_client_while_vllm_generates_the_rest(side_b
         finally:
             stream.close()
         most_tokens_until_idle(lambda: model_info(engine))
+
+
+def test_the_openai_api_serves_the_vllm_model_with_logprobs_and_no_special_tokens(side_by_side: Mesh) -> None:
+    client = sdk(side_by_side)
+    hidden = client.completions.create(model=VLLM_MODEL, prompt=MARKER_PROMPT, max_tokens=6, temperature=0, logprobs=2)
+    shown = client.completions.create(
+        model=VLLM_MODEL, prompt=MARKER_PROMPT, max_tokens=6, temperature=0, extra_body={"skip_special_tokens": False}
+    )
+    assert MARKER in shown.choices[0].text and MARKER not in hidden.choices[0].text
+    assert hidden.usage.completion_tokens == shown.usage.completion_tokens == 6
+    logprobs = hidden.choices[0].logprobs
+    assert len(logprobs.token_logprobs) == 6 and all(len(top) == 2 for top in logprobs.top_logprobs)
+    chat = client.chat.completions.create(
+        model=VLLM_MODEL, messages=[{"role": "user", "content": "hello"}], max_tokens=5, logprobs=True, top_logprobs=1
+    )
+    assert chat.model == VLLM_MODEL and len(chat.choices[0].logprobs.content) == 5
 
 
 def test_the_llama_cpp_model_serves_beside_it(side_by_side: Mesh) -> None:

@@ -31,6 +31,7 @@ from tests.support import (
     vllm_model_entry,
     wait_until_serving,
 )
+from tests.tiny_llama import MARKER, MARKER_PROMPT
 
 pytestmark = requires_vllm
 
@@ -233,6 +234,43 @@ async def test_an_unloaded_model_frees_vllm_and_loads_again_on_demand(stub) -> N
     replies = await generate(stub, prompt="hello world", max_tokens=8)
     assert replies[-1].usage.output_tokens == 8
     assert (await stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5)).model.state == pb.MODEL_STATE_READY
+
+
+async def test_special_tokens_stay_out_of_the_text_unless_asked_for(stub) -> None:
+    request = {"prompt": MARKER_PROMPT, "max_tokens": 8, "temperature": 0.0}
+    hidden = await generate(stub, **request)
+    shown = await generate(stub, **request, skip_special_tokens=False)
+    assert MARKER in "".join(reply.text for reply in shown), "the model no longer generates its marker"
+    assert MARKER not in "".join(reply.text for reply in hidden)
+    # The same tokens, the marker among them, were generated and counted either way.
+    assert [t for r in hidden for t in r.token_ids] == [t for r in shown for t in r.token_ids]
+    assert hidden[-1].usage.output_tokens == shown[-1].usage.output_tokens == 8
+
+
+async def test_logprobs_come_from_vllm_for_every_token(stub) -> None:
+    replies = await generate(stub, prompt="hello world", max_tokens=6, temperature=0.0, logprobs=3)
+    entries = [entry for reply in replies for entry in reply.logprobs]
+    assert len(entries) == sum(len(reply.token_ids) for reply in replies) == 6
+    for entry in entries:
+        assert len(entry.top_logprobs) == 3
+        # Greedy: the chosen token is the likeliest, and the alternatives come likeliest first.
+        assert entry.top_logprobs[0].logprob == entry.logprob <= 0
+        assert [t.logprob for t in entry.top_logprobs] == sorted((t.logprob for t in entry.top_logprobs), reverse=True)
+    assert all(not reply.logprobs for reply in await generate(stub, prompt="hello world", max_tokens=3))
+
+
+async def test_penalties_reach_vllm_and_change_a_greedy_completion(stub) -> None:
+    # The model repeats one token again and again after this prompt, greedily.
+    def ids(replies) -> list[int]:
+        return [token for reply in replies for token in reply.token_ids]
+
+    plain = ids(await generate(stub, prompt=MARKER_PROMPT, max_tokens=48, temperature=0.0))
+    frequency = ids(await generate(stub, prompt=MARKER_PROMPT, max_tokens=48, temperature=0.0, frequency_penalty=2.0))
+    presence = ids(await generate(stub, prompt=MARKER_PROMPT, max_tokens=48, temperature=0.0, presence_penalty=2.0))
+    assert frequency != plain and presence != plain
+    # Penalised, the most repeated token is repeated less.
+    most = max(set(plain), key=plain.count)
+    assert frequency.count(most) < plain.count(most)
 
 
 def test_sigterm_shuts_vllm_down_cleanly(vllm_service: VllmService) -> None:
