@@ -174,7 +174,9 @@ def _wrap_stream(
                 yield response
         except grpc.aio.AbortError:
             raise
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
+            # A caller that goes away while this handler waits at a yield closes it (GeneratorExit) rather
+            # than cancelling it: both are a cancelled call.
             _record_cancellation(context, record)
             raise
         except Exception as error:  # noqa: BLE001 - this is the one place errors are mapped
