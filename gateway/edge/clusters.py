@@ -60,29 +60,28 @@ def clusters(config: EdgeConfig) -> list[Cluster]:
 
 
 def gateway_cluster(config: EdgeConfig) -> Cluster:
-    return Cluster(
-        name=GATEWAY_CLUSTER,
-        type=_discovery_type(config.gateway_endpoints),
-        dns_lookup_family=ClusterDnsLookupFamily.V4_PREFERRED,
-        connect_timeout=config.connect_timeout,
-        load_assignment=_endpoints(GATEWAY_CLUSTER, config.gateway_endpoints),
-        typed_extension_protocol_options={_HTTP_PROTOCOL_OPTIONS: pack(_http2_only())},
-        transport_socket=_upstream_mtls(config, config.gateway_san, "h2"),
-        health_checks=[_grpc_health_check(config.health_check_interval)],
-        outlier_detection=_outlier_detection(config),
-    )
+    cluster = _mesh_service(config, GATEWAY_CLUSTER, config.gateway_endpoints, config.gateway_san, "h2")
+    cluster.typed_extension_protocol_options = {_HTTP_PROTOCOL_OPTIONS: pack(_http2_only())}
+    cluster.health_checks = [_grpc_health_check(config.health_check_interval)]
+    return cluster
 
 
 def openai_cluster(config: EdgeConfig) -> Cluster:
     """The OpenAI front: an ASGI server, so HTTP/1.1; its /healthz says whether it reaches a gateway."""
+    cluster = _mesh_service(config, OPENAI_CLUSTER, config.openai_endpoints, config.openai_san, "http/1.1")
+    cluster.health_checks = [_http_health_check(config.health_check_interval)]
+    return cluster
+
+
+def _mesh_service(config: EdgeConfig, name: str, endpoints: list[HostPort], san: str, alpn: str) -> Cluster:
+    """A cluster of mesh service replicas: reached over mTLS, the one identity accepted, failing hosts ejected."""
     return Cluster(
-        name=OPENAI_CLUSTER,
-        type=_discovery_type(config.openai_endpoints),
+        name=name,
+        type=_discovery_type(endpoints),
         dns_lookup_family=ClusterDnsLookupFamily.V4_PREFERRED,
         connect_timeout=config.connect_timeout,
-        load_assignment=_endpoints(OPENAI_CLUSTER, config.openai_endpoints),
-        transport_socket=_upstream_mtls(config, config.openai_san, "http/1.1"),
-        health_checks=[_http_health_check(config.health_check_interval)],
+        load_assignment=_endpoints(name, endpoints),
+        transport_socket=_upstream_mtls(config, san, alpn),
         outlier_detection=_outlier_detection(config),
     )
 

@@ -69,6 +69,13 @@ class CompletionWriter:
         choice.update(logprobs=logprobs, finish_reason=self._finish_reason)
         return {**self._header(False), "choices": [choice], "usage": self._usage}
 
+    def outcome(self) -> tuple[str, str, int, int] | None:
+        """The served model, finish reason and token counts once the last message is in, for the trace."""
+        if self._finish_reason is None or self._usage is None:
+            return None
+        usage = self._usage
+        return self.model, self._finish_reason, usage["prompt_tokens"], usage["completion_tokens"]
+
     def _note(self, message: pb.GenerateResponse) -> None:
         self.model = message.model or self.model
         if message.finish_reason in _FINISH_REASONS:

@@ -7,10 +7,8 @@ HTTP error with OpenAI's envelope. Once a stream has begun, a failure is sent as
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
@@ -21,19 +19,21 @@ from opentelemetry import trace
 from starlette.exceptions import HTTPException
 
 from gateway.openai.errors import OpenAIError, bad_request, from_mesh_error, from_validation_errors
-from gateway.openai.metrics import OPENAI_REQUESTS, OPENAI_STREAM_ERRORS
+from gateway.openai.metrics import OPENAI_REQUESTS
 from gateway.openai.responses import CompletionWriter
 from gateway.openai.schema import ChatCompletionRequest, CompletionRequest
+from gateway.openai.streaming import ClientGone, describe_outcome, events, gather, unless_the_client_leaves
 from gateway.openai.translate import PRIORITY_HEADER, Translated, chat_request, completion_request, priority_of
 from services.shared.errors import MeshError
-from telemetry.genai import operation_name, request_attributes, response_attributes
+from telemetry.genai import operation_name, request_attributes
 from telemetry.spans import TRACE_ID_HEADER, trace_id_of
 
 log = logging.getLogger("gateway.openai")
 
 TIMEOUT_HEADER = "x-meshserve-timeout-seconds"
 PROVIDER = "meshserve"
-_DONE = "data: [DONE]\n\n"
+# nginx's status for a request whose client closed the connection first; it is only logged, never sent.
+CLIENT_CLOSED_REQUEST = 499
 
 
 class Gateway(Protocol):
@@ -80,63 +80,28 @@ def create_app(gateway: Gateway, request_timeout_seconds: float) -> FastAPI:
 
     async def _complete(endpoint, body, translated: Translated, writer, with_logprobs, request: Request) -> Response:
         _describe(body, translated.request, endpoint)
-        timeout = _timeout(request, request_timeout_seconds)
-        stream = gateway.generate(translated.request, timeout)
+        stream = gateway.generate(translated.request, _timeout(request, request_timeout_seconds))
         try:
-            first = await anext(stream)
+            if body.stream:
+                # The first message comes before the answer starts, so a refusal is still an HTTP error.
+                first = await unless_the_client_leaves(request, anext(stream))
+            else:
+                await unless_the_client_leaves(request, gather(stream, writer))
         except MeshError as error:
             await stream.aclose()
             raise from_mesh_error(error, translated.param_aliases) from None
+        except ClientGone:
+            await stream.aclose()
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
         headers = {TRACE_ID_HEADER: trace_id_of(trace.get_current_span())}
         OPENAI_REQUESTS.labels(endpoint, "200").inc()
         if body.stream:
-            events = _events(endpoint, stream, first, writer, with_logprobs, translated.param_aliases)
-            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-        async with aclosing(stream):
-            writer.gather(first)
-            try:
-                async for message in stream:
-                    writer.gather(message)
-            except MeshError as error:
-                raise from_mesh_error(error, translated.param_aliases) from None
-        answer = writer.completed(with_logprobs)
-        _describe_answer(answer)
-        return JSONResponse(answer, headers=headers)
+            sse = events(endpoint, stream, first, writer, with_logprobs, translated.param_aliases)
+            return StreamingResponse(sse, media_type="text/event-stream", headers=headers)
+        describe_outcome(writer)
+        return JSONResponse(writer.completed(with_logprobs), headers=headers)
 
     return app
-
-
-async def _events(
-    endpoint: str,
-    stream: AsyncIterator[pb.GenerateResponse],
-    first: pb.GenerateResponse,
-    writer: CompletionWriter,
-    with_logprobs: bool,
-    aliases: dict[str, str],
-) -> AsyncIterator[str]:
-    """The stream's server-sent events; closing it (the client went away) cancels the generation."""
-    async with aclosing(stream):
-        try:
-            for chunk in writer.chunks(first, with_logprobs):
-                yield _event(chunk)
-            async for message in stream:
-                for chunk in writer.chunks(message, with_logprobs):
-                    yield _event(chunk)
-        except MeshError as error:
-            failure = from_mesh_error(error, aliases)
-            OPENAI_STREAM_ERRORS.labels(endpoint, failure.code or "unknown").inc()
-            log.warning("stream failed after it began: %s", error)
-            yield _event(failure.envelope())
-        except Exception:
-            # A failure of the front itself still ends the stream in words the client can read.
-            log.exception("stream failed in the OpenAI front")
-            OPENAI_STREAM_ERRORS.labels(endpoint, "internal_error").inc()
-            yield _event(OpenAIError(500, "internal error", "server_error", code="internal_error").envelope())
-    yield _DONE
-
-
-def _event(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
 
 
 def _include_usage(body: ChatCompletionRequest | CompletionRequest) -> bool:
@@ -187,16 +152,6 @@ def _describe(body: ChatCompletionRequest | CompletionRequest, request: pb.Gener
         log.debug("%s: ignoring fields OpenAI's schema or meshserve does not know: %s", endpoint, ", ".join(unknown))
 
 
-def _describe_answer(answer: dict[str, Any]) -> None:
-    usage, (choice,) = answer["usage"], answer["choices"]
-    if usage and choice["finish_reason"]:
-        trace.get_current_span().set_attributes(
-            response_attributes(
-                answer["model"], choice["finish_reason"], usage["prompt_tokens"], usage["completion_tokens"]
-            )
-        )
-
-
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OpenAIError)
     async def openai_error(request: Request, error: OpenAIError) -> JSONResponse:
@@ -219,7 +174,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 def _error_response(request: Request, error: OpenAIError) -> JSONResponse:
     OPENAI_REQUESTS.labels(_endpoint_of(request.url.path), str(error.status)).inc()
-    return JSONResponse(error.envelope(), status_code=error.status, headers=error.headers())
+    # A refused request names its trace too, so its client can find out what happened to it.
+    headers = {**error.headers(), TRACE_ID_HEADER: trace_id_of(trace.get_current_span())}
+    return JSONResponse(error.envelope(), status_code=error.status, headers=headers)
 
 
 def _endpoint_of(path: str) -> str:

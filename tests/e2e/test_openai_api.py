@@ -7,16 +7,21 @@ points it, with no retries.
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import ssl
 
 import httpx
 import openai
+import pytest
 
 from tests.e2e.conftest import Mesh
 from tests.e2e.openai_support import MODEL, STORY, async_sdk, raw_stream, sdk
 from tests.e2e.test_mesh_scheduling import (
     LONG,
+    hold_slots,
     most_tokens_until_the_engine_is_idle,
+    queued,
     scheduler_state,
     used_slots,
     wait_for,
@@ -191,6 +196,24 @@ def test_a_client_that_leaves_a_stream_frees_its_slot_and_stops_the_engine(mesh:
     wait_for(lambda: used_slots(mesh) == 0, 10.0, "the scheduler freeing the slot")
     assert most_tokens_until_the_engine_is_idle(mesh) < LONG["max_tokens"] // 2
     assert sum(depth.depth for depth in scheduler_state(mesh).queue) == 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_leaves_while_queued_gives_up_its_place(mesh: Mesh, stream: bool) -> None:
+    held = hold_slots(mesh, 2)
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", mesh.port("edge_http"), timeout=30)
+        body = {"model": MODEL, "prompt": STORY, "max_tokens": 4, "stream": stream}
+        connection.request("POST", "/v1/completions", json.dumps(body), {"content-type": "application/json"})
+        wait_for(lambda: queued(mesh) == 1, 15.0, "the request joining the queue")
+        connection.close()
+        # Gone from the queue while both slots are still held: nothing else could have taken it out.
+        wait_for(lambda: queued(mesh) == 0, 15.0, "the queue letting the request go")
+        assert used_slots(mesh) == 2
+    finally:
+        for stream_held in held:
+            stream_held.close()
+    wait_for(lambda: used_slots(mesh) == 0, 15.0, "every slot being freed")
 
 
 def test_an_openai_request_is_one_trace_from_envoy_through_the_front_to_the_engine(mesh: Mesh) -> None:

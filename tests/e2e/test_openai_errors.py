@@ -113,6 +113,12 @@ def test_after_every_bad_input_the_mesh_still_serves(mesh: Mesh) -> None:
     assert mesh.healthy()
 
 
+def test_fields_neither_openai_nor_meshserve_knows_are_ignored(mesh: Mesh) -> None:
+    reply = raw_post(mesh, "/v1/chat/completions", chat(frobnicate={"deeply": ["nested"]}, service_tier="auto"))
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["usage"]["completion_tokens"] == 2
+
+
 def test_the_sdk_raises_its_own_error_types(mesh: Mesh) -> None:
     client = sdk(mesh)
     with pytest.raises(openai.BadRequestError) as two:
@@ -218,6 +224,12 @@ def test_an_engine_that_dies_mid_stream_ends_the_stream_with_an_error_event_then
     assert all(event["choices"][0]["finish_reason"] is None for event in tokens), "no false finish"
     assert failure["error"]["type"] == "service_unavailable_error"
     assert failure["error"]["code"] == "inference_unavailable"
+    # The launcher waits half a second before restarting it, which then takes seconds to load its model:
+    # a request sent as the stream ends finds no endpoint of the model.
+    refused = raw_post(mesh, "/v1/completions", COMPLETION)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"]["type"] == "service_unavailable_error"
+    assert int(refused.headers["retry-after"]) >= 1
     wait_for_replacement(mesh, INFERENCE, pid)
 
     # The SDK reads the error event as an APIError rather than a silent end.

@@ -131,3 +131,18 @@ def test_pydantic_locations_become_openai_parameter_names() -> None:
     assert from_validation_errors(union_branch).param == "messages[0].content"
     assert from_validation_errors([{"loc": ("body", 7), "type": "json_invalid", "msg": "x"}]).code == "invalid_json"
     assert from_validation_errors([{"loc": ("body",), "msg": "not an object"}]).param is None
+
+
+def test_credentials_refused_by_the_mesh_are_401_and_403() -> None:
+    from services.shared.errors import ErrorKind, MeshError, permission_denied
+
+    missing = from_mesh_error(MeshError("NO_CREDENTIAL", "no key", kind=ErrorKind.UNAUTHENTICATED))
+    assert (missing.status, missing.type) == (401, "authentication_error")
+    scoped = from_mesh_error(permission_denied("MISSING_SCOPE", "needs inference"))
+    assert (scoped.status, scoped.type) == (403, "permission_error")
+
+
+def test_unknown_fields_are_kept_aside_to_be_named_not_refused() -> None:
+    body = chat_body(frobnicate=True, logit_bias=None, service_tier="auto")
+    assert body.unknown_fields() == ["frobnicate", "service_tier"]
+    assert chat_request(body, pb.PRIORITY_NORMAL).request.model == "m"
