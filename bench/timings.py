@@ -214,7 +214,7 @@ def mesh_timings(mesh: Mesh, slots: int, max_queue: int, plan: TimingPlan) -> di
     """Every figure measured through the running mesh; the inference service is killed last."""
     probe = MeshProbe(mesh)
     try:
-        round_trips = [timed(lambda: post(probe.http_port, "GET", "/v1/models")) for _ in range(plan.tries)]
+        round_trips = [timed(lambda: post(probe.http_port, "GET", "/v1/mesh/models")) for _ in range(plan.tries)]
         round_trip = statistics.median(round_trips)
         refused = refusals(probe, slots, max_queue, plan.tries)
         freed = slot_free_after_end(probe, plan.tries)
@@ -239,7 +239,7 @@ def describe(timings: dict) -> str:
     cancel = mesh["cancel_to_engine_free"]
     lines = [
         "timings (medians of a few tries; ratios to baselines from this run)",
-        f"  edge round trip (GET /v1/models)     {ms(mesh['edge_round_trip_seconds'])}",
+        f"  edge round trip (GET /v1/mesh/models) {ms(mesh['edge_round_trip_seconds'])}",
         f"  refusal at the door (429)            {ms(mesh['refusal_seconds'])}, "
         f"{mesh['refusal_in_round_trips']:.1f}x a round trip",
         f"  slot free after a stream's end       {ms(mesh['slot_free_after_stream_end_seconds'])}, "
