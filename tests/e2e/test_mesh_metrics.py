@@ -7,6 +7,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import Mesh
+from tests.e2e.openai_support import raw_post
 from tests.e2e.sse import OpenStream, post_generate
 
 MODEL = "gemma-3-270m"
@@ -109,3 +110,18 @@ def test_envoy_stats_are_reachable_in_prometheus_format(mesh: Mesh) -> None:
         if name == "envoy_cluster_upstream_rq_total" and gateway_cluster in labels
     ]
     assert requests and requests[0] > 0
+
+
+def test_the_openai_front_counts_its_answers_by_endpoint_and_status(mesh: Mesh) -> None:
+    before = metrics(mesh, "openai_metrics")
+    body = {"model": MODEL, "prompt": "Hello", "max_tokens": 2}
+    assert raw_post(mesh, "/v1/completions", body).status_code == 200
+    assert raw_post(mesh, "/v1/completions", {**body, "temperature": 9}).status_code == 400
+    assert raw_post(mesh, "/v1/completions", {**body, "model": "nope"}).status_code == 404
+    after = metrics(mesh, "openai_metrics")
+    for status in ("200", "400", "404"):
+        counted = delta(before, after, "meshserve_openai_requests_total", endpoint="completions", status=status)
+        assert counted == 1, status
+    # The same requests reached the gateway, which counts them as every other request.
+    gateway = metrics(mesh, "gateway_metrics")
+    assert value(gateway, "meshserve_tokens_total", model=MODEL, kind="output") >= 2
