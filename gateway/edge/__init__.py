@@ -1,8 +1,9 @@
 """The Envoy edge of meshserve: its bootstrap, built with the typed envoy-data-plane messages.
 
 The edge terminates client TLS (plain HTTP on loopback only), answers /healthz, rate-limits,
-transcodes REST to gRPC (streams as server-sent events), and routes to the gateway replicas over
-mTLS HTTP/2 with health checks and outlier detection.
+transcodes REST to gRPC (streams as server-sent events), routes gRPC to the gateway replicas over mTLS
+HTTP/2 and the OpenAI API to the OpenAI front over mTLS HTTP/1.1, both with health checks and outlier
+detection, and answers unknown paths and wrong methods itself.
 """
 
 import warnings

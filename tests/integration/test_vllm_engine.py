@@ -147,7 +147,9 @@ async def test_tokens_stream_as_vllm_yields_them_with_exact_usage(stub, vllm_ser
     assert "".join(reply.text for reply in replies)
 
     again = await generate(stub, prompt=prompt, max_tokens=40, temperature=0.7, seed=7)
-    assert [r.token_ids for r in again] == [r.token_ids for r in replies], "the seed makes sampling repeatable"
+    # The same tokens; how vLLM groups them into messages depends on how fast they are read.
+    tokens = [token for reply in replies for token in reply.token_ids]
+    assert [token for reply in again for token in reply.token_ids] == tokens, "the seed makes sampling repeatable"
 
 
 async def test_a_conversation_is_rendered_with_the_models_chat_template(stub, vllm_service: VllmService) -> None:
