@@ -25,7 +25,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from services.inference.core.model import EngineActivity, ModelMetadata, PreparedPrompt
 from services.inference.core.text_stream import StreamingText
-from services.inference.engines.llama_tokens import is_special, token_logprob
+from services.inference.engines.llama_tokens import SpecialTokens, token_logprob
 from services.shared.domain import FinishReason, GenerationChunk, GenerationRequest, SamplingParams, TokenLogprob, Usage
 from services.shared.errors import invalid_argument
 from services.shared.mesh_config import ModelConfig
@@ -57,6 +57,7 @@ class _Run:
     prompt: list[int]
     seed: int
     sampling: SamplingParams
+    special: SpecialTokens
     tokens: Iterator[int] | None = None
     completion: list[int] = field(default_factory=list)
     # The completion less the special tokens that are kept out of its text.
@@ -96,6 +97,8 @@ class LlamaCppEngine:
             self._slots.append(_Slot(llm, ThreadPoolExecutor(1, thread_name_prefix=f"llama-slot-{number}")))
         self._free = list(self._slots)
         self._formatter = self._chat_formatter(self._slots[0].llm)
+        # Every slot holds the same model, so one vocabulary's answers serve them all.
+        self._special = SpecialTokens(self._slots[0].llm)
         grown_by = resident_bytes() - resident_before
         return self._metadata(self._slots[0].llm, model_file.stat().st_size, grown_by)
 
@@ -136,7 +139,7 @@ class LlamaCppEngine:
     def _start(self, llm: Llama, request: GenerationRequest, prompt: list[int]) -> _Run:
         sampling = request.sampling
         seed = sampling.seed if sampling.seed is not None else random.randrange(2**32)
-        return _Run(llm, prompt, seed, sampling)
+        return _Run(llm, prompt, seed, sampling, self._special)
 
     async def _stream(
         self, run: _Run, request: GenerationRequest, advance: Callable[[], Awaitable[_Step | None]]
@@ -274,7 +277,7 @@ def _advance(run: _Run) -> _Step | None:
     if llama_cpp.llama_vocab_is_eog(run.llm._model.vocab, token):
         return _Step(token, True, b"", logprob)
     run.completion.append(token)
-    if not (sampling.skip_special_tokens and is_special(run.llm, token)):
+    if not (sampling.skip_special_tokens and token in run.special):
         run.visible.append(token)
     text = run.llm.detokenize(run.visible, prev_tokens=run.prompt, special=not sampling.skip_special_tokens)
     return _Step(token, False, text, logprob)

@@ -18,6 +18,25 @@ _NEVER_TEXT = (
 _PIECE_BUFFER_BYTES = 256
 
 
+class SpecialTokens:
+    """Which tokens skip_special_tokens leaves out, remembered per token id.
+
+    Asked once per generated token on a slot's worker thread: every call into llama.cpp releases the GIL,
+    and a busy event loop may then hold it for a whole switch interval before the worker gets it back, so
+    each token id is looked up in llama.cpp once and remembered.
+    """
+
+    def __init__(self, llm: Llama) -> None:
+        self._llm = llm
+        self._known: dict[int, bool] = {}
+
+    def __contains__(self, token: int) -> bool:
+        special = self._known.get(token)
+        if special is None:
+            special = self._known[token] = is_special(self._llm, token)
+        return special
+
+
 def is_special(llm: Llama, token: int) -> bool:
     """Whether the token is one a tokenizer's skip_special_tokens leaves out of the text.
 
