@@ -422,6 +422,25 @@ async def test_requests_over_the_rate_limit_get_429_but_healthz_does_not(
         await stop_edge(edge)
 
 
+async def test_the_edges_own_refusals_take_the_openai_envelope_under_the_openai_paths(
+    certs: dict[str, TlsFiles], descriptor_set: Path, gateway: Gateway, tmp_path: Path
+) -> None:
+    config = edge_config(certs, descriptor_set, gateway, tmp_path, rate_limit_per_second=1, rate_limit_burst=1)
+    edge = await start_edge(config, tmp_path)
+    try:
+        openai = [await request(edge, "http", "POST", "/v1/chat/completions", {}) for _ in range(6)]
+        native = [await request(edge, "http", "POST", "/v1/generate", {"prompt": "Hi"}) for _ in range(6)]
+    finally:
+        await stop_edge(edge)
+    limited = [response for response in openai if response.status == 429]
+    assert limited, [response.status for response in openai]
+    assert limited[0].json()["error"]["type"] == "rate_limit_error"
+    assert limited[0].json()["error"]["code"] == "rate_limited"
+    limited = [response for response in native if response.status == 429]
+    assert limited, [response.status for response in native]
+    assert limited[0].json()["details"][0]["reason"] == "RATE_LIMITED" and limited[0].json()["code"] == 8
+
+
 async def grpc_code(call: Any) -> grpc.StatusCode:
     try:
         await call
