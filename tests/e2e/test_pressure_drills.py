@@ -7,7 +7,6 @@ Three models share the drilled device: `small` (one slot, the smallest footprint
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from meshserve.scheduler.v1 import scheduler_pb2 as spb
 from services.shared.tls import channel_credentials
 from tests.e2e.conftest import Mesh, running_mesh
 from tests.e2e.sse import OpenStream, SseReply, post_generate
-from tests.e2e.test_mesh_scheduling import is_a_token, scheduler_state, wait_for
+from tests.e2e.test_mesh_scheduling import grant_order, is_a_token, scheduler_state, wait_for
 from tests.otlp_receiver import OtlpReceiver
 from tests.support import model_entry, write_drill_reading
 
@@ -101,14 +100,6 @@ def drill(tmp_path_factory: pytest.TempPathFactory, traces: OtlpReceiver) -> Ite
         footprints = {e.endpoint.model: e.memory_footprint_bytes for e in scheduler_state(mesh).endpoints}
         assert footprints["small"] < min(footprints["large"], footprints["sleepy"]), footprints
         yield drill
-
-
-def grant_order(mesh: Mesh, replies: dict[str, SseReply]) -> list[str]:
-    """The names of the replies in the order the scheduler granted their slots, by their trace ids."""
-    names = {reply.trace_id: name for name, reply in replies.items()}
-    assert "" not in names, "every served reply names its trace"
-    grants = (json.loads(line) for line in mesh.log("scheduler").splitlines() if '"granted ' in line)
-    return [names[grant["trace_id"]] for grant in grants if grant.get("trace_id") in names]
 
 
 def served(reply: SseReply) -> bool:
