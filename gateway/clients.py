@@ -26,7 +26,8 @@ GENERATE = "/meshserve.inference.v1.InferenceService/Generate"
 _RELEASE_WAIT_SECONDS = 1.0
 
 
-def _failed(span, error: grpc.aio.AioRpcError, upstream: str) -> Exception:
+def failed_call(span, error: grpc.aio.AioRpcError, upstream: str) -> Exception:
+    """The typed error of a failed call to `upstream`, recorded on the client span that made it."""
     details = details_of(error)
     record_failure(span, details.code, details.reason or details.code.name, details.message)
     return to_mesh_error(error, upstream)
@@ -47,7 +48,7 @@ class SchedulerClient:
                 grant = await _wait_for_grant(call)
             except grpc.aio.AioRpcError as error:
                 call.cancel()
-                raise _failed(span, error, "scheduler") from None
+                raise failed_call(span, error, "scheduler") from None
             slot = _SlotStream(call, SlotGrant(grant.slot_id, grant.model, grant.endpoint.address))
             try:
                 yield slot
@@ -133,7 +134,7 @@ class InferenceClients:
                 async for message in call:
                     yield from_inference_response(message)
             except grpc.aio.AioRpcError as error:
-                raise _failed(span, error, "inference") from None
+                raise failed_call(span, error, "inference") from None
             finally:
                 call.cancel()
 

@@ -9,10 +9,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from meshserve.gateway.v1 import gateway_pb2 as pb
 from meshserve.gateway.v1 import gateway_pb2_grpc
 
+from gateway.clients import failed_call
 from services.shared.channels import open_channel
-from services.shared.status_details import details_of, to_mesh_error
 from services.shared.tls import TlsFiles
-from telemetry.spans import client_span, record_failure
+from telemetry.spans import client_span
 
 GENERATE = "/meshserve.gateway.v1.GatewayService/Generate"
 LIST_MODELS = "/meshserve.gateway.v1.GatewayService/ListModels"
@@ -33,7 +33,7 @@ class GatewayClient:
                 async for message in call:
                     yield message
             except grpc.aio.AioRpcError as error:
-                raise self._failed(span, error) from None
+                raise failed_call(span, error, "gateway") from None
             finally:
                 call.cancel()
 
@@ -42,7 +42,7 @@ class GatewayClient:
             try:
                 return await self._stub.ListModels(pb.ListModelsRequest(), timeout=timeout, metadata=metadata)
             except grpc.aio.AioRpcError as error:
-                raise self._failed(span, error) from None
+                raise failed_call(span, error, "gateway") from None
 
     async def ready(self, timeout: float = 2.0) -> bool:
         """Whether the gateway says the mesh is SERVING."""
@@ -54,8 +54,3 @@ class GatewayClient:
 
     async def close(self) -> None:
         await self._channel.close()
-
-    def _failed(self, span, error: grpc.aio.AioRpcError) -> Exception:
-        details = details_of(error)
-        record_failure(span, details.code, details.reason or details.code.name, details.message)
-        return to_mesh_error(error, "gateway")

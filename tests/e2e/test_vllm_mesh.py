@@ -5,7 +5,6 @@ The vLLM model is the tiny random Llama of tests/tiny_llama.py on the CPU build 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from services.shared.tls import channel_credentials
 from tests.e2e.conftest import Mesh, running_mesh
 from tests.e2e.openai_support import sdk
 from tests.e2e.sse import OpenStream, SseReply, post_generate
-from tests.e2e.test_mesh_scheduling import is_a_token, scheduler_state
+from tests.e2e.test_mesh_scheduling import is_a_token, scheduler_state, wait_for
 from tests.otlp_receiver import OtlpReceiver
 from tests.support import (
     engine_is_idle,
@@ -142,10 +141,7 @@ def test_eight_concurrent_requests_are_served_concurrently(side_by_side: Mesh) -
     finally:
         for stream in streams:
             stream.close()
-    deadline = time.monotonic() + 60
-    while vllm_slots_in_use(side_by_side) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert vllm_slots_in_use(side_by_side) == 0, "closing the streams freed every slot"
+    wait_for(lambda: vllm_slots_in_use(side_by_side) == 0, 60.0, "closing the streams freeing every slot")
 
 
 def test_cancelling_mid_stream_aborts_the_request_inside_vllm(side_by_side: Mesh) -> None:

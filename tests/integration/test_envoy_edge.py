@@ -432,13 +432,16 @@ async def test_the_edges_own_refusals_take_the_openai_envelope_under_the_openai_
         native = [await request(edge, "http", "POST", "/v1/generate", {"prompt": "Hi"}) for _ in range(6)]
     finally:
         await stop_edge(edge)
-    limited = [response for response in openai if response.status == 429]
-    assert limited, [response.status for response in openai]
-    assert limited[0].json()["error"]["type"] == "rate_limit_error"
-    assert limited[0].json()["error"]["code"] == "rate_limited"
-    limited = [response for response in native if response.status == 429]
-    assert limited, [response.status for response in native]
-    assert limited[0].json()["details"][0]["reason"] == "RATE_LIMITED" and limited[0].json()["code"] == 8
+    assert first_429(openai)["error"]["type"] == "rate_limit_error"
+    assert first_429(openai)["error"]["code"] == "rate_limited"
+    native_body = first_429(native)
+    assert native_body["details"][0]["reason"] == "RATE_LIMITED" and native_body["code"] == 8
+
+
+def first_429(responses: list[Response]) -> Any:
+    limited = [response for response in responses if response.status == 429]
+    assert limited, [response.status for response in responses]
+    return limited[0].json()
 
 
 async def grpc_code(call: Any) -> grpc.StatusCode:
