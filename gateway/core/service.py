@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from gateway.core.ports import InferenceClient, SlotAsk, SlotSource
+from gateway.core.ports import InferenceClient, SlotAsk, SlotGrant, SlotSource
 from services.shared.domain import GenerationChunk, GenerationRequest, Priority, SlotOutcome
 from services.shared.errors import ErrorKind, MeshError, not_found
 from services.shared.request_shape import check_request_shape
+
+# The scheduler frees a slot when the gateway gives it back, but the engine frees its own a moment later,
+# once it has seen the cancelled stream. A grant that lands in that gap is refused by the endpoint with
+# SLOTS_EXHAUSTED; the work was admitted, so it waits out the gap instead of being lost.
+_ENGINE_RELEASE_GRACE_SECONDS = 5.0
+_ENGINE_RELEASE_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -36,11 +43,13 @@ class GatewayCore:
         slots: SlotSource,
         inference: InferenceClient,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._models = models
         self._slots = slots
         self._inference = inference
         self._clock = clock
+        self._sleep = sleep
 
     async def generate(self, request: GatewayRequest, deadline: float | None) -> AsyncIterator[GatewayChunk]:
         """Streams the completion. Every check and refusal happens before the first chunk."""
@@ -58,10 +67,7 @@ class GatewayCore:
             grant, started = slot.grant, self._clock()
             outcome, first_token_seconds = SlotOutcome.CANCELLED, None
             try:
-                stream = self._inference.generate(
-                    grant.address, grant.model, request.generation, self._remaining(deadline)
-                )
-                async with aclosing(stream) as chunks:
+                async with aclosing(self._stream_admitted(grant, request.generation, deadline)) as chunks:
                     async for chunk in chunks:
                         if first_token_seconds is None:
                             first_token_seconds = self._clock() - started
@@ -74,6 +80,25 @@ class GatewayCore:
                 # Also when the caller goes away mid-stream: the outcome stays CANCELLED, which says
                 # nothing against the endpoint.
                 await slot.release(outcome, first_token_seconds)
+
+    async def _stream_admitted(
+        self, grant: SlotGrant, generation: GenerationRequest, deadline: float | None
+    ) -> AsyncIterator[GenerationChunk]:
+        give_up_at = self._clock() + _ENGINE_RELEASE_GRACE_SECONDS
+        while True:
+            started = False
+            try:
+                stream = self._inference.generate(grant.address, grant.model, generation, self._remaining(deadline))
+                async with aclosing(stream) as chunks:
+                    async for chunk in chunks:
+                        started = True
+                        yield chunk
+                return
+            except MeshError as error:
+                if started or error.reason != "SLOTS_EXHAUSTED" or self._clock() >= give_up_at:
+                    raise
+                wait = min(error.retry_after_seconds or _ENGINE_RELEASE_POLL_SECONDS, _ENGINE_RELEASE_POLL_SECONDS)
+                await self._sleep(wait)
 
     def _remaining(self, deadline: float | None) -> float | None:
         if deadline is None:

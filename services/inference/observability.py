@@ -38,40 +38,47 @@ async def traced_generation(
     attributes = request_attributes(
         operation, PROVIDER, model, sampling.max_tokens, sampling.temperature, sampling.top_p
     )
-    with tracer.start_as_current_span(f"{operation} {model}", attributes=attributes) as span:
+    # Not the current span: this generator is closed from whichever task notices the caller left, and a
+    # context attached in one task cannot be detached in another. Children name their parent instead.
+    span = tracer.start_span(f"{operation} {model}", attributes=attributes)
+    if record_content:
+        span.set_attribute(INPUT_MESSAGES, _input_messages(request))
+    phases = _Phases(span)
+    timer = GenerationTimer(model)
+    output: list[str] = []
+    outcome = "error"
+    try:
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                if phases.saw(chunk):
+                    timer.token_seen()
+                if record_content:
+                    output.append(chunk.text)
+                if chunk.usage is not None and chunk.finish_reason is not None:
+                    timer.input_tokens, timer.output_tokens = chunk.usage.input_tokens, chunk.usage.output_tokens
+                    _finished(span, model, chunk)
+                yield chunk
+        outcome = "ok"
+    except MeshError as refusal:
+        outcome = refusal.reason.lower()
+        span.set_attribute(ERROR_TYPE, refusal.reason)
+        span.set_status(Status(StatusCode.ERROR, refusal.message))
+        raise
+    except (asyncio.CancelledError, GeneratorExit):
+        outcome = "cancelled"
+        record_cancellation(span, deadline_passed=False)
+        log.info("generation stopped: the caller went away")
+        raise
+    except Exception as failure:
+        span.record_exception(failure)
+        span.set_status(Status(StatusCode.ERROR, str(failure)))
+        raise
+    finally:
+        phases.end()
+        timer.finish(outcome)
         if record_content:
-            span.set_attribute(INPUT_MESSAGES, _input_messages(request))
-        phases = _Phases(span)
-        timer = GenerationTimer(model)
-        output: list[str] = []
-        outcome = "error"
-        try:
-            async with aclosing(chunks):
-                async for chunk in chunks:
-                    if phases.saw(chunk):
-                        timer.token_seen()
-                    if record_content:
-                        output.append(chunk.text)
-                    if chunk.usage is not None and chunk.finish_reason is not None:
-                        timer.input_tokens, timer.output_tokens = chunk.usage.input_tokens, chunk.usage.output_tokens
-                        _finished(span, model, chunk)
-                    yield chunk
-            outcome = "ok"
-        except MeshError as refusal:
-            outcome = refusal.reason.lower()
-            span.set_attribute(ERROR_TYPE, refusal.reason)
-            span.set_status(Status(StatusCode.ERROR, refusal.message))
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            outcome = "cancelled"
-            record_cancellation(span, deadline_passed=False)
-            log.info("generation stopped: the caller went away")
-            raise
-        finally:
-            phases.end()
-            timer.finish(outcome)
-            if record_content:
-                span.set_attribute(OUTPUT_MESSAGES, json.dumps([{"role": "assistant", "content": "".join(output)}]))
+            span.set_attribute(OUTPUT_MESSAGES, json.dumps([{"role": "assistant", "content": "".join(output)}]))
+        span.end()
 
 
 class _Phases:

@@ -19,7 +19,7 @@ from services.shared.domain import (
     SlotOutcome,
     Usage,
 )
-from services.shared.errors import ErrorKind, MeshError, invalid_argument, unavailable
+from services.shared.errors import ErrorKind, MeshError, invalid_argument, resource_exhausted, unavailable
 
 MODELS = ["small", "large"]
 LAST = GenerationChunk("!", (3,), FinishReason.LENGTH, Usage(2, 3))
@@ -85,12 +85,16 @@ class FakeInference:
     def __init__(self, clock: Clock, chunks: list[GenerationChunk], seconds_per_chunk: float = 0.1) -> None:
         self.clock, self.chunks, self.seconds_per_chunk = clock, chunks, seconds_per_chunk
         self.failure: MeshError | None = None
+        # The first calls that find the endpoint's own slots still taken, as when it has not yet seen a cancel.
+        self.busy_calls = 0
         self.calls: list[tuple[str, str, float | None]] = []
 
     async def generate(
         self, address: str, model: str, request: GenerationRequest, timeout: float | None
     ) -> AsyncIterator[GenerationChunk]:
         self.calls.append((address, model, timeout))
+        if len(self.calls) <= self.busy_calls:
+            raise resource_exhausted("SLOTS_EXHAUSTED", "all 1 slots are busy", retry_after_seconds=0.5)
         for chunk in self.chunks:
             self.clock.now += self.seconds_per_chunk
             yield chunk
@@ -104,7 +108,11 @@ def build(
     clock = Clock()
     slots = FakeSlots(clock, **slot_options)  # type: ignore[arg-type]
     inference = FakeInference(clock, [GenerationChunk("a", (1,)), LAST] if chunks is None else chunks)
-    return GatewayCore(MODELS, slots, inference, clock), slots, inference, clock
+
+    async def sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    return GatewayCore(MODELS, slots, inference, clock, sleep), slots, inference, clock
 
 
 def request(model: str = "", prompt: str = "hi", **options: object) -> GatewayRequest:
@@ -248,3 +256,22 @@ async def test_a_stream_with_no_chunk_reports_no_first_token_time() -> None:
     core, slots, _, _ = build([])
     assert await run(core, request("small")) == []
     assert slots.only_release == Release(SlotOutcome.SUCCEEDED, None)
+
+
+async def test_an_endpoint_that_has_not_yet_freed_its_slot_is_asked_again_on_the_same_grant() -> None:
+    core, slots, inference, _ = build()
+    inference.busy_calls = 3
+    items = await run(core, request("small"))
+    assert [item.chunk for item in items] == [GenerationChunk("a", (1,)), LAST], "admitted work is not lost"
+    assert len(inference.calls) == 4 and len(slots.asks) == 1
+    assert slots.only_release.outcome is SlotOutcome.SUCCEEDED
+
+
+async def test_an_endpoint_that_stays_full_is_refused_to_the_caller_after_the_grace() -> None:
+    core, slots, inference, _ = build()
+    inference.busy_calls = 10_000
+    with pytest.raises(MeshError) as refused:
+        await run(core, request("small"))
+    assert refused.value.reason == "SLOTS_EXHAUSTED"
+    assert 1 < len(inference.calls) < 10_000
+    assert slots.only_release.outcome is SlotOutcome.CANCELLED
