@@ -15,15 +15,14 @@ from opentelemetry import trace
 from gateway.clients import SchedulerClient
 from gateway.convert import to_gateway_request, to_public_response
 from gateway.core.service import GatewayCore
+from gateway.identity import identity_of
 from gateway.observability import UNKNOWN_MODEL_LABEL, observed_generation
 from gateway.status import gpu_status_response, models_response, scheduler_state_response
-from services.shared.authorization import caller_identity
 from services.shared.mesh_config import MeshConfig
 from telemetry.spans import TRACE_ID_HEADER, trace_id_of
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GatewayService"].full_name
-# End users are named by the edge in this header; the mesh identity of the caller is the fallback.
-CALLER_HEADER = "x-meshserve-caller"
+_GENERATE = f"/{SERVICE_NAME}/Generate"
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
@@ -35,7 +34,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateResponse]:
-        command = to_gateway_request(request, _caller(context), uuid.uuid4().hex)
+        identity = identity_of(context, _GENERATE)
+        command = to_gateway_request(request, identity.subject, uuid.uuid4().hex)
         span = trace.get_current_span()
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
@@ -60,21 +60,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
+        identity_of(context, f"/{SERVICE_NAME}/ListModels")
         return models_response(self._mesh, await self._scheduler.state())
 
     async def GetGpuStatus(
         self, request: pb.GetGpuStatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetGpuStatusResponse:
+        identity_of(context, f"/{SERVICE_NAME}/GetGpuStatus")
         return gpu_status_response(await self._scheduler.state())
 
     async def GetSchedulerState(
         self, request: pb.GetSchedulerStateRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetSchedulerStateResponse:
+        identity_of(context, f"/{SERVICE_NAME}/GetSchedulerState")
         return scheduler_state_response(await self._scheduler.state())
-
-
-def _caller(context: grpc.aio.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == CALLER_HEADER and value:
-            return str(value)
-    return caller_identity(context) or ""

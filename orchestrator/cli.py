@@ -1,4 +1,4 @@
-"""The `meshserve` command: up, certs, generate."""
+"""The `meshserve` command: up, certs, status, generate; keys, token and audit (credentials_cli.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import grpc
 from meshserve.gateway.v1 import gateway_pb2 as pb
 from meshserve.gateway.v1 import gateway_pb2_grpc
 
+from orchestrator import credentials_cli
 from orchestrator.launcher import run_up
 from orchestrator.mesh_plan import IDENTITIES
 from orchestrator.settings import LauncherSettings
 from orchestrator.status import render
+from services.identity.key_file import read_key_file
 from services.shared.certs import ensure_dev_certs
 from services.shared.status_details import details_of
 from telemetry.spans import TRACE_ID_HEADER
@@ -40,7 +42,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     generate.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds")
     generate.add_argument("--plaintext", action="store_true", help="use the loopback plain listener, not TLS")
     generate.add_argument("--show-trace", action="store_true", help="print the request's trace id and Jaeger link")
+    for command in (status, generate):
+        command.add_argument(
+            "--api-key", default=None, help="the credential to send (default: $MESHSERVE_API_KEY, else the state dir's)"
+        )
+    credentials_cli.add_commands(commands)
     return parser.parse_args(argv)
+
+
+def credential(settings: LauncherSettings, args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """The call's authorization metadata: --api-key, $MESHSERVE_API_KEY, or the development key `up` wrote."""
+    key = args.api_key or settings.api_key or read_key_file(settings.api_key_file)
+    return (("authorization", f"Bearer {key}"),) if key else ()
 
 
 def edge_channel(settings: LauncherSettings, plaintext: bool) -> grpc.Channel:
@@ -83,7 +96,9 @@ def show_trace(settings: LauncherSettings, metadata) -> None:
 
 def generate(settings: LauncherSettings, args: argparse.Namespace) -> int:
     with edge_channel(settings, args.plaintext) as channel:
-        call = gateway_pb2_grpc.GatewayServiceStub(channel).Generate(generate_request(args), timeout=args.timeout)
+        call = gateway_pb2_grpc.GatewayServiceStub(channel).Generate(
+            generate_request(args), timeout=args.timeout, metadata=credential(settings, args)
+        )
         try:
             for message in call:
                 print(message.text, end="", flush=True)
@@ -108,7 +123,7 @@ def show_status(settings: LauncherSettings, args: argparse.Namespace) -> int:
     with edge_channel(settings, args.plaintext) as channel:
         try:
             state = gateway_pb2_grpc.GatewayServiceStub(channel).GetSchedulerState(
-                pb.GetSchedulerStateRequest(), timeout=10
+                pb.GetSchedulerStateRequest(), timeout=10, metadata=credential(settings, args)
             )
         except grpc.RpcError as error:
             details = details_of(error)
@@ -125,6 +140,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(asyncio.run(run_up(settings)))
     if args.command == "status":
         raise SystemExit(show_status(settings, args))
+    if args.command in ("keys", "token", "audit"):
+        raise SystemExit(credentials_cli.run(settings, args))
     if args.command == "certs":
         for identity, files in ensure_dev_certs(settings.certs_dir, list(IDENTITIES)).items():
             print(f"{identity}: {files.cert}")

@@ -17,9 +17,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from orchestrator.mesh_plan import IDENTITIES, edge_writer_argv, plan_mesh, port_clashes
 from orchestrator.settings import LauncherSettings
 from orchestrator.supervisor import Supervisor
+from services.identity.dev_issuer import DevIssuer
+from services.identity.key_admin import ensure_development_key
 from services.shared.certs import ensure_dev_certs
 from services.shared.mesh_config import load_mesh_config
 from services.shared.tls import TlsFiles, channel_credentials
+from services.store.database import open_database
+from services.store.errors import StoreUnavailable
 
 
 def prepare_edge(settings: LauncherSettings, certs: dict[str, TlsFiles]) -> Path:
@@ -70,10 +74,27 @@ async def wait_until_ready(settings: LauncherSettings, supervisor: Supervisor, i
     raise TimeoutError(f"the mesh was not ready after {settings.startup_timeout_seconds:.0f}s; see {settings.logs_dir}")
 
 
+async def prepare_credentials(settings: LauncherSettings) -> None:
+    """The development issuer's keys, and a development admin key in the state directory (mode 0600).
+
+    Opening the store here also migrates it, once, before the services that use it start.
+    """
+    DevIssuer(settings.dev_issuer_dir).ensure()
+    async with await open_database(settings.store_url()) as database:
+        _, issued = await ensure_development_key(database.keys, settings.api_key_file)
+    if issued:
+        print(f"meshserve: issued a development admin key into {settings.api_key_file}", file=sys.stderr)
+
+
 async def run_up(settings: LauncherSettings) -> int:
     mesh = load_mesh_config(settings.config)
     if clashes := port_clashes(settings, mesh):
         print(f"meshserve: cannot start: {'; '.join(clashes)}; move one with its MESHSERVE_*_PORT", file=sys.stderr)
+        return 2
+    try:
+        await prepare_credentials(settings)
+    except StoreUnavailable as error:
+        print(f"meshserve: cannot start: {error}", file=sys.stderr)
         return 2
     certs = ensure_dev_certs(settings.certs_dir, list(IDENTITIES))
     supervisor = Supervisor(plan_mesh(settings, mesh, certs, prepare_edge(settings, certs)), settings.logs_dir)
@@ -104,15 +125,19 @@ async def run_up(settings: LauncherSettings) -> int:
 
 def print_ready(settings: LauncherSettings) -> None:
     http = f"http://{settings.address(settings.edge_http_port)}"
+    key = f'-H "authorization: Bearer $(cat {settings.api_key_file})"'
     print(
         f"""
 meshserve is up. The default model, gemma-3-270m, is a small base model: it continues text.
+Every route but /healthz needs a credential: the development admin key is in {settings.api_key_file}.
   stream over gRPC:  .venv/bin/meshserve generate "Once upon a time, in a small village by the sea,"
-  stream over REST:  curl -N {http}/v1/generate -d '{{"prompt":"The three primary colours are","max_tokens":16}}'
-  OpenAI API:        curl {http}/v1/completions -H 'content-type: application/json' \\
+  stream over REST:  curl -N {http}/v1/generate {key} \\
+                       -d '{{"prompt":"The three primary colours are","max_tokens":16}}'
+  OpenAI API:        curl {http}/v1/completions {key} -H 'content-type: application/json' \\
                        -d '{{"model":"gemma-3-270m","prompt":"The three primary colours are","max_tokens":16}}'
-  over TLS:          curl --cacert {settings.certs_dir}/ca.pem https://localhost:{settings.edge_https_port}/v1/models
-  models, devices:   curl {http}/v1/mesh/models ; curl {http}/v1/gpu/status
+  over TLS:          curl --cacert {settings.certs_dir}/ca.pem {key} https://localhost:{settings.edge_https_port}/v1/models
+  models, devices:   curl {key} {http}/v1/mesh/models ; curl {key} {http}/v1/gpu/status
+  keys and tokens:   .venv/bin/meshserve keys list ; .venv/bin/meshserve token --scopes inference
   logs:              {settings.logs_dir}/
 Press Ctrl-C to stop.""",
         file=sys.stderr,

@@ -5,16 +5,18 @@ Pure: it only computes command lines, so it can be checked without starting anyt
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.settings import LauncherSettings
+from services.identity.dev_issuer import DEV_AUDIENCE, DEV_ISSUER, DevIssuer
 from services.shared.mesh_config import MeshConfig
 from services.shared.tls import TlsFiles
 
 # Every identity the local mesh issues a certificate for; "cli" is the command-line client.
-IDENTITIES = ("gpu-monitor", "scheduler", "inference", "gateway", "openai", "edge", "cli")
+IDENTITIES = ("gpu-monitor", "scheduler", "inference", "gateway", "openai", "auth", "edge", "cli")
 
 
 class PortClashError(ValueError):
@@ -51,10 +53,12 @@ def planned_ports(settings: LauncherSettings, mesh: MeshConfig) -> dict[str, int
         "scheduler": settings.scheduler_port,
         "gpu-monitor": settings.gpu_monitor_port,
         "openai": settings.openai_port,
+        "auth": settings.auth_port,
         "gateway metrics": settings.gateway_metrics_port,
         "scheduler metrics": settings.scheduler_metrics_port,
         "gpu-monitor metrics": settings.gpu_monitor_metrics_port,
         "openai metrics": settings.openai_metrics_port,
+        "auth metrics": settings.auth_metrics_port,
     }
     for n, model in enumerate(mesh.models):
         ports[f"inference-{model.name}"] = settings.inference_base_port + n
@@ -75,14 +79,27 @@ def _metrics_flags(settings: LauncherSettings, port: int) -> tuple[str, ...]:
     return ("--metrics-listen", settings.address(port))
 
 
+def trusted_issuers(settings: LauncherSettings) -> list[dict[str, object]]:
+    dev = {
+        "name": "meshserve-dev",
+        "issuer": DEV_ISSUER,
+        "audiences": [DEV_AUDIENCE],
+        "jwks_file": str(DevIssuer(settings.dev_issuer_dir).jwks_file.resolve()),
+    }
+    return [*([dev] if settings.trust_dev_issuer else []), *settings.jwt_issuers]
+
+
 def edge_writer_argv(settings: LauncherSettings, identity: TlsFiles) -> tuple[str, ...]:
     """The command that writes Envoy's bootstrap (gateway/edge), run once before the children start."""
     collector = settings.otlp_collector()
+    issuer_flags = [flag for issuer in trusted_issuers(settings) for flag in ("--issuer", json.dumps(issuer))]
     return _python_module(
         "gateway.edge",
         "--out-dir", str(settings.edge_dir),
         "--gateway", settings.address(settings.gateway_port),
         "--openai", settings.address(settings.openai_port),
+        "--auth", settings.address(settings.auth_port),
+        *issuer_flags,
         "--http", settings.address(settings.edge_http_port),
         "--https", f"0.0.0.0:{settings.edge_https_port}",
         "--admin", settings.address(settings.edge_admin_port),
@@ -102,6 +119,7 @@ def plan_mesh(
         _gpu_monitor(settings, certs["gpu-monitor"]),
         *(_inference(settings, n, model, address, certs["inference"]) for n, (model, address) in enumerate(endpoints)),
         _scheduler(settings, endpoints, certs["scheduler"]),
+        _auth(settings, certs["auth"]),
         _gateway(settings, certs["gateway"]),
         _openai(settings, certs["openai"]),
         _envoy(settings, envoy_bootstrap),
@@ -154,6 +172,22 @@ def _gateway(settings: LauncherSettings, tls: TlsFiles) -> ChildSpec:
         *_tls_flags(tls),
     )  # fmt: skip
     return ChildSpec("gateway", argv, address)
+
+
+def _store_flags(settings: LauncherSettings) -> tuple[str, ...]:
+    return ("--database-url", settings.store_url())
+
+
+def _auth(settings: LauncherSettings, tls: TlsFiles) -> ChildSpec:
+    address = settings.address(settings.auth_port)
+    argv = _python_module(
+        "gateway.auth",
+        "--listen", address,
+        *_store_flags(settings),
+        *_metrics_flags(settings, settings.auth_metrics_port),
+        *_tls_flags(tls),
+    )  # fmt: skip
+    return ChildSpec("auth", argv, address)
 
 
 def _openai(settings: LauncherSettings, tls: TlsFiles) -> ChildSpec:

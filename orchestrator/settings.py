@@ -24,6 +24,8 @@ class LauncherSettings(BaseSettings):
     gpu_monitor_port: int = 50071
     # The OpenAI front (gateway/openai), which the edge's OpenAI routes lead to.
     openai_port: int = 50031
+    # The authorization service (gateway/auth), which Envoy asks about every request.
+    auth_port: int = 50045
     # The inference service of the n-th configured model listens on this port plus n.
     inference_base_port: int = 50061
     startup_timeout_seconds: float = 300.0
@@ -34,7 +36,17 @@ class LauncherSettings(BaseSettings):
     scheduler_metrics_port: int = 9465
     gpu_monitor_metrics_port: int = 9466
     openai_metrics_port: int = 9463
+    auth_metrics_port: int = 9462
     inference_metrics_base_port: int = 9467
+    # The store of keys and audit records: PostgreSQL when this names one, else SQLite in the state directory.
+    database_url: str = ""
+    # JWT issuers the edge trusts besides the development one, as a JSON list of
+    # {"name", "issuer", "audiences", "jwks_file" | "jwks_url"}.
+    jwt_issuers: list[dict[str, object]] = []
+    # The credential `meshserve generate` and `status` send; empty sends the development key in the state dir.
+    api_key: str = ""
+    # Whether the edge trusts the development issuer that `meshserve token` mints with.
+    trust_dev_issuer: bool = True
     # Where operators read traces; `meshserve generate --show-trace` links to it.
     jaeger_ui: str = "http://localhost:16686"
     # Where traces go (OTLP/gRPC). The services read the standard variables themselves; Envoy is told here.
@@ -53,6 +65,21 @@ class LauncherSettings(BaseSettings):
     @property
     def edge_dir(self) -> Path:
         return self.state_dir / "edge"
+
+    @property
+    def api_key_file(self) -> Path:
+        """The development admin key `meshserve up` issues, and what the CLI sends by default."""
+        return self.state_dir / "api-key"
+
+    @property
+    def dev_issuer_dir(self) -> Path:
+        return self.state_dir / "jwt"
+
+    def store_url(self) -> str:
+        # Imported here: the CLI's generate command never loads SQLAlchemy.
+        from services.store.urls import sqlite_url
+
+        return self.database_url or sqlite_url(self.state_dir / "meshserve.db")
 
     def address(self, port: int) -> str:
         return f"{self.host}:{port}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gateway.edge.auth import EdgeAuth
 from gateway.edge.bootstrap import write_bootstrap
 from gateway.edge.config import EdgeConfig
 from gateway.edge.descriptors import build_descriptor_set
@@ -20,6 +21,8 @@ def write_edge(settings: EdgeWriterSettings) -> Path:
     edge = EdgeConfig(
         gateway_endpoints=settings.gateway_endpoints(),
         openai_endpoints=settings.openai_endpoints(),
+        auth_endpoints=settings.auth_endpoints(),
+        auth=EdgeAuth(issuers=settings.trusted_issuers()),
         server_tls=identity,
         upstream_tls=identity,
         descriptor_set=build_descriptor_set(settings.out_dir / "gateway.pb"),

@@ -2,6 +2,8 @@
 
 - gateway: mTLS over HTTP/2 to every gateway replica, with health checks and ejection.
 - openai (when configured): mTLS over HTTP/1.1 to every OpenAI front replica, the same way.
+- auth (when configured): mTLS over HTTP/2 to the authorization service, which ext_authz asks.
+- jwks_<issuer> (one per issuer whose JWKS is a URL): where jwt_authn fetches the keys, over verified TLS.
 - otel_collector (only with tracing on): plaintext HTTP/2 to the OTLP/gRPC collector.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from urllib.parse import urlsplit
 
 from envoy_data_plane.envoy.config.cluster.v3 import (
     Cluster,
@@ -17,6 +20,7 @@ from envoy_data_plane.envoy.config.cluster.v3 import (
     OutlierDetection,
 )
 from envoy_data_plane.envoy.config.core.v3 import (
+    DataSource,
     HealthCheck,
     HealthCheckGrpcHealthCheck,
     HealthCheckHttpHealthCheck,
@@ -39,6 +43,7 @@ from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
 )
 from envoy_data_plane.envoy.type.matcher.v3 import StringMatcher
 
+from gateway.edge.auth import AUTH_CLUSTER, TrustedIssuer
 from gateway.edge.config import (
     GATEWAY_CLUSTER,
     HEALTH_PATH,
@@ -56,7 +61,42 @@ _HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions
 def clusters(config: EdgeConfig) -> list[Cluster]:
     collector = [] if config.otlp_endpoint is None else [otel_collector_cluster(config, config.otlp_endpoint)]
     front = [openai_cluster(config)] if config.openai_endpoints else []
-    return [gateway_cluster(config), *front, *collector]
+    auth = [auth_cluster(config), *_jwks_clusters(config)] if config.auth_endpoints else []
+    return [gateway_cluster(config), *front, *auth, *collector]
+
+
+def auth_cluster(config: EdgeConfig) -> Cluster:
+    cluster = _mesh_service(config, AUTH_CLUSTER, config.auth_endpoints, config.auth_san, "h2")
+    cluster.typed_extension_protocol_options = {_HTTP_PROTOCOL_OPTIONS: pack(_http2_only())}
+    cluster.health_checks = [_grpc_health_check(config.health_check_interval)]
+    return cluster
+
+
+def _jwks_clusters(config: EdgeConfig) -> list[Cluster]:
+    return [_jwks_cluster(config, issuer) for issuer in config.auth.issuers if issuer.jwks_url]
+
+
+def _jwks_cluster(config: EdgeConfig, issuer: TrustedIssuer) -> Cluster:
+    url = urlsplit(issuer.jwks_url)
+    host = url.hostname or ""
+    cluster = Cluster(
+        name=issuer.jwks_cluster,
+        type=_discovery_type([(host, 0)]),
+        dns_lookup_family=ClusterDnsLookupFamily.V4_PREFERRED,
+        connect_timeout=config.connect_timeout,
+        load_assignment=_endpoints(issuer.jwks_cluster, [(host, url.port or (443 if url.scheme == "https" else 80))]),
+    )
+    if url.scheme == "https":
+        # The issuer's certificate is checked against the system's CAs and must name the host.
+        validation = CertificateValidationContext(
+            trusted_ca=DataSource(filename=str(config.system_ca_bundle)),
+            match_typed_subject_alt_names=[
+                SubjectAltNameMatcher(san_type=SubjectAltNameMatcherSanType.DNS, matcher=StringMatcher(exact=host))
+            ],
+        )
+        tls = UpstreamTlsContext(sni=host, common_tls_context=CommonTlsContext(validation_context=validation))
+        cluster.transport_socket = TransportSocket(name="envoy.transport_sockets.tls", typed_config=pack(tls))
+    return cluster
 
 
 def gateway_cluster(config: EdgeConfig) -> Cluster:

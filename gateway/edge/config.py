@@ -7,6 +7,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.edge.auth import EdgeAuth
 from services.shared.certs import spiffe_id
 from services.shared.tls import TlsFiles
 
@@ -44,6 +45,13 @@ class EdgeConfig:
     # The OpenAI front replicas (gateway/openai); none leaves the OpenAI API's paths answered 404.
     openai_endpoints: list[HostPort] = field(default_factory=list)
     openai_san: str = spiffe_id("openai")
+    # The authorization service replicas (gateway/auth). None leaves every route open: only tests of
+    # the edge alone do that; the launcher and the edge writer always name them.
+    auth_endpoints: list[HostPort] = field(default_factory=list)
+    auth_san: str = spiffe_id("auth")
+    auth: EdgeAuth = field(default_factory=EdgeAuth)
+    # The CAs an https JWKS URL's certificate is checked against.
+    system_ca_bundle: Path = Path("/etc/ssl/certs/ca-certificates.crt")
     # One token bucket for the whole edge (per Envoy worker); an empty bucket answers 429.
     rate_limit_per_second: int = 100
     rate_limit_burst: int = 200
@@ -69,8 +77,10 @@ class EdgeConfig:
         _check_listen_address("tls_address", self.tls_address, loopback_only=False)
         if not self.gateway_endpoints:
             raise ValueError("the edge needs at least one gateway endpoint")
-        for host, port in [*self.gateway_endpoints, *self.openai_endpoints]:
+        for host, port in [*self.gateway_endpoints, *self.openai_endpoints, *self.auth_endpoints]:
             _check_port(host, port)
+        if self.auth.issuers and not self.auth_endpoints:
+            raise ValueError("trusted JWT issuers need the authorization service, which decides on their tokens")
         if self.rate_limit_per_second < 1 or self.rate_limit_burst < 1:
             raise ValueError("the rate limit needs at least one request per second and a burst of one")
         if self.otlp_endpoint is not None:

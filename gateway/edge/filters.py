@@ -2,9 +2,11 @@
 
 1. health_check answers /healthz itself, before rate limiting, so probes are never throttled.
 2. local_ratelimit sheds load before any work is done for a request.
-3. grpc_json_transcoder turns REST calls into gRPC and gRPC answers back into JSON or SSE; gRPC
+3. jwt_authn verifies bearer tokens, and ext_authz asks the authorization service who the caller is
+   (auth.py): nothing unauthenticated goes further.
+4. grpc_json_transcoder turns REST calls into gRPC and gRPC answers back into JSON or SSE; gRPC
    calls (the public API, health, reflection) pass through it untouched.
-4. router sends gRPC to the gateway cluster and the OpenAI API to the openai cluster (routes.py).
+5. router sends gRPC to the gateway cluster and the OpenAI API to the openai cluster (routes.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
 from envoy_data_plane.envoy.type.matcher.v3 import StringMatcher
 from envoy_data_plane.envoy.type.v3 import FractionalPercent, FractionalPercentDenominatorType, Percent, TokenBucket
 
+from gateway.edge.auth import AUTH_CLUSTER, JWT_FILTER, ext_authz, jwt_authentication
 from gateway.edge.config import GATEWAY_CLUSTER, HEALTH_PATH, OPENAI_CLUSTER, EdgeConfig
 from gateway.edge.descriptors import GATEWAY_SERVICE
 from gateway.edge.typed import pack
@@ -34,15 +37,26 @@ def http_filters(config: EdgeConfig) -> list[HttpFilter]:
     return [
         HttpFilter(name="envoy.filters.http.health_check", typed_config=pack(_health_check(config))),
         HttpFilter(name="envoy.filters.http.local_ratelimit", typed_config=pack(_rate_limit(config))),
+        *_identity_filters(config),
         HttpFilter(name="envoy.filters.http.grpc_json_transcoder", typed_config=pack(_transcoder(config))),
         HttpFilter(name="envoy.filters.http.router", typed_config=pack(Router())),
     ]
+
+
+def _identity_filters(config: EdgeConfig) -> list[HttpFilter]:
+    if not config.auth_endpoints:
+        return []
+    tokens = (
+        [HttpFilter(name=JWT_FILTER, typed_config=pack(jwt_authentication(config.auth)))] if config.auth.issuers else []
+    )
+    return [*tokens, HttpFilter(name="envoy.filters.http.ext_authz", typed_config=pack(ext_authz(config.auth)))]
 
 
 def _health_check(config: EdgeConfig) -> HealthCheck:
     # Not pass-through: the edge answers /healthz, 200 only while every gateway host (and OpenAI front)
     # passes its active health check (so the whole mesh behind it is SERVING), else 503.
     clusters = [GATEWAY_CLUSTER, *([OPENAI_CLUSTER] if config.openai_endpoints else [])]
+    clusters += [AUTH_CLUSTER] if config.auth_endpoints else []
     return HealthCheck(
         pass_through_mode=False,
         headers=[HeaderMatcher(name=":path", string_match=StringMatcher(exact=HEALTH_PATH))],

@@ -24,10 +24,9 @@ from envoy_data_plane.envoy.config.route.v3 import (
 )
 from envoy_data_plane.envoy.type.matcher.v3 import RegexMatcher, StringMatcher
 from envoy_data_plane.google.protobuf import Struct
-from google.api import annotations_pb2
-from meshserve.gateway.v1 import gateway_pb2
 
 from gateway.edge.config import GATEWAY_CLUSTER, OPENAI_CLUSTER, EdgeConfig
+from gateway.public_api import rest_bindings
 from services.shared.errors import ERROR_DOMAIN
 
 _DISABLED = datetime.timedelta(0)
@@ -50,23 +49,12 @@ _OPENAI_ROUTES = (
 )
 
 
-def native_rest_bindings() -> dict[str, str]:
-    """Every REST path of the public API with its method, read from the google.api.http options."""
-    bindings = {}
-    for method in gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].methods:
-        rule = method.GetOptions().Extensions[annotations_pb2.http]
-        verb = rule.WhichOneof("pattern")
-        if verb and verb != "custom":
-            bindings[getattr(rule, verb)] = verb.upper()
-    return bindings
-
-
 def route_configuration(config: EdgeConfig) -> RouteConfiguration:
     gateway = _forward(GATEWAY_CLUSTER, config)
     routes = [Route(match=RouteMatch(prefix=prefix), route=gateway) for prefix in GRPC_PREFIXES]
     if config.openai_endpoints:
         routes += _openai_routes(config)
-    routes += [_wrong_method(RouteMatch(path=path), method) for path, method in native_rest_bindings().items()]
+    routes += [_wrong_method(RouteMatch(path=rest.path), rest.http_method) for rest in rest_bindings()]
     routes += [_answer(RouteMatch(prefix=prefix), 404, _openai_body("not_found")) for prefix in OPENAI_PATH_PREFIXES]
     routes.append(_answer(RouteMatch(prefix="/"), 404, _status_body(5, "UNKNOWN_PATH", "no such path")))
     host = VirtualHost(name="meshserve", domains=["*"], routes=routes)

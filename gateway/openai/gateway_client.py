@@ -11,6 +11,7 @@ from meshserve.gateway.v1 import gateway_pb2_grpc
 
 from gateway.clients import failed_call
 from services.shared.channels import open_channel
+from services.shared.identity import IDENTITY_HEADER
 from services.shared.tls import TlsFiles
 from telemetry.spans import client_span
 
@@ -25,10 +26,15 @@ class GatewayClient:
         self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
-    async def generate(self, request: pb.GenerateRequest, timeout: float) -> AsyncIterator[pb.GenerateResponse]:
-        """The gateway's stream; closing it early cancels the call, and so the work, all the way down."""
+    async def generate(
+        self, request: pb.GenerateRequest, timeout: float, identity: str
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        """The gateway's stream; closing it early cancels the call, and so the work, all the way down.
+
+        `identity` is the edge's identity header, relayed as it came.
+        """
         with client_span(GENERATE, self._address) as (span, metadata):
-            call = self._stub.Generate(request, timeout=timeout, metadata=metadata)
+            call = self._stub.Generate(request, timeout=timeout, metadata=[*metadata, (IDENTITY_HEADER, identity)])
             try:
                 async for message in call:
                     yield message
@@ -37,10 +43,11 @@ class GatewayClient:
             finally:
                 call.cancel()
 
-    async def models(self, timeout: float = 5.0) -> pb.ListModelsResponse:
+    async def models(self, identity: str, timeout: float = 5.0) -> pb.ListModelsResponse:
         with client_span(LIST_MODELS, self._address) as (span, metadata):
+            relayed = [*metadata, (IDENTITY_HEADER, identity)]
             try:
-                return await self._stub.ListModels(pb.ListModelsRequest(), timeout=timeout, metadata=metadata)
+                return await self._stub.ListModels(pb.ListModelsRequest(), timeout=timeout, metadata=relayed)
             except grpc.aio.AioRpcError as error:
                 raise failed_call(span, error, "gateway") from None
 

@@ -25,6 +25,7 @@ from gateway.openai.schema import ChatCompletionRequest, CompletionRequest
 from gateway.openai.streaming import ClientGone, describe_outcome, events, gather, unless_the_client_leaves
 from gateway.openai.translate import PRIORITY_HEADER, Translated, chat_request, completion_request, priority_of
 from services.shared.errors import MeshError
+from services.shared.identity import IDENTITY_HEADER
 from telemetry.genai import operation_name, request_attributes
 from telemetry.spans import TRACE_ID_HEADER, trace_id_of
 
@@ -37,9 +38,11 @@ CLIENT_CLOSED_REQUEST = 499
 
 
 class Gateway(Protocol):
-    def generate(self, request: pb.GenerateRequest, timeout: float) -> AsyncIterator[pb.GenerateResponse]: ...
+    def generate(
+        self, request: pb.GenerateRequest, timeout: float, identity: str
+    ) -> AsyncIterator[pb.GenerateResponse]: ...
 
-    async def models(self, timeout: float = 5.0) -> pb.ListModelsResponse: ...
+    async def models(self, identity: str, timeout: float = 5.0) -> pb.ListModelsResponse: ...
 
 
 def create_app(gateway: Gateway, request_timeout_seconds: float) -> FastAPI:
@@ -66,21 +69,21 @@ def create_app(gateway: Gateway, request_timeout_seconds: float) -> FastAPI:
         return await _complete("completions", body, translated, writer, body.logprobs is not None, request)
 
     @app.get("/v1/models")
-    async def list_models() -> dict[str, Any]:
-        models = await _models(gateway)
+    async def list_models(request: Request) -> dict[str, Any]:
+        models = await _models(gateway, _identity(request))
         OPENAI_REQUESTS.labels("models", "200").inc()
         return {"object": "list", "data": [_model_object(model.name) for model in models]}
 
     @app.get("/v1/models/{model}")
-    async def get_model(model: str) -> dict[str, Any]:
-        if model not in {known.name for known in await _models(gateway)}:
+    async def get_model(model: str, request: Request) -> dict[str, Any]:
+        if model not in {known.name for known in await _models(gateway, _identity(request))}:
             raise OpenAIError(404, f"The model {model!r} does not exist", param="model", code="model_not_found")
         OPENAI_REQUESTS.labels("models", "200").inc()
         return _model_object(model)
 
     async def _complete(endpoint, body, translated: Translated, writer, with_logprobs, request: Request) -> Response:
         _describe(body, translated.request, endpoint)
-        stream = gateway.generate(translated.request, _timeout(request, request_timeout_seconds))
+        stream = gateway.generate(translated.request, _timeout(request, request_timeout_seconds), _identity(request))
         try:
             if body.stream:
                 # The first message comes before the answer starts, so a refusal is still an HTTP error.
@@ -121,9 +124,14 @@ def _timeout(request: Request, ceiling: float) -> float:
     return min(seconds, ceiling)
 
 
-async def _models(gateway: Gateway) -> list[pb.Model]:
+def _identity(request: Request) -> str:
+    # Set by the edge, which removed whatever the client sent under that name; the gateway checks it.
+    return request.headers.get(IDENTITY_HEADER, "")
+
+
+async def _models(gateway: Gateway, identity: str) -> list[pb.Model]:
     try:
-        return list((await gateway.models()).models)
+        return list((await gateway.models(identity)).models)
     except MeshError as error:
         raise from_mesh_error(error) from None
 

@@ -35,7 +35,7 @@ async def traced_acquire(ask: Ask, updates: AsyncIterator[Queued | Grant]) -> As
                     else:
                         span.set_attribute("meshserve.queue.wait_seconds", update.queue_wait_seconds)
                         QUEUE_WAIT.labels(ask.priority.name).observe(update.queue_wait_seconds)
-                        _place(update)
+                        _place(ask, update)
                     first = False
                     yield update
         except MeshError as refusal:
@@ -59,7 +59,7 @@ def _queued(span, queued: Queued, first: bool) -> None:
     log.info("queued at position %d of %d", queued.position, queued.depth)
 
 
-def _place(grant: Grant) -> None:
+def _place(ask: Ask, grant: Grant) -> None:
     endpoint = grant.endpoint
     attributes = {
         "meshserve.endpoint.id": endpoint.endpoint_id,
@@ -67,11 +67,14 @@ def _place(grant: Grant) -> None:
         "meshserve.slot.id": grant.slot_id,
         "gen_ai.request.model": endpoint.model,
         "meshserve.pressure.level": PressureLevel(grant.pressure_level).name,
+        "meshserve.caller": ask.caller_id,
     }
     with tracer.start_as_current_span("scheduler.placement", attributes=attributes):
         log.info(
-            "granted %s after %.3fs in the queue at pressure %s",
+            "granted %s to %s at %s after %.3fs in the queue at pressure %s",
             grant.slot_id,
+            ask.caller_id or "an unnamed caller",
+            ask.priority.name,
             grant.queue_wait_seconds,
             PressureLevel(grant.pressure_level).name,
         )

@@ -59,6 +59,10 @@ def unavailable(reason: str, message: str, retry_after_seconds: float | None = N
     return MeshError(reason, message, _as_strings(metadata), retry_after_seconds, kind=ErrorKind.UNAVAILABLE)
 
 
+def unauthenticated(reason: str, message: str, **metadata: object) -> MeshError:
+    return MeshError(reason, message, _as_strings(metadata), kind=ErrorKind.UNAUTHENTICATED)
+
+
 def permission_denied(reason: str, message: str, **metadata: object) -> MeshError:
     return MeshError(reason, message, _as_strings(metadata), kind=ErrorKind.PERMISSION_DENIED)
 

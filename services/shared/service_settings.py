@@ -47,3 +47,19 @@ class ServiceSettings(BaseSettings):
             return None
         assert self.tls_cert and self.tls_key and self.tls_ca
         return TlsFiles(self.tls_cert, self.tls_key, self.tls_ca)
+
+
+class StoreServiceSettings(ServiceSettings):
+    """A service's settings, and where the mesh's durable store is: PostgreSQL when MESHSERVE_DATABASE_URL names
+    one, else SQLite in the state directory."""
+
+    database_url: str = Field(default="", validation_alias=AliasChoices("database_url", "MESHSERVE_DATABASE_URL"))
+    state_dir: Path = Field(
+        default=Path(".meshserve"), validation_alias=AliasChoices("state_dir", "MESHSERVE_STATE_DIR")
+    )
+
+    def store_url(self) -> str:
+        # Imported here: services without a store never load SQLAlchemy.
+        from services.store.urls import sqlite_url
+
+        return self.database_url or sqlite_url(self.state_dir / "meshserve.db")

@@ -28,6 +28,11 @@ _CODES = {
 
 
 def to_grpc_status(error: MeshError) -> grpc.Status:
+    return rpc_status.to_status(to_status_proto(error))
+
+
+def to_status_proto(error: MeshError) -> status_pb2.Status:
+    """The google.rpc.Status of an error: its code, message, ErrorInfo and, where a retry makes sense, RetryInfo."""
     status = status_pb2.Status(code=_CODES[error.kind], message=error.message)
     status.details.add().Pack(
         error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata)
@@ -36,7 +41,7 @@ def to_grpc_status(error: MeshError) -> grpc.Status:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(error.retry_after_seconds * 1e9))
         status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-    return rpc_status.to_status(status)
+    return status
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -22,6 +23,7 @@ import pytest
 from services.shared.certs import dev_identity
 from services.shared.tls import TlsFiles, channel_credentials
 from tests.conftest import LOG_TAIL_CHARS, track, untrack
+from tests.e2e.sse import OpenStream, SseReply, post_generate
 from tests.otlp_receiver import OtlpReceiver
 from tests.ports import free_port_block
 from tests.support import REPO_ROOT, write_model_config
@@ -36,6 +38,7 @@ METRICS_PORTS = (
     "scheduler_metrics",
     "gpu_monitor_metrics",
     "openai_metrics",
+    "auth_metrics",
     "inference_metrics_base",
 )
 
@@ -54,6 +57,26 @@ class Mesh:
     @property
     def http(self) -> str:
         return f"http://127.0.0.1:{self.port('edge_http')}"
+
+    @property
+    def api_key(self) -> str:
+        """The development admin key `meshserve up` issued."""
+        return (self.state_dir / "api-key").read_text().strip()
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.api_key}"}
+
+    @property
+    def grpc_auth(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.api_key}"),)
+
+    def post_generate(self, body: dict | bytes, **options: Any) -> SseReply:
+        """POST /v1/generate on the plain listener, with the development admin key."""
+        return post_generate("127.0.0.1", self.port("edge_http"), body, headers=self.auth, **options)
+
+    def open_stream(self, body: dict) -> OpenStream:
+        return OpenStream("127.0.0.1", self.port("edge_http"), body, headers=self.auth)
 
     def identity(self, name: str) -> TlsFiles:
         return dev_identity(self.state_dir / "certs", name)
@@ -75,9 +98,11 @@ class Mesh:
             parts.append(f"--- {path.stem} ---\n{path.read_text(errors='replace')[-LOG_TAIL_CHARS // 8 :]}")
         return "\n".join(parts)
 
-    def get_json(self, path: str) -> tuple[int, dict]:
+    def get_json(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+        """GET with the development admin key, unless `headers` say otherwise."""
+        request = urllib.request.Request(self.http + path, headers=self.auth if headers is None else headers)
         try:
-            with urllib.request.urlopen(self.http + path, timeout=10) as reply:
+            with urllib.request.urlopen(request, timeout=10) as reply:
                 return reply.status, json.loads(reply.read())
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"{}")
@@ -130,7 +155,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, traces: OtlpReceiver) -> Iter
 @contextmanager
 def running_mesh(directory: Path, config: Path, traces: OtlpReceiver, extra_env: dict[str, str]) -> Iterator[Mesh]:
     """`meshserve up` with the given config on free ports, stopped with Ctrl-C at the end."""
-    ports = ["edge_http", "edge_https", "edge_admin", "gateway", "scheduler", "gpu_monitor", "openai", "inference_base"]
+    ports = ["edge_http", "edge_https", "edge_admin", "gateway", "scheduler", "gpu_monitor", "openai", "auth",
+             "inference_base"]  # fmt: skip
     env = {
         **os.environ,
         "MESHSERVE_CONFIG": str(config),

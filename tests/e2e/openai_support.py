@@ -17,11 +17,11 @@ STORY = "Once upon a time, in a small village by the sea,"
 
 def sdk(mesh: Mesh) -> openai.OpenAI:
     # No retries: a test must see the mesh's first answer, not the SDK's second try.
-    return openai.OpenAI(base_url=f"{mesh.http}/v1", api_key="unused", max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=f"{mesh.http}/v1", api_key=mesh.api_key, max_retries=0, timeout=120)
 
 
 def async_sdk(mesh: Mesh) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{mesh.http}/v1", api_key="unused", max_retries=0, timeout=120)
+    return openai.AsyncOpenAI(base_url=f"{mesh.http}/v1", api_key=mesh.api_key, max_retries=0, timeout=120)
 
 
 @dataclass
@@ -35,13 +35,13 @@ class RawStream:
 
 def raw_post(mesh: Mesh, path: str, body: dict | bytes, headers: dict | None = None, **kwargs) -> httpx.Response:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    sent = {"content-type": "application/json", **(headers or {})}
+    sent = {"content-type": "application/json", **mesh.auth, **(headers or {})}
     return httpx.post(f"{mesh.http}{path}", content=content, headers=sent, timeout=120, **kwargs)
 
 
 def raw_stream(mesh: Mesh, path: str, body: dict, on_first_event=None) -> RawStream:
     """Reads a whole server-sent event stream; `on_first_event()` runs once the first event is in."""
-    with httpx.stream("POST", f"{mesh.http}{path}", json=body, timeout=120) as response:
+    with httpx.stream("POST", f"{mesh.http}{path}", json=body, headers=mesh.auth, timeout=120) as response:
         reply = RawStream(response.status_code, response.headers)
         if response.status_code != 200:
             reply.body = response.read()

@@ -33,6 +33,7 @@ def post_generate(
     tls_ca: str | None = None,
     timeout: float = 60,
     stop_after_events: int | None = None,
+    headers: dict[str, str] | None = None,
 ) -> SseReply:
     """POSTs to /v1/generate and reads the reply; stops reading (and closes) after stop_after_events."""
     if tls_ca is None:
@@ -42,7 +43,7 @@ def post_generate(
         connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
     payload = body if isinstance(body, bytes) else json.dumps(body).encode()
     try:
-        connection.request("POST", "/v1/generate", payload, {"Content-Type": "application/json"})
+        connection.request("POST", "/v1/generate", payload, {"Content-Type": "application/json", **(headers or {})})
         response = connection.getresponse()
         reply = SseReply(response.status, response.getheader("Content-Type", ""))
         reply.trace_id = response.getheader(TRACE_ID_HEADER, "")
@@ -68,10 +69,10 @@ def post_generate(
 class OpenStream:
     """A /v1/generate stream held open until closed, as a slow or vanishing client would."""
 
-    def __init__(self, host: str, port: int, body: dict) -> None:
+    def __init__(self, host: str, port: int, body: dict, headers: dict[str, str] | None = None) -> None:
         self._connection = http.client.HTTPConnection(host, port, timeout=60)
         self._connection.request(
-            "POST", "/v1/generate", json.dumps(body).encode(), {"Content-Type": "application/json"}
+            "POST", "/v1/generate", json.dumps(body).encode(), {"Content-Type": "application/json", **(headers or {})}
         )
         self._response = self._connection.getresponse()
         self._buffer = b""

@@ -17,7 +17,6 @@ from meshserve.scheduler.v1 import scheduler_pb2
 
 from services.shared.status_details import details_of
 from tests.e2e.conftest import Mesh
-from tests.e2e.sse import OpenStream, post_generate
 from tests.e2e.test_mesh_scheduling import (
     LONG,
     is_a_token,
@@ -70,7 +69,7 @@ def test_killing_inference_mid_stream_fails_the_grpc_client_fast_and_is_recovere
     pid = pid_of(mesh, INFERENCE)
     with grpc.insecure_channel(f"127.0.0.1:{mesh.port('edge_http')}") as channel:
         stream = gateway_pb2_grpc.GatewayServiceStub(channel).Generate(
-            pb.GenerateRequest(prompt="Tell me a very long story.", max_tokens=900), timeout=60
+            pb.GenerateRequest(prompt="Tell me a very long story.", max_tokens=900), timeout=60, metadata=mesh.grpc_auth
         )
         first = next(stream)
         assert first.finish_reason == pb.FINISH_REASON_UNSPECIFIED and not first.HasField("usage")
@@ -85,13 +84,13 @@ def test_killing_inference_mid_stream_fails_the_grpc_client_fast_and_is_recovere
     assert details.reason == "INFERENCE_UNAVAILABLE"
     assert waited < HEARS_OF_A_DEATH_WITHIN_SECONDS, f"the client waited {waited:.3f}s"
     wait_for_replacement(mesh, INFERENCE, pid)
-    reply = post_generate("127.0.0.1", mesh.port("edge_http"), {"prompt": "Hello", "max_tokens": 4})
+    reply = mesh.post_generate({"prompt": "Hello", "max_tokens": 4})
     assert reply.status == 200 and reply.events[-1]["usage"]["output_tokens"] == 4
 
 
 def test_killing_inference_ends_a_rest_stream_fast_and_new_requests_get_503_until_it_is_back(mesh: Mesh) -> None:
     pid = pid_of(mesh, INFERENCE)
-    stream = OpenStream("127.0.0.1", mesh.port("edge_http"), {"prompt": "Tell me a long story.", "max_tokens": 900})
+    stream = mesh.open_stream({"prompt": "Tell me a long story.", "max_tokens": 900})
     events = [stream.next_event()]
     os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -106,17 +105,17 @@ def test_killing_inference_ends_a_rest_stream_fast_and_new_requests_get_503_unti
     assert waited < HEARS_OF_A_DEATH_WITHIN_SECONDS, f"the stream ended {waited:.3f}s after the kill"
     # The launcher waits half a second before restarting a process, which then takes seconds to load its
     # model: a request sent as the stream ends finds no endpoint of the model.
-    refused = post_generate("127.0.0.1", mesh.port("edge_http"), {"prompt": "Hello", "max_tokens": 4})
+    refused = mesh.post_generate({"prompt": "Hello", "max_tokens": 4})
     assert refused.status == 503, refused.body
     assert json.loads(refused.body)["code"] == 14
     wait_for_replacement(mesh, INFERENCE, pid)
-    reply = post_generate("127.0.0.1", mesh.port("edge_http"), {"prompt": "Hello", "max_tokens": 4})
+    reply = mesh.post_generate({"prompt": "Hello", "max_tokens": 4})
     assert reply.status == 200 and reply.events[-1]["usage"]["output_tokens"] == 4
 
 
 def test_a_crashed_gateway_leaks_no_slot(mesh: Mesh) -> None:
     gateway_pid = pid_of(mesh, GATEWAY)
-    stream = OpenStream("127.0.0.1", mesh.port("edge_http"), LONG)
+    stream = mesh.open_stream(LONG)
     assert is_a_token(stream.next_event())
     assert used_slots(mesh) == 1
     os.kill(gateway_pid, signal.SIGKILL)
@@ -126,5 +125,5 @@ def test_a_crashed_gateway_leaks_no_slot(mesh: Mesh) -> None:
     assert most_tokens_until_the_engine_is_idle(mesh) < LONG["max_tokens"] // 2
     stream.close()
     wait_for_replacement(mesh, GATEWAY, gateway_pid)
-    reply = post_generate("127.0.0.1", mesh.port("edge_http"), {"prompt": "Hello", "max_tokens": 4})
+    reply = mesh.post_generate({"prompt": "Hello", "max_tokens": 4})
     assert reply.status == 200 and reply.events[-1]["usage"]["output_tokens"] == 4

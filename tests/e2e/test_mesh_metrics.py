@@ -8,7 +8,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import Mesh
 from tests.e2e.openai_support import raw_post
-from tests.e2e.sse import OpenStream, post_generate
 
 MODEL = "gemma-3-270m"
 
@@ -41,9 +40,9 @@ SERVICES = ("gateway_metrics", "scheduler_metrics", "inference_metrics_base", "g
 def test_traffic_moves_the_metrics_of_every_service_by_the_right_amounts(mesh: Mesh) -> None:
     before = {service: metrics(mesh, service) for service in SERVICES}
     for _ in range(3):
-        reply = post_generate("127.0.0.1", mesh.port("edge_http"), {"prompt": "Hello", "max_tokens": 5})
+        reply = mesh.post_generate({"prompt": "Hello", "max_tokens": 5})
         assert reply.events[-1]["usage"] == {"input_tokens": 2, "output_tokens": 5}
-    refused = post_generate("127.0.0.1", mesh.port("edge_http"), {"prompt": ""})
+    refused = mesh.post_generate({"prompt": ""})
     assert refused.status == 400
     after = {service: metrics(mesh, service) for service in SERVICES}
 
@@ -87,7 +86,7 @@ def test_traffic_moves_the_metrics_of_every_service_by_the_right_amounts(mesh: M
 
 
 def test_gauges_follow_slots_and_the_queue(mesh: Mesh) -> None:
-    streams = [OpenStream("127.0.0.1", mesh.port("edge_http"), {"prompt": "A long story.", "max_tokens": 900})
+    streams = [mesh.open_stream({"prompt": "A long story.", "max_tokens": 900})
                for _ in range(2)]  # fmt: skip
     for stream in streams:
         stream.next_event()

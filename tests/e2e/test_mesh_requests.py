@@ -23,7 +23,7 @@ def test_the_launcher_reports_every_service_serving(mesh: Mesh) -> None:
 
 
 def test_rest_generate_streams_server_sent_events(mesh: Mesh) -> None:
-    reply = post_generate("127.0.0.1", mesh.port("edge_http"), {"prompt": "Hello", "max_tokens": 16, "seed": 3})
+    reply = mesh.post_generate({"prompt": "Hello", "max_tokens": 16, "seed": 3})
     assert reply.status == 200 and reply.content_type.startswith("text/event-stream")
     assert len(reply.events) == 17  # one per token, then the closing event
     assert len(reply.text.split()) >= 3
@@ -37,14 +37,16 @@ def test_rest_generate_streams_server_sent_events(mesh: Mesh) -> None:
 
 def test_rest_generate_works_over_tls_with_the_dev_ca(mesh: Mesh) -> None:
     ca = str(mesh.state_dir / "certs" / "ca.pem")
-    reply = post_generate("localhost", mesh.port("edge_https"), {"prompt": "Hello", "max_tokens": 8}, tls_ca=ca)
+    reply = post_generate(
+        "localhost", mesh.port("edge_https"), {"prompt": "Hello", "max_tokens": 8}, tls_ca=ca, headers=mesh.auth
+    )
     assert reply.status == 200
     assert reply.events[-1]["usage"]["output_tokens"] == 8
 
 
 def test_priority_is_accepted_by_name(mesh: Mesh) -> None:
     body = {"prompt": "Hi", "max_tokens": 2, "priority": "PRIORITY_HIGH", "temperature": 0.0}
-    assert post_generate("127.0.0.1", mesh.port("edge_http"), body).events[-1]["usage"]["output_tokens"] == 2
+    assert mesh.post_generate(body).events[-1]["usage"]["output_tokens"] == 2
 
 
 def test_models_and_gpu_status_answer_json(mesh: Mesh) -> None:
@@ -75,10 +77,13 @@ def test_grpc_stubs_reach_the_gateway_through_the_edge(mesh: Mesh) -> None:
     credentials = grpc.ssl_channel_credentials(root_certificates=ca)
     with grpc.secure_channel(f"localhost:{mesh.port('edge_https')}", credentials) as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
-        replies = list(stub.Generate(pb.GenerateRequest(prompt="Hello", max_tokens=4), timeout=30))
+        replies = list(
+            stub.Generate(pb.GenerateRequest(prompt="Hello", max_tokens=4), timeout=30, metadata=mesh.grpc_auth)
+        )
         assert replies[-1].usage.output_tokens == 4
         with pytest.raises(grpc.RpcError) as refused:
-            list(stub.Generate(pb.GenerateRequest(model="no-such-model", prompt="Hello"), timeout=30))
+            request = pb.GenerateRequest(model="no-such-model", prompt="Hello")
+            list(stub.Generate(request, timeout=30, metadata=mesh.grpc_auth))
     assert details_of(refused.value).reason == "UNKNOWN_MODEL"
 
 
@@ -93,7 +98,7 @@ def test_grpc_stubs_reach_the_gateway_through_the_edge(mesh: Mesh) -> None:
     ],
 )
 def test_bad_requests_get_the_documented_status_and_reason(mesh: Mesh, body: dict, status: int, reason: str) -> None:
-    reply = post_generate("127.0.0.1", mesh.port("edge_http"), body)
+    reply = mesh.post_generate(body)
     assert reply.status == status, reply.body
     assert f'"reason":"{reason}"' in reply.body.decode()
 
@@ -102,7 +107,7 @@ def test_bad_requests_get_the_documented_status_and_reason(mesh: Mesh, body: dic
     "body", [b'{"prompt": "Hi",', b"not json", b'{"prompt": 5}', b'{"prompt": "Hi", "priority": "URGENT"}']
 )
 def test_malformed_json_is_400_with_a_status_body(mesh: Mesh, body: bytes) -> None:
-    reply = post_generate("127.0.0.1", mesh.port("edge_http"), body)
+    reply = mesh.post_generate(body)
     assert reply.status == 400
     error = json.loads(reply.body)
     assert error["code"] == 3 and error["message"]
@@ -111,13 +116,13 @@ def test_malformed_json_is_400_with_a_status_body(mesh: Mesh, body: bytes) -> No
 
 def test_an_unknown_field_is_ignored_so_a_misspelt_prompt_is_refused_as_empty(mesh: Mesh) -> None:
     # The proto3 JSON mapping (and so Envoy's transcoder) drops unknown fields; the gateway then sees no prompt.
-    reply = post_generate("127.0.0.1", mesh.port("edge_http"), {"promt": "Hello"})
+    reply = mesh.post_generate({"promt": "Hello"})
     assert reply.status == 400
     assert json.loads(reply.body)["details"][0]["reason"] == "EMPTY_PROMPT"
 
 
 def test_the_mesh_still_serves_after_bad_input(mesh: Mesh) -> None:
-    reply = post_generate("127.0.0.1", mesh.port("edge_http"), {"prompt": "Hello", "max_tokens": 3})
+    reply = mesh.post_generate({"prompt": "Hello", "max_tokens": 3})
     assert reply.events[-1]["usage"]["output_tokens"] == 3
 
 

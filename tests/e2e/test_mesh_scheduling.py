@@ -14,7 +14,7 @@ from meshserve.inference.v1 import inference_pb2, inference_pb2_grpc
 from meshserve.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 
 from tests.e2e.conftest import Mesh
-from tests.e2e.sse import OpenStream, SseReply, post_generate
+from tests.e2e.sse import OpenStream, SseReply
 from tests.e2e.test_mesh_metrics import metrics, value
 from tests.support import COUNTING_PROMPT, most_tokens_until_idle
 
@@ -78,7 +78,7 @@ def is_a_token(event: dict) -> bool:
 
 
 def hold_slots(mesh: Mesh, count: int) -> list[OpenStream]:
-    streams = [OpenStream("127.0.0.1", mesh.port("edge_http"), LONG) for _ in range(count)]
+    streams = [mesh.open_stream(LONG) for _ in range(count)]
     for stream in streams:
         assert is_a_token(stream.next_event())  # generating, so holding a slot
     return streams
@@ -86,7 +86,7 @@ def hold_slots(mesh: Mesh, count: int) -> list[OpenStream]:
 
 def in_background(mesh: Mesh, body: dict, replies: dict[str, SseReply], name: str) -> threading.Thread:
     thread = threading.Thread(
-        target=lambda: replies.__setitem__(name, post_generate("127.0.0.1", mesh.port("edge_http"), body)),
+        target=lambda: replies.__setitem__(name, mesh.post_generate(body)),
         daemon=True,
     )
     thread.start()
@@ -130,7 +130,7 @@ def test_a_full_queue_is_refused_with_429_and_a_retry_delay(mesh: Mesh) -> None:
     wait_for(lambda: queued(mesh) == 4, 15.0, "the queue filling")
     # Nothing bounds a queued request's wait but its client: one that joined the queue would wait out the
     # 900-token streams holding the slots, and this read would time out rather than see a 429.
-    refused = post_generate("127.0.0.1", mesh.port("edge_http"), {"prompt": "Hi", "max_tokens": 2}, timeout=30)
+    refused = mesh.post_generate({"prompt": "Hi", "max_tokens": 2}, timeout=30)
     # Refused at the door: the slots are still held and the queue holds the same four.
     assert (used_slots(mesh), queued(mesh), sorted(replies)) == (2, 4, [])
     for stream in streams:
@@ -157,7 +157,11 @@ def test_a_request_whose_deadline_passes_in_the_queue_never_reaches_an_engine(me
     with grpc.insecure_channel(f"127.0.0.1:{mesh.port('edge_http')}") as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
         with pytest.raises(grpc.RpcError) as expired:
-            list(stub.Generate(gateway_pb2.GenerateRequest(prompt="Hi", max_tokens=2), timeout=0.5))
+            list(
+                stub.Generate(
+                    gateway_pb2.GenerateRequest(prompt="Hi", max_tokens=2), timeout=0.5, metadata=mesh.grpc_auth
+                )
+            )
     after = metrics(mesh, "inference_metrics_base")
     for stream in streams:
         stream.close()

@@ -14,6 +14,7 @@ from meshserve.gateway.v1 import gateway_pb2_grpc
 from meshserve.inference.v1 import inference_pb2, inference_pb2_grpc
 
 from services.shared.certs import create_ca, issue, write_pem
+from services.shared.identity import IDENTITY_HEADER, CallerLimits, Identity, Scope, Surface, encode_identity
 from services.shared.status_details import details_of
 from services.shared.tls import TlsFiles, channel_credentials
 from tests.e2e.conftest import Mesh
@@ -59,7 +60,17 @@ def test_a_mesh_certificate_with_the_wrong_spiffe_id_is_permission_denied(mesh: 
 
 
 def test_the_edge_identity_is_the_one_the_gateway_serves(mesh: Mesh) -> None:
+    identity = Identity("key:k000000000001", frozenset({Scope.INFERENCE}), CallerLimits(), Surface.GRPC, "/x")
     with mesh.channel("gateway", "edge") as channel:
         replies = list(gateway_pb2_grpc.GatewayServiceStub(channel).Generate(
-            pb.GenerateRequest(prompt="Hi", max_tokens=2), timeout=30))  # fmt: skip
+            pb.GenerateRequest(prompt="Hi", max_tokens=2), timeout=30,
+            metadata=((IDENTITY_HEADER, encode_identity(identity)),)))  # fmt: skip
     assert replies[-1].usage.output_tokens == 2
+
+
+def test_even_the_edge_certificate_needs_the_identity_the_edge_established(mesh: Mesh) -> None:
+    with mesh.channel("gateway", "edge") as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            gateway_generate(channel)
+    details = details_of(refused.value)
+    assert (details.code, details.reason) == (grpc.StatusCode.UNAUTHENTICATED, "NO_EDGE_IDENTITY")

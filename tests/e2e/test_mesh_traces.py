@@ -7,7 +7,6 @@ import json
 import subprocess
 
 from tests.e2e.conftest import MESHSERVE, Mesh
-from tests.e2e.sse import OpenStream
 from tests.otlp_receiver import ReceivedSpan
 from tests.support import REPO_ROOT
 
@@ -22,7 +21,7 @@ def post(mesh: Mesh, body: dict) -> tuple[int, str, bytes]:
     """POSTs to /v1/generate; returns the status, the trace id header and the body."""
     connection = http.client.HTTPConnection("127.0.0.1", mesh.port("edge_http"), timeout=60)
     try:
-        connection.request("POST", "/v1/generate", json.dumps(body), {"Content-Type": "application/json"})
+        connection.request("POST", "/v1/generate", json.dumps(body), {"Content-Type": "application/json", **mesh.auth})
         response = connection.getresponse()
         return response.status, response.getheader("x-meshserve-trace-id") or "", response.read()
     finally:
@@ -103,7 +102,7 @@ def test_a_rest_request_is_one_trace_from_envoy_to_the_engine(mesh: Mesh) -> Non
 
 
 def test_a_cancelled_request_is_traced_as_cancelled(mesh: Mesh) -> None:
-    stream = OpenStream("127.0.0.1", mesh.port("edge_http"), {"prompt": "Tell me a long story.", "max_tokens": 900})
+    stream = mesh.open_stream({"prompt": "Tell me a long story.", "max_tokens": 900})
     stream.next_event()
     trace_id = stream.header("x-meshserve-trace-id")
     stream.close()

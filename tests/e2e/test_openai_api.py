@@ -204,7 +204,9 @@ def test_a_client_that_leaves_while_queued_gives_up_its_place(mesh: Mesh, stream
     try:
         connection = http.client.HTTPConnection("127.0.0.1", mesh.port("edge_http"), timeout=30)
         body = {"model": MODEL, "prompt": STORY, "max_tokens": 4, "stream": stream}
-        connection.request("POST", "/v1/completions", json.dumps(body), {"content-type": "application/json"})
+        connection.request(
+            "POST", "/v1/completions", json.dumps(body), {"content-type": "application/json", **mesh.auth}
+        )
         wait_for(lambda: queued(mesh) == 1, 15.0, "the request joining the queue")
         connection.close()
         # Gone from the queue while both slots are still held: nothing else could have taken it out.

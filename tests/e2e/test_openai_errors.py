@@ -194,7 +194,7 @@ def test_a_deadline_that_passes_in_the_queue_is_a_504(mesh: Mesh) -> None:
 def test_unknown_paths_and_wrong_methods_are_answered_by_the_edge_itself(
     mesh: Mesh, method: str, path: str, status: int, shape: str
 ) -> None:
-    reply = httpx.request(method, f"{mesh.http}{path}", timeout=30)
+    reply = httpx.request(method, f"{mesh.http}{path}", headers=mesh.auth, timeout=30)
     assert reply.status_code == status and reply.headers["content-type"] == "application/json"
     assert "x-envoy-upstream-service-time" not in reply.headers, "answered by Envoy, not forwarded"
     body = reply.json()

@@ -19,7 +19,7 @@ from meshserve.scheduler.v1 import scheduler_pb2 as spb
 
 from services.shared.tls import channel_credentials
 from tests.e2e.conftest import Mesh, running_mesh
-from tests.e2e.sse import OpenStream, SseReply, post_generate
+from tests.e2e.sse import SseReply
 from tests.e2e.test_mesh_scheduling import grant_order, is_a_token, scheduler_state, wait_for
 from tests.otlp_receiver import OtlpReceiver
 from tests.support import model_entry, write_drill_reading
@@ -72,7 +72,7 @@ class Drill:
 
     def generate(self, model: str, priority: str, max_tokens: int = 4, timeout: float = 120, **extra) -> SseReply:
         body = {"model": model, "prompt": "Name a colour.", "max_tokens": max_tokens, "priority": priority, **extra}
-        return post_generate("127.0.0.1", self.mesh.port("edge_http"), body, timeout=timeout)
+        return self.mesh.post_generate(body, timeout=timeout)
 
     def in_background(self, replies: dict[str, SseReply], name: str, *args, **kwargs) -> threading.Thread:
         thread = threading.Thread(target=lambda: replies.__setitem__(name, self.generate(*args, **kwargs)))
@@ -132,7 +132,7 @@ def test_at_critical_only_high_work_starts_and_only_on_the_smallest_model(drill:
 def test_at_emergency_new_work_gets_429_and_admitted_work_is_kept_then_drains_by_priority(drill: Drill) -> None:
     drill.set_used(0.10, spb.PRESSURE_LEVEL_LOW)
     long_request = {"model": "small", "prompt": "Count to five hundred.", "max_tokens": 300, "temperature": 0.0}
-    running = OpenStream("127.0.0.1", drill.mesh.port("edge_http"), long_request)
+    running = drill.mesh.open_stream(long_request)
     assert is_a_token(running.next_event())
     drill.set_used(0.90, spb.PRESSURE_LEVEL_CRITICAL)
     waiting: dict[str, SseReply] = {}

@@ -15,7 +15,7 @@ from meshserve.inference.v1 import inference_pb2, inference_pb2_grpc
 from services.shared.tls import channel_credentials
 from tests.e2e.conftest import Mesh, running_mesh
 from tests.e2e.openai_support import sdk
-from tests.e2e.sse import OpenStream, SseReply, post_generate
+from tests.e2e.sse import SseReply
 from tests.e2e.test_mesh_scheduling import is_a_token, scheduler_state, wait_for
 from tests.otlp_receiver import OtlpReceiver
 from tests.support import (
@@ -54,7 +54,7 @@ def side_by_side(tmp_path_factory: pytest.TempPathFactory, traces: OtlpReceiver,
 
 def generate(mesh: Mesh, model: str, max_tokens: int = TOKENS, **extra) -> SseReply:
     body = {"model": model, "prompt": "hello world", "max_tokens": max_tokens, **extra}
-    return post_generate("127.0.0.1", mesh.port("edge_http"), body, timeout=120)
+    return mesh.post_generate(body, timeout=120)
 
 
 def engine_channel(mesh: Mesh, model: str) -> grpc.Channel:
@@ -86,7 +86,7 @@ def test_the_first_token_reaches_the_client_while_vllm_generates_the_rest(side_b
         assert engine_is_idle(model_info(engine)), "the channel is connected before the request starts"
         # Long enough that vLLM is still at it however late a busy machine lets the client read.
         body = {"model": VLLM_MODEL, "prompt": "hello", "max_tokens": LONG}
-        stream = OpenStream("127.0.0.1", side_by_side.port("edge_http"), body)
+        stream = side_by_side.open_stream(body)
         try:
             assert is_a_token(stream.next_event())
             # Streamed, not buffered on the way: vLLM is still at work on this very request.
@@ -132,7 +132,7 @@ def test_eight_concurrent_requests_are_served_concurrently(side_by_side: Mesh) -
     # start before the first ended. That vLLM itself batches them is shown by its own running count in
     # tests/integration/test_vllm_engine.py.
     body = {"model": VLLM_MODEL, "prompt": "hello world", "max_tokens": LONG}
-    streams = [OpenStream("127.0.0.1", side_by_side.port("edge_http"), {**body, "seed": n}) for n in range(CONCURRENT)]
+    streams = [side_by_side.open_stream({**body, "seed": n}) for n in range(CONCURRENT)]
     try:
         assert all(is_a_token(stream.next_event()) for stream in streams)
         # Every slot of the vLLM endpoint is held at once, and each stream is still producing tokens.
@@ -148,7 +148,7 @@ def test_cancelling_mid_stream_aborts_the_request_inside_vllm(side_by_side: Mesh
     with engine_channel(side_by_side, VLLM_MODEL) as channel:
         engine = inference_pb2_grpc.InferenceServiceStub(channel)
         body = {"model": VLLM_MODEL, "prompt": "hello", "max_tokens": LONG}
-        stream = OpenStream("127.0.0.1", side_by_side.port("edge_http"), body)
+        stream = side_by_side.open_stream(body)
         for _ in range(10):
             stream.next_event()
         # The rest of this request would take about a minute; the engine is generating it now.

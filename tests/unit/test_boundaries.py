@@ -16,7 +16,10 @@ import pytest
 
 from tests.support import REPO_ROOT
 
-CORES = ["gateway.core", "orchestrator.scheduler.core", "services.inference.core", "services.gpu_monitor.core"]
+CORES = [
+    "gateway.core", "gateway.auth.core", "orchestrator.scheduler.core", "services.inference.core",
+    "services.gpu_monitor.core",
+]  # fmt: skip
 
 # Each component, and the components it must never import.
 SERVICES = ["gateway", "orchestrator", "services.inference", "services.gpu_monitor"]

@@ -21,12 +21,16 @@ def generated_files(root: Path) -> dict[str, bytes]:
     }
 
 
+WIRE = REPO_ROOT / "gateway" / "auth" / "wire"
+
+
+def wire_files(root: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in root.glob("*") if path.name.endswith(GENERATED_SUFFIXES)}
+
+
 def generate(out: Path, protos_root: Path = PROTOS) -> dict[str, bytes]:
-    subprocess.run(
-        [sys.executable, str(PROTOS / "generate_stubs.py"), "--out", str(out), "--protos-root", str(protos_root)],
-        check=True,
-        capture_output=True,
-    )
+    command = [sys.executable, str(PROTOS / "generate_stubs.py"), "--out", str(out), "--protos-root", str(protos_root)]
+    subprocess.run([*command, "--wire-out", str(out / "wire")], check=True, capture_output=True)
     return generated_files(out)
 
 
@@ -39,6 +43,13 @@ def test_committed_stubs_match_the_protos(tmp_path: Path) -> None:
     committed = generated_files(PROTOS)
     assert len(committed) == 12  # four protos, three files each
     assert stale_stubs(generate(tmp_path), committed) == [], "stubs are stale: run `make stubs`"
+
+
+def test_committed_ext_authz_wire_stubs_match_their_proto(tmp_path: Path) -> None:
+    committed = wire_files(WIRE)
+    assert len(committed) == 3
+    generate(tmp_path)
+    assert stale_stubs(wire_files(tmp_path / "wire" / "gateway" / "auth" / "wire"), committed) == []
 
 
 def test_a_changed_proto_is_detected(tmp_path: Path) -> None:

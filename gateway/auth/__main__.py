@@ -1,0 +1,4 @@
+from gateway.auth.app import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""The store's tables, once for both backends. Queries are built from these; migrations create them.
+
+A migration is a frozen copy of the schema as it was when written, so versions/ never imports this module;
+tests/integration/test_store.py checks that the migrated database and these tables agree.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Double, Index, Integer, MetaData, Table, Text
+
+metadata = MetaData()
+
+keys = Table(
+    "keys",
+    metadata,
+    Column("key_id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("secret_hash", Text, nullable=False),
+    # Space-separated: a scope is one word, and no backend-specific array type is needed.
+    Column("scopes", Text, nullable=False),
+    Column("max_priority", Text, nullable=False),
+    Column("requests_per_minute", Integer),
+    Column("tokens_per_minute", Integer),
+    Column("max_concurrent", Integer),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double),
+    Column("revoked_at", Double),
+    Column("updated_at", Double, nullable=False),
+    Column("previous_secret_hash", Text),
+    Column("previous_valid_until", Double),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    # SQLite autoincrements only an INTEGER primary key; the id orders records that share a time.
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", Double, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("surface", Text, nullable=False),
+    Column("route", Text, nullable=False),
+    Column("model", Text, nullable=False),
+    Column("priority", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("input_tokens", Integer, nullable=False),
+    Column("output_tokens", Integer, nullable=False),
+    Column("latency_ms", Double, nullable=False),
+    Column("trace_id", Text, nullable=False),
+    Index("ix_audit_at", "at"),
+    Index("ix_audit_subject_at", "subject", "at"),
+)
