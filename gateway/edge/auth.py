@@ -97,6 +97,8 @@ def _provider(issuer: TrustedIssuer) -> JwtProvider:
         max_lifetime=issuer.max_lifetime,
         clock_skew_seconds=issuer.clock_skew_seconds,
         from_headers=[JwtHeader(name="authorization", value_prefix="Bearer ")],
+        # Kept for ext_authz, which sees a bearer credential either way; it removes it before the router.
+        forward=True,
         payload_in_metadata=JWT_PAYLOAD_KEY,
         failed_status_in_metadata=JWT_FAILURE_KEY,
     )
