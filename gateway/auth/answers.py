@@ -31,7 +31,9 @@ _OVERWRITE = wire.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 def let_in(identity: Identity | None, headers: Iterable[str]) -> wire.CheckResponse:
     """Lets the request in with its identity, and without any internal header the client sent."""
-    internal = [name for name in headers if name.startswith(INTERNAL_HEADER_PREFIX) and name not in CLIENT_HEADERS]
+    # Envoy removes after it sets: the identity header is overwritten, never removed.
+    kept = CLIENT_HEADERS | ({IDENTITY_HEADER} if identity is not None else set())
+    internal = [name for name in headers if name.startswith(INTERNAL_HEADER_PREFIX) and name not in kept]
     response = wire.CheckResponse(status=_code(code_pb2.OK))
     response.ok_response.headers_to_remove.extend([*internal, *_CREDENTIAL_HEADERS])
     if identity is not None:

@@ -71,9 +71,10 @@ class Mesh:
     def grpc_auth(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.api_key}"),)
 
-    def post_generate(self, body: dict | bytes, **options: Any) -> SseReply:
-        """POST /v1/generate on the plain listener, with the development admin key."""
-        return post_generate("127.0.0.1", self.port("edge_http"), body, headers=self.auth, **options)
+    def post_generate(self, body: dict | bytes, headers: dict[str, str] | None = None, **options: Any) -> SseReply:
+        """POST /v1/generate on the plain listener, with the development admin key unless `headers` has another."""
+        sent = self.auth if headers is None else headers
+        return post_generate("127.0.0.1", self.port("edge_http"), body, headers=sent, **options)
 
     def open_stream(self, body: dict) -> OpenStream:
         return OpenStream("127.0.0.1", self.port("edge_http"), body, headers=self.auth)
