@@ -73,6 +73,16 @@ def _ask_message(ask: SlotAsk) -> spb.AcquireSlotRequest:
         caller_id=ask.caller_id,
         request_id=ask.request_id,
     )
+    if ask.limits is not None:
+        limits = ask.limits
+        slot_ask.limits.CopyFrom(
+            spb.CallerLimits(
+                requests_per_minute=limits.requests_per_minute or 0,
+                tokens_per_minute=limits.tokens_per_minute or 0,
+                max_concurrent=limits.max_concurrent or 0,
+                max_priority=SLOT_PRIORITY_TO_PROTO[limits.max_priority],
+            )
+        )
     return spb.AcquireSlotRequest(ask=slot_ask)
 
 
@@ -88,11 +98,12 @@ class _SlotStream:
     def grant(self) -> SlotGrant:
         return self._grant
 
-    async def release(self, outcome: SlotOutcome, first_token_seconds: float | None) -> None:
+    async def release(self, outcome: SlotOutcome, first_token_seconds: float | None, tokens: int = 0) -> None:
         if self._released:
             return
         self._released = True
-        release = spb.SlotRelease(outcome=SLOT_OUTCOME_TO_PROTO[outcome])
+        # The scheduler adds the two; the total is what the gateway knows when a stream is cut short.
+        release = spb.SlotRelease(outcome=SLOT_OUTCOME_TO_PROTO[outcome], output_tokens=tokens)
         if first_token_seconds is not None:
             release.time_to_first_token.FromNanoseconds(int(first_token_seconds * 1e9))
         try:

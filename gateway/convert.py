@@ -16,6 +16,7 @@ from services.shared.domain import (
     Usage,
 )
 from services.shared.errors import invalid_argument
+from services.shared.identity import CallerLimits
 from services.shared.proto_maps import fill_completion_fields, fill_sampling_fields, logprobs_of, sampling_of
 
 _ROLES = {
@@ -42,7 +43,9 @@ _FINISH_FROM_INFERENCE = {
 _FINISH_TO_PUBLIC = {FinishReason.STOP: pb.FINISH_REASON_STOP, FinishReason.LENGTH: pb.FINISH_REASON_LENGTH}
 
 
-def to_gateway_request(message: pb.GenerateRequest, caller_id: str, request_id: str) -> GatewayRequest:
+def to_gateway_request(
+    message: pb.GenerateRequest, caller_id: str, request_id: str, limits: CallerLimits | None = None
+) -> GatewayRequest:
     if message.priority not in _PRIORITIES:
         raise invalid_argument("INVALID_PRIORITY", f"unknown priority {message.priority}")
     messages = []
@@ -52,7 +55,7 @@ def to_gateway_request(message: pb.GenerateRequest, caller_id: str, request_id: 
         messages.append(ChatMessage(_ROLES[chat.role], chat.content))
     generation = GenerationRequest(sampling_of(message), message.prompt, tuple(messages), request_id)
     return GatewayRequest(
-        generation, message.model, _PRIORITIES[message.priority], caller_id, tuple(message.fallback_models)
+        generation, message.model, _PRIORITIES[message.priority], caller_id, tuple(message.fallback_models), limits
     )
 
 

@@ -35,7 +35,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateResponse]:
         identity = identity_of(context, _GENERATE)
-        command = to_gateway_request(request, identity.subject, uuid.uuid4().hex)
+        command = to_gateway_request(request, identity.subject, uuid.uuid4().hex, identity.limits)
         span = trace.get_current_span()
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from services.shared.domain import GenerationChunk, GenerationRequest, Priority, SlotOutcome
+from services.shared.identity import CallerLimits
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class SlotAsk:
     caller_id: str
     request_id: str
     fallback_models: tuple[str, ...] = ()
+    limits: CallerLimits | None = None
 
 
 @dataclass(frozen=True)
@@ -32,10 +34,11 @@ class HeldSlot(Protocol):
     @property
     def grant(self) -> SlotGrant: ...
 
-    async def release(self, outcome: SlotOutcome, first_token_seconds: float | None) -> None:
+    async def release(self, outcome: SlotOutcome, first_token_seconds: float | None, tokens: int = 0) -> None:
         """Tells the scheduler how the work ended and gives the slot back; later calls do nothing.
 
-        The scheduler's circuit breaker, latency average and out-of-memory handling learn from the outcome.
+        The scheduler's circuit breaker, latency average and out-of-memory handling learn from the outcome;
+        its per-caller tokens-per-minute limit from `tokens` (prompt and completion).
         """
         ...
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from gateway.core.ports import InferenceClient, SlotAsk, SlotGrant, SlotSource
 from services.shared.domain import GenerationChunk, GenerationRequest, Priority, SlotOutcome
 from services.shared.errors import ErrorKind, MeshError, not_found
+from services.shared.identity import CallerLimits
 from services.shared.request_shape import check_request_shape
 
 # The scheduler frees a slot when the gateway gives it back, but the engine frees its own a moment later,
@@ -28,6 +29,8 @@ class GatewayRequest:
     caller_id: str = ""
     # Models that will do when the scheduler's device is under pressure and `model` does not fit.
     fallback_models: tuple[str, ...] = ()
+    # What the caller's credential allows; the scheduler holds them.
+    limits: CallerLimits | None = None
 
 
 @dataclass(frozen=True)
@@ -61,16 +64,22 @@ class GatewayCore:
             if fallback not in self._models:
                 raise not_found("UNKNOWN_MODEL", f"no fallback model named {fallback!r}", model=fallback)
         ask = SlotAsk(
-            model, request.priority, request.caller_id, request.generation.request_id, request.fallback_models
+            model,
+            request.priority,
+            request.caller_id,
+            request.generation.request_id,
+            request.fallback_models,
+            request.limits,
         )
         async with self._slots.acquire(ask, self._remaining(deadline)) as slot:
             grant, started = slot.grant, self._clock()
-            outcome, first_token_seconds = SlotOutcome.CANCELLED, None
+            outcome, first_token_seconds, tokens = SlotOutcome.CANCELLED, None, TokenCount()
             try:
                 async with aclosing(self._stream_admitted(grant, request.generation, deadline)) as chunks:
                     async for chunk in chunks:
                         if first_token_seconds is None:
                             first_token_seconds = self._clock() - started
+                        tokens.saw(chunk)
                         yield GatewayChunk(chunk, grant.model)
                 outcome = SlotOutcome.SUCCEEDED
             except MeshError as error:
@@ -79,7 +88,7 @@ class GatewayCore:
             finally:
                 # Also when the caller goes away mid-stream: the outcome stays CANCELLED, which says
                 # nothing against the endpoint.
-                await slot.release(outcome, first_token_seconds)
+                await slot.release(outcome, first_token_seconds, tokens.total)
 
     async def _stream_admitted(
         self, grant: SlotGrant, generation: GenerationRequest, deadline: float | None
@@ -107,6 +116,22 @@ class GatewayCore:
         if remaining <= 0:
             raise MeshError("DEADLINE_EXCEEDED", "the request's deadline passed", kind=ErrorKind.DEADLINE_EXCEEDED)
         return remaining
+
+
+class TokenCount:
+    """Tokens a request used: the endpoint's usage when it reports one, else the tokens streamed so far."""
+
+    def __init__(self) -> None:
+        self._streamed, self._reported = 0, None
+
+    def saw(self, chunk: GenerationChunk) -> None:
+        self._streamed += len(chunk.token_ids)
+        if chunk.usage is not None:
+            self._reported = chunk.usage.input_tokens + chunk.usage.output_tokens
+
+    @property
+    def total(self) -> int:
+        return self._streamed if self._reported is None else self._reported
 
 
 def outcome_of(error: MeshError) -> SlotOutcome:

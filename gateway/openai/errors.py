@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from services.shared.errors import ErrorKind, MeshError
+from services.shared.errors import RATE_LIMIT_HEADER_PREFIX, ErrorKind, MeshError
 
 # ErrorKind -> (HTTP status, OpenAI error type).
 _BY_KIND = {
@@ -45,6 +45,8 @@ class OpenAIError(Exception):
     param: str | None = None
     code: str | None = None
     retry_after_seconds: float | None = None
+    # The x-ratelimit-* headers of a credential's limit.
+    rate_limits: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -53,10 +55,11 @@ class OpenAIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def headers(self) -> dict[str, str]:
-        if self.retry_after_seconds is None:
-            return {}
-        # Retry-After takes whole seconds; rounding down would invite a retry that is refused again.
-        return {"retry-after": str(max(1, math.ceil(self.retry_after_seconds)))}
+        headers = dict(self.rate_limits or {})
+        if self.retry_after_seconds is not None:
+            # Retry-After takes whole seconds; rounding down would invite a retry that is refused again.
+            headers["retry-after"] = str(max(1, math.ceil(self.retry_after_seconds)))
+        return headers
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> OpenAIError:
@@ -70,7 +73,8 @@ def from_mesh_error(error: MeshError, param_aliases: dict[str, str] | None = Non
     if param is not None and param_aliases:
         param = param_aliases.get(param, param)
     code = _CODE_OF_REASON.get(error.reason, error.reason.lower())
-    return OpenAIError(status, error.message, kind, param, code, error.retry_after_seconds)
+    limits = {key: value for key, value in error.metadata.items() if key.startswith(RATE_LIMIT_HEADER_PREFIX)}
+    return OpenAIError(status, error.message, kind, param, code, error.retry_after_seconds, limits or None)
 
 
 def from_validation_errors(errors: list[dict[str, Any]]) -> OpenAIError:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from meshserve.scheduler.v1 import scheduler_pb2 as pb
 
 from orchestrator.scheduler.core.model import Ask, EndpointSpec, Grant, Queued, Release
-from services.shared.domain import SlotOutcome
+from services.shared.domain import Priority, SlotOutcome
 from services.shared.errors import invalid_argument
+from services.shared.identity import CallerLimits
 from services.shared.proto_maps import SLOT_OUTCOME_FROM_PROTO, SLOT_PRIORITY_FROM_PROTO
 
 
@@ -20,12 +21,30 @@ def to_ask(message: pb.AcquireSlotRequest, ticket_id: str, deadline: float | Non
         raise invalid_argument("INVALID_PRIORITY", f"unknown priority {ask.priority}")
     fallbacks = tuple(dict.fromkeys(model for model in ask.fallback_models if model and model != ask.model))
     priority = SLOT_PRIORITY_FROM_PROTO[ask.priority]
-    return Ask(ticket_id, ask.model, priority, ask.caller_id, ask.request_id, deadline, fallbacks)
+    limits = to_limits(ask.limits) if ask.HasField("limits") else None
+    # Capped here already, so that the queue's span and log say the priority it is served at.
+    return Ask(
+        ticket_id, ask.model, priority, ask.caller_id, ask.request_id, deadline, fallbacks, limits
+    ).within_ceiling()
+
+
+def to_limits(message: pb.CallerLimits) -> CallerLimits:
+    if message.max_priority not in SLOT_PRIORITY_FROM_PROTO:
+        raise invalid_argument("INVALID_PRIORITY", f"unknown priority ceiling {message.max_priority}")
+    counts = (message.requests_per_minute, message.tokens_per_minute, message.max_concurrent)
+    if any(count < 0 for count in counts):
+        raise invalid_argument("INVALID_LIMITS", "limits are counts: 0 (none) or more")
+    rpm, tpm, concurrent = (count or None for count in counts)
+    # No ceiling named is no ceiling, not the NORMAL an unspecified priority otherwise means.
+    unspecified = message.max_priority == pb.PRIORITY_UNSPECIFIED
+    ceiling = Priority.CRITICAL if unspecified else SLOT_PRIORITY_FROM_PROTO[message.max_priority]
+    return CallerLimits(rpm, tpm, concurrent, ceiling)
 
 
 def to_release(message: pb.SlotRelease) -> Release:
     first_token = message.time_to_first_token.ToNanoseconds() / 1e9 if message.HasField("time_to_first_token") else None
-    return Release(SLOT_OUTCOME_FROM_PROTO.get(message.outcome, SlotOutcome.UNKNOWN), first_token)
+    tokens = max(0, message.input_tokens) + max(0, message.output_tokens)
+    return Release(SLOT_OUTCOME_FROM_PROTO.get(message.outcome, SlotOutcome.UNKNOWN), first_token, tokens)
 
 
 def to_endpoint(spec: EndpointSpec) -> pb.Endpoint:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -21,7 +22,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from opentelemetry import trace
 
-from services.shared.errors import MeshError, invalid_argument
+from services.shared.errors import RATE_LIMIT_HEADER_PREFIX, MeshError, invalid_argument
 from services.shared.status_details import to_grpc_status
 from telemetry.metrics import RPC_DURATION, RPC_REQUESTS
 from telemetry.spans import TRACE_ID_HEADER, record_cancellation, record_failure, trace_id_of
@@ -122,6 +123,16 @@ class _CallRecord:
         RPC_DURATION.labels(self.method).observe(time.monotonic() - self._started)
 
 
+def retry_headers(error: MeshError) -> tuple[tuple[str, str], ...]:
+    """Retry-After and the x-ratelimit-* limits a refusal carries, as metadata: the edge answers a REST
+    call's error with them as HTTP headers."""
+    headers = [(key, value) for key, value in error.metadata.items() if key.startswith(RATE_LIMIT_HEADER_PREFIX)]
+    if error.retry_after_seconds is not None:
+        # Whole seconds, rounded up: a retry sooner would only be refused again.
+        headers.append(("retry-after", str(max(1, math.ceil(error.retry_after_seconds)))))
+    return tuple(headers)
+
+
 async def _abort(context: grpc.aio.ServicerContext, error: Exception, record: _CallRecord) -> None:
     span = trace.get_current_span()
     # A failed call names its trace too, so a caller can find out what happened to it.
@@ -130,7 +141,9 @@ async def _abort(context: grpc.aio.ServicerContext, error: Exception, record: _C
         status = to_grpc_status(error)
         record.code = status.code
         record_failure(span, status.code, error.reason, error.message)
-        await context.abort(status.code, status.details, (*status.trailing_metadata, *trace_header))
+        await context.abort(
+            status.code, status.details, (*status.trailing_metadata, *trace_header, *retry_headers(error))
+        )
     log.exception("unexpected error in %s", record.method, exc_info=error)
     record.code = grpc.StatusCode.INTERNAL
     record_failure(span, grpc.StatusCode.INTERNAL, type(error).__name__, "internal error")

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 ERROR_DOMAIN = "meshserve.dev"
+# ErrorInfo metadata under this prefix is also sent as response headers of the same name (OpenAI's).
+RATE_LIMIT_HEADER_PREFIX = "x-ratelimit-"
 
 
 class ErrorKind(Enum):

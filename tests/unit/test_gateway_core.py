@@ -20,6 +20,7 @@ from services.shared.domain import (
     Usage,
 )
 from services.shared.errors import ErrorKind, MeshError, invalid_argument, resource_exhausted, unavailable
+from services.shared.identity import CallerLimits
 
 MODELS = ["small", "large"]
 LAST = GenerationChunk("!", (3,), FinishReason.LENGTH, Usage(2, 3))
@@ -37,6 +38,7 @@ class Clock:
 class Release:
     outcome: SlotOutcome
     first_token_seconds: float | None
+    tokens: int = 0
 
 
 @dataclass
@@ -44,8 +46,8 @@ class FakeSlot:
     grant: SlotGrant
     releases: list[Release] = field(default_factory=list)
 
-    async def release(self, outcome: SlotOutcome, first_token_seconds: float | None) -> None:
-        self.releases.append(Release(outcome, first_token_seconds))
+    async def release(self, outcome: SlotOutcome, first_token_seconds: float | None, tokens: int = 0) -> None:
+        self.releases.append(Release(outcome, first_token_seconds, tokens))
 
 
 class FakeSlots:
@@ -130,7 +132,7 @@ async def test_a_request_streams_from_the_granted_endpoint_and_reports_success()
     assert [item.chunk for item in items] == [GenerationChunk("a", (1,)), LAST]
     assert {item.model for item in items} == {"large"}
     ask, _ = slots.asks[0]
-    assert ask == SlotAsk("large", Priority.HIGH, "alice", "r1", ())
+    assert ask == SlotAsk("large", Priority.HIGH, "alice", "r1", (), None)
     assert inference.calls == [("large.endpoint:1", "large", None)]
     assert slots.only_release.outcome is SlotOutcome.SUCCEEDED
 
@@ -275,3 +277,24 @@ async def test_an_endpoint_that_stays_full_is_refused_to_the_caller_after_the_gr
     assert refused.value.reason == "SLOTS_EXHAUSTED"
     assert 1 < len(inference.calls) < 10_000
     assert slots.only_release.outcome is SlotOutcome.CANCELLED
+
+
+async def test_the_release_reports_the_tokens_the_endpoint_counted() -> None:
+    core, slots, _, _ = build()
+    await run(core, request("small"))
+    assert slots.only_release.tokens == 5, "prompt 2 + completion 3, as the last chunk's usage says"
+
+
+async def test_a_stream_cut_short_reports_the_tokens_streamed_so_far() -> None:
+    core, slots, _, _ = build([GenerationChunk("a", (1,)), GenerationChunk("b", (2,)), LAST])
+    async with aclosing(core.generate(request("small"), None)) as chunks:
+        await anext(chunks)
+        await anext(chunks)
+    assert slots.only_release.tokens == 2
+
+
+async def test_the_credentials_limits_travel_with_the_ask() -> None:
+    core, slots, _, _ = build()
+    limits = CallerLimits(60, 1000, 2, Priority.HIGH)
+    await run(core, request("small", limits=limits))
+    assert slots.asks[0][0].limits == limits

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from services.shared.domain import Priority, SlotOutcome
+from services.shared.identity import CallerLimits
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,18 @@ class Ask:
     deadline: float | None = None
     # Models that will do, in order, when the device is under pressure and this one does not fit.
     fallback_models: tuple[str, ...] = ()
+    # What the caller's credential allows (caller_limits.py); None: no limits, as for the mesh's own work.
+    limits: CallerLimits | None = None
 
     @property
     def models(self) -> tuple[str, ...]:
         return (self.model, *self.fallback_models)
+
+    def within_ceiling(self) -> Ask:
+        """The ask at the highest priority its caller may ask for, if it asked for more."""
+        if self.limits is None or self.priority <= self.limits.max_priority:
+            return self
+        return replace(self, priority=self.limits.max_priority)
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,8 @@ class Unload:
 class Release:
     outcome: SlotOutcome = SlotOutcome.UNKNOWN
     first_token_seconds: float | None = None
+    # Prompt and completion tokens the request used, for the caller's tokens-per-minute limit.
+    tokens: int = 0
 
 
 @dataclass(frozen=True)

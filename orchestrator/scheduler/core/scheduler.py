@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from orchestrator.scheduler.core.breaker import BreakerPolicy, EndpointHealthRecord
+from orchestrator.scheduler.core.caller_limits import CallerBook, RateStatus
 from orchestrator.scheduler.core.devices import Device, PressurePolicy
 from orchestrator.scheduler.core.endpoints import TrackedEndpoint
 from orchestrator.scheduler.core.model import (
@@ -39,6 +40,7 @@ from orchestrator.scheduler.core.queue import DEFAULT_AGING_SECONDS, PriorityQue
 from orchestrator.scheduler.core.residency import eviction_victims, idle_past_keep_alive
 from services.shared.domain import SlotOutcome
 from services.shared.errors import not_found, resource_exhausted, unavailable
+from services.shared.identity import CallerLimits
 
 # Weight of the newest slot hold time in the running average behind retry delays.
 _HOLD_SMOOTHING = 0.2
@@ -54,6 +56,8 @@ Update = Grant | Queued | Shed | Expired | Unload
 class _Held:
     endpoint_id: str
     granted_at: float
+    # Whose limits the slot counts against; empty for asks without limits.
+    limited_caller: str = ""
 
 
 class SlotScheduler:
@@ -86,11 +90,18 @@ class SlotScheduler:
         self._clock = clock
         self._slot_numbers = itertools.count(1)
         self._mean_hold = _INITIAL_HOLD_SECONDS
+        self._callers = CallerBook()
 
     # --- asks and releases -------------------------------------------------------------------------------
 
     def submit(self, ask: Ask) -> tuple[Grant | Queued, list[Update]]:
-        """Grants the ask at once if it may start, else queues it, shedding a less urgent ask if full."""
+        """Grants the ask at once if it may start, else queues it, shedding a less urgent ask if full.
+
+        An ask above its caller's priority ceiling is capped to it; one past its caller's limits is refused.
+        """
+        ask = ask.within_ceiling()
+        if ask.limits is not None:
+            self._callers.check(ask.caller_id, ask.limits, self._clock())
         for model in ask.models:
             if not self._endpoints_of(model):
                 raise not_found("UNKNOWN_MODEL", f"no model named {model!r}", model=model)
@@ -100,8 +111,10 @@ class SlotScheduler:
         self._refuse_if_no_device_admits(ask, endpoints)
         endpoint = self._place(ask)
         if endpoint is not None:
+            self._count_against_limits(ask)
             return self._grant(endpoint, ask, enqueued_at=self._clock()), []
         shed = self._make_room_for(ask)
+        self._count_against_limits(ask)
         self._queue.push(Waiting(ask, self._clock()))
         return self._position_of(ask.ticket_id), [*shed, *self._evict_for(ask)]
 
@@ -113,6 +126,8 @@ class SlotScheduler:
         endpoint = self._endpoints[held.endpoint_id]
         endpoint.finish(slot_id)
         now = self._clock()
+        if held.limited_caller:
+            self._callers.ended(held.limited_caller, (release or Release()).tokens, now)
         endpoint.last_used = now
         self._mean_hold += _HOLD_SMOOTHING * (now - held.granted_at - self._mean_hold)
         self._learn(endpoint, release or Release(), now)
@@ -121,7 +136,14 @@ class SlotScheduler:
 
     def withdraw(self, ticket_id: str) -> bool:
         """Takes a waiting ask out of the queue, as when its caller goes away."""
-        return self._queue.remove(ticket_id) is not None
+        waiting = self._queue.remove(ticket_id)
+        if waiting is not None:
+            self._left_unserved(waiting.ask)
+        return waiting is not None
+
+    def rate_status(self, caller_id: str, limits: CallerLimits) -> RateStatus:
+        """Where the caller stands against its limits now, for the x-ratelimit-* headers."""
+        return self._callers.status(caller_id, limits, self._clock())
 
     # --- what the shell observes ----------------------------------------------------------------------------
 
@@ -158,6 +180,7 @@ class SlotScheduler:
     def tick(self) -> list[Update]:
         """Called often: drops expired asks, lets time-based states pass, and unloads models idle too long."""
         self._reassess(self._all_devices())
+        self._callers.forget_idle(self._clock())
         idle = idle_past_keep_alive(list(self._endpoints.values()), self._clock())
         return [*self._drain(), *self._unload(idle, "idle")]
 
@@ -180,7 +203,10 @@ class SlotScheduler:
 
     def expire(self) -> list[Expired]:
         """Drops the waiting asks whose deadline has passed."""
-        return [Expired(waiting.ask.ticket_id) for waiting in self._queue.drop_expired()]
+        expired = self._queue.drop_expired()
+        for waiting in expired:
+            self._left_unserved(waiting.ask)
+        return [Expired(waiting.ask.ticket_id) for waiting in expired]
 
     def positions(self) -> list[Queued]:
         return [self._position_of(waiting.ask.ticket_id) for waiting in self._queue.in_order()]
@@ -267,7 +293,7 @@ class SlotScheduler:
         endpoint.last_used = now
         endpoint.health.started(now)
         level = endpoint.device.reassess(now)
-        self._held[slot_id] = _Held(endpoint.spec.endpoint_id, now)
+        self._held[slot_id] = _Held(endpoint.spec.endpoint_id, now, ask.caller_id if ask.limits else "")
         return Grant(ask.ticket_id, slot_id, endpoint.spec, now - enqueued_at, int(level))
 
     def _learn(self, endpoint: TrackedEndpoint, release: Release, now: float) -> None:
@@ -295,7 +321,16 @@ class SlotScheduler:
                 queue_limit=self._max_queue,
             )
         self._queue.remove(victim.ask.ticket_id)
+        self._left_unserved(victim.ask)
         return [Shed(victim.ask.ticket_id, self.retry_after_seconds(victim.ask.model))]
+
+    def _count_against_limits(self, ask: Ask) -> None:
+        if ask.limits is not None:
+            self._callers.started(ask.caller_id, self._clock())
+
+    def _left_unserved(self, ask: Ask) -> None:
+        if ask.limits is not None:
+            self._callers.ended(ask.caller_id, 0, self._clock())
 
     def _drain(self) -> list[Update]:
         # Expired asks go first, so a slot is never granted to a caller that has stopped waiting.

@@ -26,49 +26,51 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&meshserve/scheduler/v1/scheduler.proto\x12\x16meshserve.scheduler.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x01\n\x07SlotAsk\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\x0f\x66\x61llback_models\x18\x02 \x03(\t\x12\x32\n\x08priority\x18\x03 \x01(\x0e\x32 .meshserve.scheduler.v1.Priority\x12\x11\n\tcaller_id\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x05\x12\x12\n\nmax_tokens\x18\x07 \x01(\x05\"\x92\x01\n\x0bSlotRelease\x12\x34\n\x07outcome\x18\x01 \x01(\x0e\x32#.meshserve.scheduler.v1.SlotOutcome\x12\x36\n\x13time_to_first_token\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\routput_tokens\x18\x03 \x01(\x05\"\x86\x01\n\x12\x41\x63quireSlotRequest\x12.\n\x03\x61sk\x18\x01 \x01(\x0b\x32\x1f.meshserve.scheduler.v1.SlotAskH\x00\x12\x36\n\x07release\x18\x02 \x01(\x0b\x32#.meshserve.scheduler.v1.SlotReleaseH\x00\x42\x08\n\x06\x61\x63tion\"6\n\rQueuePosition\x12\x10\n\x08position\x18\x01 \x01(\x05\x12\x13\n\x0bqueue_depth\x18\x02 \x01(\x05\"R\n\x08\x45ndpoint\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x11\n\tdevice_id\x18\x04 \x01(\t\"\xcd\x01\n\tSlotGrant\x12\x0f\n\x07slot_id\x18\x01 \x01(\t\x12\x32\n\x08\x65ndpoint\x18\x02 \x01(\x0b\x32 .meshserve.scheduler.v1.Endpoint\x12\r\n\x05model\x18\x03 \x01(\t\x12=\n\x0epressure_level\x18\x04 \x01(\x0e\x32%.meshserve.scheduler.v1.PressureLevel\x12-\n\nqueue_wait\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x8e\x01\n\x13\x41\x63quireSlotResponse\x12\x37\n\x06queued\x18\x01 \x01(\x0b\x32%.meshserve.scheduler.v1.QueuePositionH\x00\x12\x34\n\x07granted\x18\x02 \x01(\x0b\x32!.meshserve.scheduler.v1.SlotGrantH\x00\x42\x08\n\x06update\"\x1a\n\x18GetSchedulerStateRequest\"\xc2\x04\n\x0b\x44\x65viceState\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x02 \x01(\x03\x12\x16\n\x0ereserved_bytes\x18\x03 \x01(\x03\x12\x1b\n\x13measured_used_bytes\x18\x04 \x01(\x03\x12=\n\x0epressure_level\x18\x05 \x01(\x0e\x32%.meshserve.scheduler.v1.PressureLevel\x12 \n\x13temperature_celsius\x18\x06 \x01(\x02H\x00\x88\x01\x01\x12-\n\tread_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tnode_name\x18\x08 \x01(\t\x12\x30\n\x04kind\x18\t \x01(\x0e\x32\".meshserve.scheduler.v1.DeviceKind\x12\x0c\n\x04name\x18\n \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\x0b \x01(\x03\x12 \n\x13utilization_percent\x18\x0c \x01(\x02H\x01\x88\x01\x01\x12\x18\n\x0bpower_watts\x18\r \x01(\x02H\x02\x88\x01\x01\x12\x1b\n\x13peak_reserved_bytes\x18\x0e \x01(\x03\x12;\n\rthermal_state\x18\x0f \x01(\x0e\x32$.meshserve.scheduler.v1.ThermalStateB\x16\n\x14_temperature_celsiusB\x16\n\x14_utilization_percentB\x0e\n\x0c_power_watts\"O\n\nQueueDepth\x12\x32\n\x08priority\x18\x01 \x01(\x0e\x32 .meshserve.scheduler.v1.Priority\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\x05\"\xe2\x02\n\rEndpointState\x12\x32\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32 .meshserve.scheduler.v1.Endpoint\x12\x13\n\x0btotal_slots\x18\x02 \x01(\x05\x12\x12\n\nused_slots\x18\x03 \x01(\x05\x12\x10\n\x08resident\x18\x04 \x01(\x08\x12\x14\n\x0c\x63ircuit_open\x18\x05 \x01(\x08\x12\x36\n\x06health\x18\x06 \x01(\x0e\x32&.meshserve.scheduler.v1.EndpointHealth\x12\x0e\n\x06\x65ngine\x18\x07 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x08 \x01(\x05\x12\x1e\n\x16memory_footprint_bytes\x18\t \x01(\x03\x12\x36\n\x13\x66irst_token_latency\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x66\x61ilure_rate\x18\x0b \x01(\x02\"\xbe\x01\n\x19GetSchedulerStateResponse\x12\x34\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32#.meshserve.scheduler.v1.DeviceState\x12\x31\n\x05queue\x18\x02 \x03(\x0b\x32\".meshserve.scheduler.v1.QueueDepth\x12\x38\n\tendpoints\x18\x03 \x03(\x0b\x32%.meshserve.scheduler.v1.EndpointState*u\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPRIORITY_LOW\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x11\n\rPRIORITY_HIGH\x10\x03\x12\x15\n\x11PRIORITY_CRITICAL\x10\x04*\xb6\x01\n\rPressureLevel\x12\x1e\n\x1aPRESSURE_LEVEL_UNSPECIFIED\x10\x00\x12\x16\n\x12PRESSURE_LEVEL_LOW\x10\x01\x12\x19\n\x15PRESSURE_LEVEL_NORMAL\x10\x02\x12\x17\n\x13PRESSURE_LEVEL_HIGH\x10\x03\x12\x1b\n\x17PRESSURE_LEVEL_CRITICAL\x10\x04\x12\x1c\n\x18PRESSURE_LEVEL_EMERGENCY\x10\x05*\x9c\x01\n\x0bSlotOutcome\x12\x1c\n\x18SLOT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16SLOT_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n\x13SLOT_OUTCOME_FAILED\x10\x02\x12\x1a\n\x16SLOT_OUTCOME_CANCELLED\x10\x03\x12\x1e\n\x1aSLOT_OUTCOME_OUT_OF_MEMORY\x10\x04*T\n\nDeviceKind\x12\x1b\n\x17\x44\x45VICE_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44\x45VICE_KIND_GPU\x10\x01\x12\x14\n\x10\x44\x45VICE_KIND_HOST\x10\x02*\x90\x01\n\x0e\x45ndpointHealth\x12\x1f\n\x1b\x45NDPOINT_HEALTH_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45NDPOINT_HEALTH_SERVING\x10\x01\x12\x1f\n\x1b\x45NDPOINT_HEALTH_NOT_SERVING\x10\x02\x12\x1f\n\x1b\x45NDPOINT_HEALTH_UNREACHABLE\x10\x03*\x92\x01\n\x0cThermalState\x12\x1d\n\x19THERMAL_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14THERMAL_STATE_NORMAL\x10\x01\x12\x18\n\x14THERMAL_STATE_REDUCE\x10\x02\x12\x17\n\x13THERMAL_STATE_PAUSE\x10\x03\x12\x16\n\x12THERMAL_STATE_STOP\x10\x04\x32\xf8\x01\n\x10SchedulerService\x12j\n\x0b\x41\x63quireSlot\x12*.meshserve.scheduler.v1.AcquireSlotRequest\x1a+.meshserve.scheduler.v1.AcquireSlotResponse(\x01\x30\x01\x12x\n\x11GetSchedulerState\x12\x30.meshserve.scheduler.v1.GetSchedulerStateRequest\x1a\x31.meshserve.scheduler.v1.GetSchedulerStateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&meshserve/scheduler/v1/scheduler.proto\x12\x16meshserve.scheduler.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xed\x01\n\x07SlotAsk\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\x0f\x66\x61llback_models\x18\x02 \x03(\t\x12\x32\n\x08priority\x18\x03 \x01(\x0e\x32 .meshserve.scheduler.v1.Priority\x12\x11\n\tcaller_id\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x05\x12\x12\n\nmax_tokens\x18\x07 \x01(\x05\x12\x34\n\x06limits\x18\x08 \x01(\x0b\x32$.meshserve.scheduler.v1.CallerLimits\"\x96\x01\n\x0c\x43\x61llerLimits\x12\x1b\n\x13requests_per_minute\x18\x01 \x01(\x05\x12\x19\n\x11tokens_per_minute\x18\x02 \x01(\x05\x12\x16\n\x0emax_concurrent\x18\x03 \x01(\x05\x12\x36\n\x0cmax_priority\x18\x04 \x01(\x0e\x32 .meshserve.scheduler.v1.Priority\"\xa8\x01\n\x0bSlotRelease\x12\x34\n\x07outcome\x18\x01 \x01(\x0e\x32#.meshserve.scheduler.v1.SlotOutcome\x12\x36\n\x13time_to_first_token\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\routput_tokens\x18\x03 \x01(\x05\x12\x14\n\x0cinput_tokens\x18\x04 \x01(\x05\"\x86\x01\n\x12\x41\x63quireSlotRequest\x12.\n\x03\x61sk\x18\x01 \x01(\x0b\x32\x1f.meshserve.scheduler.v1.SlotAskH\x00\x12\x36\n\x07release\x18\x02 \x01(\x0b\x32#.meshserve.scheduler.v1.SlotReleaseH\x00\x42\x08\n\x06\x61\x63tion\"6\n\rQueuePosition\x12\x10\n\x08position\x18\x01 \x01(\x05\x12\x13\n\x0bqueue_depth\x18\x02 \x01(\x05\"R\n\x08\x45ndpoint\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x11\n\tdevice_id\x18\x04 \x01(\t\"\xcd\x01\n\tSlotGrant\x12\x0f\n\x07slot_id\x18\x01 \x01(\t\x12\x32\n\x08\x65ndpoint\x18\x02 \x01(\x0b\x32 .meshserve.scheduler.v1.Endpoint\x12\r\n\x05model\x18\x03 \x01(\t\x12=\n\x0epressure_level\x18\x04 \x01(\x0e\x32%.meshserve.scheduler.v1.PressureLevel\x12-\n\nqueue_wait\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x8e\x01\n\x13\x41\x63quireSlotResponse\x12\x37\n\x06queued\x18\x01 \x01(\x0b\x32%.meshserve.scheduler.v1.QueuePositionH\x00\x12\x34\n\x07granted\x18\x02 \x01(\x0b\x32!.meshserve.scheduler.v1.SlotGrantH\x00\x42\x08\n\x06update\"\x1a\n\x18GetSchedulerStateRequest\"\xc2\x04\n\x0b\x44\x65viceState\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x02 \x01(\x03\x12\x16\n\x0ereserved_bytes\x18\x03 \x01(\x03\x12\x1b\n\x13measured_used_bytes\x18\x04 \x01(\x03\x12=\n\x0epressure_level\x18\x05 \x01(\x0e\x32%.meshserve.scheduler.v1.PressureLevel\x12 \n\x13temperature_celsius\x18\x06 \x01(\x02H\x00\x88\x01\x01\x12-\n\tread_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tnode_name\x18\x08 \x01(\t\x12\x30\n\x04kind\x18\t \x01(\x0e\x32\".meshserve.scheduler.v1.DeviceKind\x12\x0c\n\x04name\x18\n \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\x0b \x01(\x03\x12 \n\x13utilization_percent\x18\x0c \x01(\x02H\x01\x88\x01\x01\x12\x18\n\x0bpower_watts\x18\r \x01(\x02H\x02\x88\x01\x01\x12\x1b\n\x13peak_reserved_bytes\x18\x0e \x01(\x03\x12;\n\rthermal_state\x18\x0f \x01(\x0e\x32$.meshserve.scheduler.v1.ThermalStateB\x16\n\x14_temperature_celsiusB\x16\n\x14_utilization_percentB\x0e\n\x0c_power_watts\"O\n\nQueueDepth\x12\x32\n\x08priority\x18\x01 \x01(\x0e\x32 .meshserve.scheduler.v1.Priority\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\x05\"\xe2\x02\n\rEndpointState\x12\x32\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32 .meshserve.scheduler.v1.Endpoint\x12\x13\n\x0btotal_slots\x18\x02 \x01(\x05\x12\x12\n\nused_slots\x18\x03 \x01(\x05\x12\x10\n\x08resident\x18\x04 \x01(\x08\x12\x14\n\x0c\x63ircuit_open\x18\x05 \x01(\x08\x12\x36\n\x06health\x18\x06 \x01(\x0e\x32&.meshserve.scheduler.v1.EndpointHealth\x12\x0e\n\x06\x65ngine\x18\x07 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x08 \x01(\x05\x12\x1e\n\x16memory_footprint_bytes\x18\t \x01(\x03\x12\x36\n\x13\x66irst_token_latency\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x66\x61ilure_rate\x18\x0b \x01(\x02\"\xbe\x01\n\x19GetSchedulerStateResponse\x12\x34\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32#.meshserve.scheduler.v1.DeviceState\x12\x31\n\x05queue\x18\x02 \x03(\x0b\x32\".meshserve.scheduler.v1.QueueDepth\x12\x38\n\tendpoints\x18\x03 \x03(\x0b\x32%.meshserve.scheduler.v1.EndpointState*u\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPRIORITY_LOW\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x11\n\rPRIORITY_HIGH\x10\x03\x12\x15\n\x11PRIORITY_CRITICAL\x10\x04*\xb6\x01\n\rPressureLevel\x12\x1e\n\x1aPRESSURE_LEVEL_UNSPECIFIED\x10\x00\x12\x16\n\x12PRESSURE_LEVEL_LOW\x10\x01\x12\x19\n\x15PRESSURE_LEVEL_NORMAL\x10\x02\x12\x17\n\x13PRESSURE_LEVEL_HIGH\x10\x03\x12\x1b\n\x17PRESSURE_LEVEL_CRITICAL\x10\x04\x12\x1c\n\x18PRESSURE_LEVEL_EMERGENCY\x10\x05*\x9c\x01\n\x0bSlotOutcome\x12\x1c\n\x18SLOT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16SLOT_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n\x13SLOT_OUTCOME_FAILED\x10\x02\x12\x1a\n\x16SLOT_OUTCOME_CANCELLED\x10\x03\x12\x1e\n\x1aSLOT_OUTCOME_OUT_OF_MEMORY\x10\x04*T\n\nDeviceKind\x12\x1b\n\x17\x44\x45VICE_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44\x45VICE_KIND_GPU\x10\x01\x12\x14\n\x10\x44\x45VICE_KIND_HOST\x10\x02*\x90\x01\n\x0e\x45ndpointHealth\x12\x1f\n\x1b\x45NDPOINT_HEALTH_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45NDPOINT_HEALTH_SERVING\x10\x01\x12\x1f\n\x1b\x45NDPOINT_HEALTH_NOT_SERVING\x10\x02\x12\x1f\n\x1b\x45NDPOINT_HEALTH_UNREACHABLE\x10\x03*\x92\x01\n\x0cThermalState\x12\x1d\n\x19THERMAL_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14THERMAL_STATE_NORMAL\x10\x01\x12\x18\n\x14THERMAL_STATE_REDUCE\x10\x02\x12\x17\n\x13THERMAL_STATE_PAUSE\x10\x03\x12\x16\n\x12THERMAL_STATE_STOP\x10\x04\x32\xf8\x01\n\x10SchedulerService\x12j\n\x0b\x41\x63quireSlot\x12*.meshserve.scheduler.v1.AcquireSlotRequest\x1a+.meshserve.scheduler.v1.AcquireSlotResponse(\x01\x30\x01\x12x\n\x11GetSchedulerState\x12\x30.meshserve.scheduler.v1.GetSchedulerStateRequest\x1a\x31.meshserve.scheduler.v1.GetSchedulerStateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'meshserve.scheduler.v1.scheduler_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRIORITY']._serialized_start=2336
-  _globals['_PRIORITY']._serialized_end=2453
-  _globals['_PRESSURELEVEL']._serialized_start=2456
-  _globals['_PRESSURELEVEL']._serialized_end=2638
-  _globals['_SLOTOUTCOME']._serialized_start=2641
-  _globals['_SLOTOUTCOME']._serialized_end=2797
-  _globals['_DEVICEKIND']._serialized_start=2799
-  _globals['_DEVICEKIND']._serialized_end=2883
-  _globals['_ENDPOINTHEALTH']._serialized_start=2886
-  _globals['_ENDPOINTHEALTH']._serialized_end=3030
-  _globals['_THERMALSTATE']._serialized_start=3033
-  _globals['_THERMALSTATE']._serialized_end=3179
+  _globals['_PRIORITY']._serialized_start=2565
+  _globals['_PRIORITY']._serialized_end=2682
+  _globals['_PRESSURELEVEL']._serialized_start=2685
+  _globals['_PRESSURELEVEL']._serialized_end=2867
+  _globals['_SLOTOUTCOME']._serialized_start=2870
+  _globals['_SLOTOUTCOME']._serialized_end=3026
+  _globals['_DEVICEKIND']._serialized_start=3028
+  _globals['_DEVICEKIND']._serialized_end=3112
+  _globals['_ENDPOINTHEALTH']._serialized_start=3115
+  _globals['_ENDPOINTHEALTH']._serialized_end=3259
+  _globals['_THERMALSTATE']._serialized_start=3262
+  _globals['_THERMALSTATE']._serialized_end=3408
   _globals['_SLOTASK']._serialized_start=132
-  _globals['_SLOTASK']._serialized_end=315
-  _globals['_SLOTRELEASE']._serialized_start=318
-  _globals['_SLOTRELEASE']._serialized_end=464
-  _globals['_ACQUIRESLOTREQUEST']._serialized_start=467
-  _globals['_ACQUIRESLOTREQUEST']._serialized_end=601
-  _globals['_QUEUEPOSITION']._serialized_start=603
-  _globals['_QUEUEPOSITION']._serialized_end=657
-  _globals['_ENDPOINT']._serialized_start=659
-  _globals['_ENDPOINT']._serialized_end=741
-  _globals['_SLOTGRANT']._serialized_start=744
-  _globals['_SLOTGRANT']._serialized_end=949
-  _globals['_ACQUIRESLOTRESPONSE']._serialized_start=952
-  _globals['_ACQUIRESLOTRESPONSE']._serialized_end=1094
-  _globals['_GETSCHEDULERSTATEREQUEST']._serialized_start=1096
-  _globals['_GETSCHEDULERSTATEREQUEST']._serialized_end=1122
-  _globals['_DEVICESTATE']._serialized_start=1125
-  _globals['_DEVICESTATE']._serialized_end=1703
-  _globals['_QUEUEDEPTH']._serialized_start=1705
-  _globals['_QUEUEDEPTH']._serialized_end=1784
-  _globals['_ENDPOINTSTATE']._serialized_start=1787
-  _globals['_ENDPOINTSTATE']._serialized_end=2141
-  _globals['_GETSCHEDULERSTATERESPONSE']._serialized_start=2144
-  _globals['_GETSCHEDULERSTATERESPONSE']._serialized_end=2334
-  _globals['_SCHEDULERSERVICE']._serialized_start=3182
-  _globals['_SCHEDULERSERVICE']._serialized_end=3430
+  _globals['_SLOTASK']._serialized_end=369
+  _globals['_CALLERLIMITS']._serialized_start=372
+  _globals['_CALLERLIMITS']._serialized_end=522
+  _globals['_SLOTRELEASE']._serialized_start=525
+  _globals['_SLOTRELEASE']._serialized_end=693
+  _globals['_ACQUIRESLOTREQUEST']._serialized_start=696
+  _globals['_ACQUIRESLOTREQUEST']._serialized_end=830
+  _globals['_QUEUEPOSITION']._serialized_start=832
+  _globals['_QUEUEPOSITION']._serialized_end=886
+  _globals['_ENDPOINT']._serialized_start=888
+  _globals['_ENDPOINT']._serialized_end=970
+  _globals['_SLOTGRANT']._serialized_start=973
+  _globals['_SLOTGRANT']._serialized_end=1178
+  _globals['_ACQUIRESLOTRESPONSE']._serialized_start=1181
+  _globals['_ACQUIRESLOTRESPONSE']._serialized_end=1323
+  _globals['_GETSCHEDULERSTATEREQUEST']._serialized_start=1325
+  _globals['_GETSCHEDULERSTATEREQUEST']._serialized_end=1351
+  _globals['_DEVICESTATE']._serialized_start=1354
+  _globals['_DEVICESTATE']._serialized_end=1932
+  _globals['_QUEUEDEPTH']._serialized_start=1934
+  _globals['_QUEUEDEPTH']._serialized_end=2013
+  _globals['_ENDPOINTSTATE']._serialized_start=2016
+  _globals['_ENDPOINTSTATE']._serialized_end=2370
+  _globals['_GETSCHEDULERSTATERESPONSE']._serialized_start=2373
+  _globals['_GETSCHEDULERSTATERESPONSE']._serialized_end=2563
+  _globals['_SCHEDULERSERVICE']._serialized_start=3411
+  _globals['_SCHEDULERSERVICE']._serialized_end=3659
 # @@protoc_insertion_point(module_scope)

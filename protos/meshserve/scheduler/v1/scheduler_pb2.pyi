@@ -86,7 +86,7 @@ THERMAL_STATE_PAUSE: ThermalState
 THERMAL_STATE_STOP: ThermalState
 
 class SlotAsk(_message.Message):
-    __slots__ = ("model", "fallback_models", "priority", "caller_id", "request_id", "prompt_tokens", "max_tokens")
+    __slots__ = ("model", "fallback_models", "priority", "caller_id", "request_id", "prompt_tokens", "max_tokens", "limits")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_MODELS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +94,7 @@ class SlotAsk(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
     model: str
     fallback_models: _containers.RepeatedScalarFieldContainer[str]
     priority: Priority
@@ -101,17 +102,32 @@ class SlotAsk(_message.Message):
     request_id: str
     prompt_tokens: int
     max_tokens: int
-    def __init__(self, model: _Optional[str] = ..., fallback_models: _Optional[_Iterable[str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., caller_id: _Optional[str] = ..., request_id: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ...) -> None: ...
+    limits: CallerLimits
+    def __init__(self, model: _Optional[str] = ..., fallback_models: _Optional[_Iterable[str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., caller_id: _Optional[str] = ..., request_id: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., limits: _Optional[_Union[CallerLimits, _Mapping]] = ...) -> None: ...
+
+class CallerLimits(_message.Message):
+    __slots__ = ("requests_per_minute", "tokens_per_minute", "max_concurrent", "max_priority")
+    REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_FIELD_NUMBER: _ClassVar[int]
+    MAX_PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    requests_per_minute: int
+    tokens_per_minute: int
+    max_concurrent: int
+    max_priority: Priority
+    def __init__(self, requests_per_minute: _Optional[int] = ..., tokens_per_minute: _Optional[int] = ..., max_concurrent: _Optional[int] = ..., max_priority: _Optional[_Union[Priority, str]] = ...) -> None: ...
 
 class SlotRelease(_message.Message):
-    __slots__ = ("outcome", "time_to_first_token", "output_tokens")
+    __slots__ = ("outcome", "time_to_first_token", "output_tokens", "input_tokens")
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     TIME_TO_FIRST_TOKEN_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     outcome: SlotOutcome
     time_to_first_token: _duration_pb2.Duration
     output_tokens: int
-    def __init__(self, outcome: _Optional[_Union[SlotOutcome, str]] = ..., time_to_first_token: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., output_tokens: _Optional[int] = ...) -> None: ...
+    input_tokens: int
+    def __init__(self, outcome: _Optional[_Union[SlotOutcome, str]] = ..., time_to_first_token: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., output_tokens: _Optional[int] = ..., input_tokens: _Optional[int] = ...) -> None: ...
 
 class AcquireSlotRequest(_message.Message):
     __slots__ = ("ask", "release")
