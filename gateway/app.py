@@ -12,11 +12,13 @@ import logging
 from grpc_health.v1 import health, health_pb2
 from meshserve.gateway.v1 import gateway_pb2_grpc
 
+from gateway.audit import RequestAudit
 from gateway.clients import InferenceClients, SchedulerClient
 from gateway.core.service import GatewayCore
 from gateway.servicer import SERVICE_NAME, GatewayServicer
 from gateway.settings import GatewaySettings
 from gateway.status import mesh_is_ready
+from services.shared.audit_log import AuditLog
 from services.shared.errors import MeshError
 from services.shared.grpc_server import (
     add_health_and_reflection,
@@ -27,6 +29,7 @@ from services.shared.grpc_server import (
 )
 from services.shared.mesh_config import load_mesh_config
 from services.shared.service_main import run_service
+from services.store.waiting import open_store
 from telemetry.metrics import serve_metrics
 
 log = logging.getLogger("gateway")
@@ -56,9 +59,14 @@ async def serve(settings: GatewaySettings) -> int:
     scheduler = SchedulerClient(settings.scheduler, tls)
     inference = InferenceClients(tls)
     core = GatewayCore([model.name for model in mesh.models], scheduler, inference)
+    # Where the audit log goes; the gateway waits for the store, as nothing it serves goes unaudited.
+    database = await open_store(settings.store_url())
+    audit = AuditLog(database.audit)
+    audit.start()
 
     server = create_service_server(settings)
-    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(core, scheduler, mesh), server)
+    servicer = GatewayServicer(core, scheduler, mesh, RequestAudit(audit))
+    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
     health_servicer = await add_health_and_reflection(server, [SERVICE_NAME])
     bind(server, settings.listen, tls)
     await server.start()
@@ -68,6 +76,8 @@ async def serve(settings: GatewaySettings) -> int:
     log.info("stopping on %s", (await wait_for_shutdown_signal()).name)
     readiness.cancel()
     await stop_gracefully(server, health_servicer, settings.shutdown_grace_seconds)
+    await audit.close()
+    await database.close()
     await inference.close()
     await scheduler.close()
     log.info("stopped")

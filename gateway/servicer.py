@@ -12,6 +12,7 @@ from meshserve.gateway.v1 import gateway_pb2 as pb
 from meshserve.gateway.v1 import gateway_pb2_grpc
 from opentelemetry import trace
 
+from gateway.audit import RequestAudit
 from gateway.clients import SchedulerClient
 from gateway.convert import to_gateway_request, to_public_response
 from gateway.core.service import GatewayCore
@@ -26,21 +27,27 @@ _GENERATE = f"/{SERVICE_NAME}/Generate"
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
-    def __init__(self, core: GatewayCore, scheduler: SchedulerClient, mesh: MeshConfig) -> None:
+    def __init__(self, core: GatewayCore, scheduler: SchedulerClient, mesh: MeshConfig, audit: RequestAudit) -> None:
         self._core = core
         self._scheduler = scheduler
         self._mesh = mesh
+        self._audit = audit
 
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateResponse]:
         identity = identity_of(context, _GENERATE)
-        command = to_gateway_request(request, identity.subject, uuid.uuid4().hex, identity.limits)
+        with self._audit.call_refused_early(identity):
+            command = to_gateway_request(request, identity.subject, uuid.uuid4().hex, identity.limits)
         span = trace.get_current_span()
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
-        stream = observed_generation(
-            span, command, self._model_label(command.model), self._core.generate(command, deadline)
+        stream = self._audit.generation(
+            identity,
+            command,
+            observed_generation(
+                span, command, self._model_label(command.model), self._core.generate(command, deadline)
+            ),
         )
         first = True
         async with aclosing(stream) as chunks:
@@ -60,17 +67,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        identity_of(context, f"/{SERVICE_NAME}/ListModels")
-        return models_response(self._mesh, await self._scheduler.state())
+        with self._audit.call(identity_of(context, f"/{SERVICE_NAME}/ListModels")):
+            return models_response(self._mesh, await self._scheduler.state())
 
     async def GetGpuStatus(
         self, request: pb.GetGpuStatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetGpuStatusResponse:
-        identity_of(context, f"/{SERVICE_NAME}/GetGpuStatus")
-        return gpu_status_response(await self._scheduler.state())
+        with self._audit.call(identity_of(context, f"/{SERVICE_NAME}/GetGpuStatus")):
+            return gpu_status_response(await self._scheduler.state())
 
     async def GetSchedulerState(
         self, request: pb.GetSchedulerStateRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetSchedulerStateResponse:
-        identity_of(context, f"/{SERVICE_NAME}/GetSchedulerState")
-        return scheduler_state_response(await self._scheduler.state())
+        with self._audit.call(identity_of(context, f"/{SERVICE_NAME}/GetSchedulerState")):
+            return scheduler_state_response(await self._scheduler.state())

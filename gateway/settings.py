@@ -6,10 +6,10 @@ from pathlib import Path
 
 from pydantic_settings import SettingsConfigDict
 
-from services.shared.service_settings import ServiceSettings
+from services.shared.service_settings import StoreServiceSettings
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(StoreServiceSettings):
     model_config = SettingsConfigDict(env_prefix="MESHSERVE_GATEWAY_", cli_prog_name="python -m gateway")
 
     config: Path = Path("deploy/meshserve.toml")

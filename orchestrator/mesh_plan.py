@@ -168,6 +168,7 @@ def _gateway(settings: LauncherSettings, tls: TlsFiles) -> ChildSpec:
         "--config", str(settings.config),
         "--listen", address,
         "--scheduler", settings.address(settings.scheduler_port),
+        *_store_flags(settings),
         *_metrics_flags(settings, settings.gateway_metrics_port),
         *_tls_flags(tls),
     )  # fmt: skip

@@ -12,7 +12,7 @@ from google.rpc import code_pb2, status_pb2
 from gateway.auth.core.routes import is_grpc
 from gateway.auth.wire import ext_authz_pb2 as wire
 from gateway.openai.errors import from_mesh_error
-from services.shared.errors import ErrorKind, MeshError
+from services.shared.errors import HTTP_STATUS, ErrorKind, MeshError
 from services.shared.identity import (
     CLIENT_HEADERS,
     IDENTITY_HEADER,
@@ -23,7 +23,6 @@ from services.shared.identity import (
 )
 from services.shared.status_details import to_status_proto
 
-_HTTP_STATUS = {ErrorKind.UNAUTHENTICATED: 401, ErrorKind.PERMISSION_DENIED: 403, ErrorKind.UNAVAILABLE: 503}
 # Credentials go no further than the edge: nothing behind it needs them, and logs there never see them.
 _CREDENTIAL_HEADERS = ("authorization", "x-api-key")
 _OVERWRITE = wire.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
@@ -43,7 +42,7 @@ def let_in(identity: Identity | None, headers: Iterable[str]) -> wire.CheckRespo
 
 
 def refuse(error: MeshError, surface: Surface, content_type: str, challenge: str) -> wire.CheckResponse:
-    status = _HTTP_STATUS.get(error.kind, 403)
+    status = HTTP_STATUS.get(error.kind, 403)
     response = wire.CheckResponse(status=_code(to_status_proto(error).code))
     denied = response.denied_response
     denied.status.code = status

@@ -25,24 +25,15 @@ from services.shared.grpc_server import (
     wait_for_shutdown_signal,
 )
 from services.shared.service_main import run_service
-from services.store.database import Database, open_database
+from services.store.database import Database
 from services.store.errors import StoreUnavailable
+from services.store.waiting import open_store
 from telemetry.metrics import serve_metrics
 
 log = logging.getLogger("gateway.auth")
 
 SERVICE_NAME = ext_authz_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 _RETENTION_SWEEP_SECONDS = 3600.0
-
-
-async def open_store(url: str) -> Database:
-    """Opens the store, waiting for it as long as it takes: nothing is let in meanwhile."""
-    while True:
-        try:
-            return await open_database(url)
-        except StoreUnavailable as error:
-            log.warning("waiting for the store: %s", error)
-            await asyncio.sleep(1.0)
 
 
 async def delete_old_audit_records(database: Database, retention_days: float) -> None:

@@ -10,18 +10,18 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from services.shared.errors import RATE_LIMIT_HEADER_PREFIX, ErrorKind, MeshError
+from services.shared.errors import HTTP_STATUS, RATE_LIMIT_HEADER_PREFIX, ErrorKind, MeshError
 
-# ErrorKind -> (HTTP status, OpenAI error type).
-_BY_KIND = {
-    ErrorKind.INVALID_ARGUMENT: (400, "invalid_request_error"),
-    ErrorKind.FAILED_PRECONDITION: (400, "invalid_request_error"),
-    ErrorKind.UNAUTHENTICATED: (401, "authentication_error"),
-    ErrorKind.PERMISSION_DENIED: (403, "permission_error"),
-    ErrorKind.NOT_FOUND: (404, "invalid_request_error"),
-    ErrorKind.RESOURCE_EXHAUSTED: (429, "rate_limit_error"),
-    ErrorKind.UNAVAILABLE: (503, "service_unavailable_error"),
-    ErrorKind.DEADLINE_EXCEEDED: (504, "timeout_error"),
+# ErrorKind -> OpenAI error type; the HTTP status is the mesh's own (HTTP_STATUS).
+_TYPE_OF_KIND = {
+    ErrorKind.INVALID_ARGUMENT: "invalid_request_error",
+    ErrorKind.FAILED_PRECONDITION: "invalid_request_error",
+    ErrorKind.UNAUTHENTICATED: "authentication_error",
+    ErrorKind.PERMISSION_DENIED: "permission_error",
+    ErrorKind.NOT_FOUND: "invalid_request_error",
+    ErrorKind.RESOURCE_EXHAUSTED: "rate_limit_error",
+    ErrorKind.UNAVAILABLE: "service_unavailable_error",
+    ErrorKind.DEADLINE_EXCEEDED: "timeout_error",
 }
 # Reasons whose parameter the error's metadata does not name.
 _PARAM_OF_REASON = {
@@ -68,7 +68,7 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 
 def from_mesh_error(error: MeshError, param_aliases: dict[str, str] | None = None) -> OpenAIError:
     """The envelope of a typed mesh error; `param_aliases` renames the mesh's field to the one the client sent."""
-    status, kind = _BY_KIND.get(error.kind, (500, "server_error"))
+    status, kind = HTTP_STATUS.get(error.kind, 500), _TYPE_OF_KIND.get(error.kind, "server_error")
     param = error.metadata.get("field") or _PARAM_OF_REASON.get(error.reason)
     if param is not None and param_aliases:
         param = param_aliases.get(param, param)

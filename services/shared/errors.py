@@ -27,6 +27,19 @@ class ErrorKind(Enum):
     UNAUTHENTICATED = "UNAUTHENTICATED"
 
 
+# The HTTP status each kind of failure is answered with on the REST and OpenAI surfaces.
+HTTP_STATUS = {
+    ErrorKind.INVALID_ARGUMENT: 400,
+    ErrorKind.FAILED_PRECONDITION: 400,
+    ErrorKind.UNAUTHENTICATED: 401,
+    ErrorKind.PERMISSION_DENIED: 403,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.RESOURCE_EXHAUSTED: 429,
+    ErrorKind.UNAVAILABLE: 503,
+    ErrorKind.DEADLINE_EXCEEDED: 504,
+}
+
+
 # eq=False keeps exceptions hashable and compared by identity, as exceptions are everywhere else.
 @dataclass(eq=False)
 class MeshError(Exception):

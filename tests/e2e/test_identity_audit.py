@@ -1,0 +1,85 @@
+"""The audit log on the real mesh: one record per request on every surface, refusals at the door included,
+read back with `meshserve audit`; never a prompt or a completion."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import httpx
+
+from tests.e2e.conftest import Mesh
+from tests.e2e.identity_support import bearer, create_key, meshserve
+from tests.e2e.test_identity import grpc_generate, sdk
+from tests.e2e.test_mesh_scheduling import wait_for
+
+SECRET_PROMPT = "The password to the vault is swordfish-7731"
+
+
+def audit_of(mesh: Mesh, key_id: str) -> list[dict]:
+    done = meshserve(mesh, "audit", "--since", "1h", "--key", key_id, "--json")
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def records_appear(mesh: Mesh, key_id: str, count: int) -> list[dict]:
+    found: list[dict] = []
+
+    def enough() -> bool:
+        found[:] = audit_of(mesh, key_id)
+        return len(found) >= count
+
+    wait_for(enough, 15.0, f"{count} audit records of {key_id}")
+    return found
+
+
+def test_every_served_request_is_audited_on_every_surface(mesh: Mesh) -> None:
+    key_id, key = create_key(mesh, "--scopes", "inference", "--max-priority", "HIGH")
+    rest = mesh.post_generate({"prompt": SECRET_PROMPT, "max_tokens": 3, "priority": "PRIORITY_CRITICAL"},
+                              headers=bearer(key))  # fmt: skip
+    assert rest.status == 200
+    chat = sdk(mesh, key).chat.completions.with_raw_response.create(
+        model="gemma-3-270m", messages=[{"role": "user", "content": SECRET_PROMPT}], max_tokens=2
+    )
+    grpc_generate(mesh, key)
+    records = records_appear(mesh, key_id, 3)
+    by_surface = {record["surface"]: record for record in records}
+    assert set(by_surface) == {"rest", "openai", "grpc"}
+    native = by_surface["rest"]
+    assert native["subject"] == f"key:{key_id}" and native["route"] == "POST /v1/generate"
+    assert (native["outcome"], native["status"], native["reason"]) == ("ok", 200, "")
+    assert native["model"] == "gemma-3-270m" and native["priority"] == "HIGH", "served at the key's ceiling"
+    assert native["input_tokens"] > 0 and native["output_tokens"] == 3 and native["latency_ms"] > 0
+    assert native["trace_id"] == rest.trace_id
+    assert by_surface["openai"]["route"] == "POST /v1/chat/completions"
+    assert by_surface["openai"]["trace_id"] == chat.headers["x-meshserve-trace-id"]
+    assert by_surface["grpc"]["route"] == "/meshserve.gateway.v1.GatewayService/Generate"
+
+
+def test_refusals_are_audited_with_their_reason(mesh: Mesh) -> None:
+    key_id, key = create_key(mesh, "--scopes", "inference", "--rpm", "1")
+    assert mesh.post_generate({"prompt": "Hi", "max_tokens": 2}, headers=bearer(key)).status == 200
+    assert httpx.get(f"{mesh.http}/v1/gpu/status", headers=bearer(key), timeout=10).status_code == 403
+    assert mesh.post_generate({"prompt": "Hi", "max_tokens": 2}, headers=bearer(key)).status == 429
+    assert meshserve(mesh, "keys", "revoke", key_id).returncode == 0
+    wait_for(lambda: mesh.get_json("/v1/mesh/models", headers=bearer(key))[0] == 401, 5.0, "the revocation")
+    records = records_appear(mesh, key_id, 4)
+    outcomes = {(record["status"], record["reason"]) for record in records}
+    assert {(200, ""), (403, "SCOPE_MISSING"), (429, "RATE_LIMITED"), (401, "KEY_REVOKED")} <= outcomes
+
+
+def test_the_audit_log_never_holds_prompts_or_completions(mesh: Mesh) -> None:
+    key_id, key = create_key(mesh, "--scopes", "inference")
+    reply = mesh.post_generate({"prompt": SECRET_PROMPT, "max_tokens": 4}, headers=bearer(key))
+    records_appear(mesh, key_id, 1)
+    with sqlite3.connect(mesh.state_dir / "meshserve.db") as database:
+        stored = json.dumps(database.execute("SELECT * FROM audit").fetchall())
+    assert "swordfish" not in stored and reply.text.strip() not in stored
+
+
+def test_the_audit_command_prints_a_readable_table(mesh: Mesh) -> None:
+    key_id, key = create_key(mesh, "--scopes", "inference")
+    assert mesh.post_generate({"prompt": "Hi", "max_tokens": 2}, headers=bearer(key)).status == 200
+    records_appear(mesh, key_id, 1)
+    table = meshserve(mesh, "audit", "--since", "10m", "--key", key_id)
+    assert table.returncode == 0 and f"key:{key_id}" in table.stdout and "POST /v1/generate" in table.stdout
