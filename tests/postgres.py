@@ -91,6 +91,11 @@ class PostgresServer:
             self.close()
             raise
 
+    def resume(self) -> None:
+        """Starts a stopped server again on the same data and port, as a database coming back from an outage."""
+        self._spawn()
+        self._wait_until_ready()
+
     def stop(self) -> None:
         """Fast shutdown (SIGINT: roll back open transactions, close connections), then a kill if it lingers."""
         process, self._process = self._process, None

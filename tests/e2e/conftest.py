@@ -26,6 +26,7 @@ from tests.conftest import LOG_TAIL_CHARS, track, untrack
 from tests.e2e.sse import OpenStream, SseReply, post_generate
 from tests.otlp_receiver import OtlpReceiver
 from tests.ports import free_port_block
+from tests.postgres import postgres_server  # noqa: F401 (a fixture, found by pytest through this import)
 from tests.support import REPO_ROOT, write_model_config
 
 MESHSERVE = [sys.executable, "-m", "orchestrator"]
