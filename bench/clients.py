@@ -66,17 +66,18 @@ class MeshGrpcClient:
 
     name = "meshserve gRPC"
 
-    def __init__(self, https_port: int, ca: Path) -> None:
+    def __init__(self, https_port: int, ca: Path, api_key: str) -> None:
         credentials = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes())
         self._channel = grpc.secure_channel(f"localhost:{https_port}", credentials)
         self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {api_key}"),)
 
     def stream(self, max_tokens: int, priority: str = "NORMAL", deadline: float | None = None) -> Measurement:
         request = pb.GenerateRequest(prompt=PROMPT, max_tokens=max_tokens, temperature=0.0, top_p=TOP_P, seed=SEED)
         request.priority = pb.Priority.Value(f"PRIORITY_{priority}")
         started, result = time.monotonic(), Measurement()
         try:
-            for message in self._stub.Generate(request, timeout=deadline):
+            for message in self._stub.Generate(request, timeout=deadline, metadata=self._metadata):
                 _token(result, started, 1 if message.text else 0)
                 if message.finish_reason:
                     result.tokens = message.usage.output_tokens
@@ -92,13 +93,14 @@ class MeshRestClient:
 
     name = "meshserve REST+SSE"
 
-    def __init__(self, http_port: int) -> None:
+    def __init__(self, http_port: int, api_key: str) -> None:
         self._port = http_port
+        self._headers = {"authorization": f"Bearer {api_key}"}
 
     def stream(self, max_tokens: int, priority: str = "NORMAL", deadline: float | None = None) -> Measurement:
         body = {"prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0.0, "top_p": TOP_P, "seed": SEED,
                 "priority": f"PRIORITY_{priority}"}  # fmt: skip
-        return _sse(self._port, "/v1/generate", body, deadline, _mesh_event)
+        return _sse(self._port, "/v1/generate", body, deadline, _mesh_event, self._headers)
 
 
 class MeshOpenAIClient:
@@ -106,13 +108,14 @@ class MeshOpenAIClient:
 
     name = "meshserve OpenAI"
 
-    def __init__(self, http_port: int) -> None:
+    def __init__(self, http_port: int, api_key: str) -> None:
         self._port = http_port
+        self._headers = {"authorization": f"Bearer {api_key}"}
 
     def stream(self, max_tokens: int, priority: str = "NORMAL", deadline: float | None = None) -> Measurement:
         body = {"model": MODEL, "prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0.0, "top_p": TOP_P,
                 "seed": SEED, "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
-        headers = {"x-meshserve-priority": priority.lower()}
+        headers = {**self._headers, "x-meshserve-priority": priority.lower()}
         return _sse(self._port, "/v1/completions", body, deadline, _openai_event, headers)
 
 

@@ -77,9 +77,10 @@ def measure_mesh_and_peers(
     peer = start_peer(config, scratch / "peer.log")
     try:
         ca = mesh.state_dir / "certs" / "ca.pem"
-        grpc_client = MeshGrpcClient(mesh.ports["edge_https"], ca)
+        grpc_client = MeshGrpcClient(mesh.ports["edge_https"], ca, mesh.api_key)
         peer_client = PeerClient(peer.port)
-        rest, openai = MeshRestClient(mesh.ports["edge_http"]), MeshOpenAIClient(mesh.ports["edge_http"])
+        rest = MeshRestClient(mesh.ports["edge_http"], mesh.api_key)
+        openai = MeshOpenAIClient(mesh.ports["edge_http"], mesh.api_key)
         clients = [floor, grpc_client, rest, openai, peer_client]
         for client in clients:
             client.stream(4)  # warm-up: first-request costs are not what is measured

@@ -9,7 +9,8 @@ this run, beside a baseline from the same run where a ratio says more than secon
   stream's own token intervals (llama.cpp through the mesh; vLLM on its own service, bench/vllm_timings.py);
 - refusal: a 429 while the slots and the queue are full, against a plain round trip through the edge;
 - slot free: a stream's last message until the scheduler shows its slot free;
-- death heard: SIGKILL of the inference service until the client's stream fails.
+- death heard: SIGKILL of the inference service until the client's stream fails;
+- credential check: the ext_authz Check every request waits for (bench/credential_check.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from meshserve.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from meshserve.inference.v1 import inference_pb2, inference_pb2_grpc
 from meshserve.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 
+from bench.credential_check import credential_check
 from bench.processes import Mesh
 from bench.workload import PROMPT, SEED, distribution
 from services.shared.certs import dev_identity
@@ -69,6 +71,7 @@ class MeshProbe:
 
     def __init__(self, mesh: Mesh) -> None:
         certs = mesh.state_dir / "certs"
+        self.credential = (("authorization", f"Bearer {mesh.api_key}"),)
         edge = grpc.ssl_channel_credentials(root_certificates=(certs / "ca.pem").read_bytes())
         self._channels = [
             grpc.secure_channel(f"localhost:{mesh.ports['edge_https']}", edge),
@@ -86,7 +89,7 @@ class MeshProbe:
 
     def stream(self, max_tokens: int = LONG_TOKENS):
         request = gateway_pb2.GenerateRequest(prompt=PROMPT, max_tokens=max_tokens, temperature=0.0, seed=SEED)
-        return self.gateway.Generate(request, timeout=300)
+        return self.gateway.Generate(request, timeout=300, metadata=self.credential)
 
     def state(self) -> scheduler_pb2.GetSchedulerStateResponse:
         return self._scheduler.GetSchedulerState(scheduler_pb2.GetSchedulerStateRequest(), timeout=5)
@@ -115,11 +118,12 @@ class MeshProbe:
             channel.close()
 
 
-def post(port: int, method: str, path: str, body: dict | None = None) -> int:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+def post(probe: MeshProbe, method: str, path: str, body: dict | None = None) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", probe.http_port, timeout=60)
     try:
         payload = json.dumps(body).encode() if body is not None else None
-        connection.request(method, path, payload, {"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json", **dict(probe.credential)}
+        connection.request(method, path, payload, headers)
         response = connection.getresponse()
         response.read()
         return response.status
@@ -133,9 +137,9 @@ def timed(action: Callable[[], object]) -> float:
     return time.monotonic() - started
 
 
-def refused_at_the_door(port: int) -> float:
+def refused_at_the_door(probe: MeshProbe) -> float:
     started = time.monotonic()
-    status = post(port, "POST", "/v1/generate", {"prompt": "Hi", "max_tokens": 2})
+    status = post(probe, "POST", "/v1/generate", {"prompt": "Hi", "max_tokens": 2})
     if status != 429:
         raise RuntimeError(f"with every slot and the queue full, a request got {status}, not 429")
     return time.monotonic() - started
@@ -168,7 +172,7 @@ def refusals(probe: MeshProbe, slots: int, max_queue: int, tries: int) -> list[f
         thread.start()
     try:
         until(lambda: probe.queued() == max_queue)
-        refused = [refused_at_the_door(probe.http_port) for _ in range(tries)]
+        refused = [refused_at_the_door(probe) for _ in range(tries)]
     finally:
         for holder in holders:
             holder.cancel()
@@ -214,7 +218,7 @@ def mesh_timings(mesh: Mesh, slots: int, max_queue: int, plan: TimingPlan) -> di
     """Every figure measured through the running mesh; the inference service is killed last."""
     probe = MeshProbe(mesh)
     try:
-        round_trips = [timed(lambda: post(probe.http_port, "GET", "/v1/mesh/models")) for _ in range(plan.tries)]
+        round_trips = [timed(lambda: post(probe, "GET", "/v1/mesh/models")) for _ in range(plan.tries)]
         round_trip = statistics.median(round_trips)
         refused = refusals(probe, slots, max_queue, plan.tries)
         freed = slot_free_after_end(probe, plan.tries)
@@ -225,6 +229,7 @@ def mesh_timings(mesh: Mesh, slots: int, max_queue: int, plan: TimingPlan) -> di
             "refusal_in_round_trips": statistics.median(refused) / round_trip,
             "slot_free_after_stream_end_seconds": distribution(freed),
             "slot_free_in_round_trips": statistics.median(freed) / round_trip,
+            "credential_check": credential_check(mesh),
             "killed_inference_heard_seconds": distribution(death_heard(mesh, probe, plan.kills)),
         }
     finally:
@@ -236,7 +241,7 @@ def describe(timings: dict) -> str:
         return f"p50 {1000 * figures['p50']:.1f} ms, p90 {1000 * figures['p90']:.1f} ms"
 
     mesh, vllm = timings["mesh"], timings["vllm"]
-    cancel = mesh["cancel_to_engine_free"]
+    cancel, check = mesh["cancel_to_engine_free"], mesh["credential_check"]
     lines = [
         "timings (medians of a few tries; ratios to baselines from this run)",
         f"  edge round trip (GET /v1/mesh/models) {ms(mesh['edge_round_trip_seconds'])}",
@@ -247,6 +252,8 @@ def describe(timings: dict) -> str:
         f"  cancel to engine free (llama.cpp)    {ms(cancel['seconds'])}, "
         f"{cancel['in_token_intervals']:.1f} token intervals",
         f"  killed inference heard by the client {ms(mesh['killed_inference_heard_seconds'])}",
+        f"  credential check (ext_authz, a key)  {ms(check['check_seconds'])}, "
+        f"{check['check_to_health_ratio']:.2f}x a gRPC health round trip to the same service",
     ]
     if "skipped" in vllm:
         lines.append(f"  vLLM: skipped, {vllm['skipped']}")

@@ -13,7 +13,7 @@ CAPACITY = SLOTS + QUEUE
 
 
 def test_a_burst_of_three_times_capacity_serves_every_high_request_and_refuses_the_rest(mesh: Mesh) -> None:
-    client = MeshGrpcClient(mesh.port("edge_https"), mesh.state_dir / "certs" / "ca.pem")
+    client = MeshGrpcClient(mesh.port("edge_https"), mesh.state_dir / "certs" / "ca.pem", mesh.api_key)
     ledger = LedgerReader(mesh.port("scheduler"), mesh.identity("cli"))
     try:
         priorities = burst_priorities(CAPACITY, high=QUEUE)

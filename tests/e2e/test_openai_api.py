@@ -146,7 +146,7 @@ def test_completion_logprobs_come_in_the_legacy_shape(mesh: Mesh) -> None:
 def test_the_openai_api_is_served_over_tls_too(mesh: Mesh) -> None:
     context = ssl.create_default_context(cafile=str(mesh.state_dir / "certs" / "ca.pem"))
     client = openai.OpenAI(
-        base_url=f"https://localhost:{mesh.port('edge_https')}/v1", api_key="unused", max_retries=0,
+        base_url=f"https://localhost:{mesh.port('edge_https')}/v1", api_key=mesh.api_key, max_retries=0,
         http_client=httpx.Client(verify=context),
     )  # fmt: skip
     reply = client.completions.create(model=MODEL, prompt=STORY, max_tokens=3)
