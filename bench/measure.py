@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from bench.processes import Mesh, cpu_seconds
 from bench.workload import Measurement, RunSummary, Workload, summarize
 
-MESH_OVERHEAD_ROLES = ("envoy", "gateway", "scheduler")
+MESH_OVERHEAD_ROLES = ("envoy", "gateway", "openai", "auth", "scheduler")
 
 
 def run_closed_loop(client, concurrency: int, workload: Workload) -> tuple[list[Measurement], float]:

@@ -18,7 +18,10 @@ from tests.ports import free_port, free_port_block
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 # The mesh's own processes, by what their command lines say.
-MESH_ROLES = {"envoy": "envoy", "gateway": "-m gateway", "scheduler": "orchestrator.scheduler",
+# Each role's marker in its command line. "-m gateway " ends with a space so that it does not also match
+# the OpenAI front (-m gateway.openai) or the authorization service (-m gateway.auth).
+MESH_ROLES = {"envoy": "envoy", "gateway": "-m gateway ", "openai": "-m gateway.openai",
+              "auth": "-m gateway.auth", "scheduler": "orchestrator.scheduler",
               "inference": "services.inference", "gpu-monitor": "services.gpu_monitor"}  # fmt: skip
 
 

@@ -66,18 +66,9 @@ class RequestAudit:
             self._log.record(_record(call, outcome, status, reason))
 
     @contextmanager
-    def call_refused_early(self, identity: Identity) -> Iterator[None]:
-        """Audits a refusal before a generation starts (a request that does not convert); nothing otherwise."""
-        call = _Call(identity, time.time(), time.monotonic())
-        try:
-            yield
-        except MeshError as error:
-            self._log.record(_record(call, "refused", HTTP_STATUS.get(error.kind, 500), error.reason))
-            raise
-
-    @contextmanager
-    def call(self, identity: Identity) -> Iterator[None]:
-        """Audits a unary call, however it ends."""
+    def call(self, identity: Identity, *, refusals_only: bool = False) -> Iterator[None]:
+        """Audits a unary call however it ends; with `refusals_only`, only its refusal (a generation's start,
+        whose own record comes from generation())."""
         call = _Call(identity, time.time(), time.monotonic())
         try:
             yield
@@ -87,7 +78,8 @@ class RequestAudit:
         except Exception:
             self._log.record(_record(call, "error", 500, "INTERNAL"))
             raise
-        self._log.record(_record(call, "ok", 200, ""))
+        if not refusals_only:
+            self._log.record(_record(call, "ok", 200, ""))
 
 
 def _record(call: _Call, outcome: str, status: int, reason: str) -> AuditRecord:

@@ -37,7 +37,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateResponse]:
         identity = identity_of(context, _GENERATE)
-        with self._audit.call_refused_early(identity):
+        with self._audit.call(identity, refusals_only=True):
             command = to_gateway_request(request, identity.subject, uuid.uuid4().hex, identity.limits)
         span = trace.get_current_span()
         remaining = context.time_remaining()

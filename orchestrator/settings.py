@@ -77,9 +77,9 @@ class LauncherSettings(BaseSettings):
 
     def store_url(self) -> str:
         # Imported here: the CLI's generate command never loads SQLAlchemy.
-        from services.store.urls import sqlite_url
+        from services.store.urls import store_url
 
-        return self.database_url or sqlite_url(self.state_dir / "meshserve.db")
+        return store_url(self.database_url, self.state_dir)
 
     def address(self, port: int) -> str:
         return f"{self.host}:{port}"

@@ -36,12 +36,18 @@ SERVICE_NAME = ext_authz_pb2.DESCRIPTOR.services_by_name["Authorization"].full_n
 _RETENTION_SWEEP_SECONDS = 3600.0
 
 
-async def delete_old_audit_records(database: Database, retention_days: float) -> None:
+async def prune_audit(database: Database, retention_days: float, now: float) -> int:
+    """Deletes the audit records older than the retention; how many there were."""
+    deleted = await database.audit.delete_before(now - retention_days * 86400)
+    if deleted:
+        log.info("deleted %d audit records older than %g days", deleted, retention_days)
+    return deleted
+
+
+async def prune_audit_forever(database: Database, retention_days: float) -> None:
     while True:
         try:
-            deleted = await database.audit.delete_before(time.time() - retention_days * 86400)
-            if deleted:
-                log.info("deleted %d audit records older than %g days", deleted, retention_days)
+            await prune_audit(database, retention_days, time.time())
         except StoreUnavailable as error:
             log.warning("audit retention skipped: %s", error)
         await asyncio.sleep(_RETENTION_SWEEP_SECONDS)
@@ -62,7 +68,7 @@ async def serve(settings: AuthSettings) -> int:
     await server.start()
     await set_serving(health_servicer, [SERVICE_NAME])
     serve_metrics(settings.metrics_listen)
-    retention = asyncio.create_task(delete_old_audit_records(database, settings.audit_retention_days))
+    retention = asyncio.create_task(prune_audit_forever(database, settings.audit_retention_days))
     log.info("listening on %s", settings.listen)
     log.info("stopping on %s", (await wait_for_shutdown_signal()).name)
     retention.cancel()

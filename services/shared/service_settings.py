@@ -60,6 +60,6 @@ class StoreServiceSettings(ServiceSettings):
 
     def store_url(self) -> str:
         # Imported here: services without a store never load SQLAlchemy.
-        from services.store.urls import sqlite_url
+        from services.store.urls import store_url
 
-        return self.database_url or sqlite_url(self.state_dir / "meshserve.db")
+        return store_url(self.database_url, self.state_dir)

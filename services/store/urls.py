@@ -19,6 +19,11 @@ def sqlite_url(path: Path) -> str:
     return f"{SQLITE_DRIVER}:///{Path(path).absolute()}"
 
 
+def store_url(database_url: str, state_dir: Path) -> str:
+    """The operator's database, or the embedded default: SQLite in the state directory."""
+    return database_url or sqlite_url(state_dir / "meshserve.db")
+
+
 def normalize_url(url: str) -> str:
     """The URL with the async driver the store uses; ValueError for a backend it does not support."""
     parsed = _parse(url)

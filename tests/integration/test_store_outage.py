@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from gateway.auth.app import prune_audit
 from gateway.auth.core.authorizer import AccessRequest, Authorizer
 from gateway.auth.core.tokens import TokenPolicy
 from gateway.auth.key_cache import CachedKeyDirectory
@@ -116,3 +117,10 @@ async def _written(database: Database) -> list[AuditRecord]:
 
 async def _pause() -> None:
     await asyncio.sleep(0.05)
+
+
+async def test_audit_records_past_the_retention_are_pruned(database: Database) -> None:
+    day = 86400.0
+    await database.audit.append([record(1000 * day), record(1089 * day), record(1091 * day)])
+    assert await prune_audit(database, retention_days=90, now=1180 * day) == 2
+    assert [r.at for r in await database.audit.query(0)] == [1091 * day]
