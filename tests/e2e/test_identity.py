@@ -19,7 +19,6 @@ from meshserve.gateway.v1 import gateway_pb2_grpc
 from services.identity.dev_issuer import DEV_ISSUER
 from tests.e2e.conftest import Mesh
 from tests.e2e.identity_support import bearer, create_key, meshserve
-from tests.e2e.test_mesh_scheduling import wait_for
 
 CHAT = {"model": "gemma-3-270m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
 
@@ -46,6 +45,22 @@ def caller_of(mesh: Mesh, trace_id: str) -> str:
 
 def models_status(mesh: Mesh, credential: str) -> int:
     return mesh.get_json("/v1/mesh/models", headers=bearer(credential))[0]
+
+
+def answers_after(mesh: Mesh, credential: str, since: float, settle_seconds: float = 1.0) -> list[int]:
+    """The statuses of requests started `settle_seconds` or more after `since`, polling until there is one.
+
+    A request's start, not its end, is what the bound is about: a slow answer to an early request says
+    nothing, and every request started after the bound must already see the change.
+    """
+    late: list[int] = []
+    while not late:
+        started = time.monotonic()
+        status = models_status(mesh, credential)
+        if started - since >= settle_seconds:
+            late.append(status)
+        time.sleep(0.02)  # a poll's pace, not an order: every request is checked on its own
+    return late
 
 
 def test_the_development_key_file_is_private_and_the_store_keeps_only_hashes(mesh: Mesh) -> None:
@@ -110,9 +125,7 @@ def test_a_revoked_key_is_refused_within_a_second(mesh: Mesh) -> None:
     key_id, key = create_key(mesh, "--scopes", "inference")
     assert models_status(mesh, key) == 200
     assert meshserve(mesh, "keys", "revoke", key_id).returncode == 0
-    revoked_at = time.monotonic()
-    wait_for(lambda: models_status(mesh, key) == 401, 5.0, "the revocation taking effect")
-    assert time.monotonic() - revoked_at <= 1.0
+    assert answers_after(mesh, key, since=time.monotonic()) == [401]
     status, body = mesh.get_json("/v1/mesh/models", headers=bearer(key))
     assert body["details"][0]["reason"] == "KEY_REVOKED"
 
@@ -123,8 +136,7 @@ def test_a_rotated_key_works_at_once_and_the_old_one_stops_within_a_second(mesh:
     rotated = meshserve(mesh, "keys", "rotate", key_id)
     assert rotated.returncode == 0, rotated.stderr
     rotated_at, new = time.monotonic(), rotated.stdout.strip()
-    wait_for(lambda: models_status(mesh, old) == 401, 5.0, "the old secret being refused")
-    assert time.monotonic() - rotated_at <= 1.0
+    assert answers_after(mesh, old, since=rotated_at) == [401], "the old secret refused within a second"
     assert new != old and new.split("_")[1] == key_id
     assert models_status(mesh, new) == 200
 
