@@ -13,6 +13,7 @@ from opentelemetry import trace
 from gateway.auth.answers import challenge_for, let_in, refuse
 from gateway.auth.core.authorizer import AccessRequest, Authorizer
 from gateway.auth.core.routes import rule_for
+from gateway.auth.core.tokens import JWT_FAILURE_KEY, JWT_FILTER, JWT_PAYLOAD_KEY
 from gateway.auth.wire import ext_authz_pb2 as wire
 from gateway.auth.wire import ext_authz_pb2_grpc
 from services.shared.audit_log import AuditLog
@@ -20,11 +21,6 @@ from services.shared.errors import MeshError
 from services.shared.identity import Surface
 from services.store.records import AuditRecord
 from telemetry.spans import trace_id_of
-
-JWT_FILTER = "envoy.filters.http.jwt_authn"
-# Where jwt_authn puts a verified token's claims, and why it did not verify one (gateway/edge/auth.py).
-JWT_PAYLOAD_KEY = "payload"
-JWT_FAILURE_KEY = "failure"
 
 
 class AuthorizationServicer(ext_authz_pb2_grpc.AuthorizationServicer):

@@ -38,11 +38,9 @@ from envoy_data_plane.envoy.extensions.filters.http.jwt_authn.v3 import (
 from envoy_data_plane.envoy.type.v3 import HttpStatus, StatusCode
 from envoy_data_plane.google.protobuf import Empty
 
+from gateway.auth.core.tokens import JWT_FAILURE_KEY, JWT_FILTER, JWT_PAYLOAD_KEY
+
 AUTH_CLUSTER = "auth"
-JWT_FILTER = "envoy.filters.http.jwt_authn"
-# The keys the authorization service reads (gateway/auth/servicer.py).
-JWT_PAYLOAD_KEY = "payload"
-JWT_FAILURE_KEY = "failure"
 
 
 @dataclass(frozen=True)

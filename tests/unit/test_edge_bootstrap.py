@@ -12,6 +12,7 @@ import pytest
 from google.protobuf import descriptor_pb2
 
 from gateway.edge import EdgeConfig, build_bootstrap, build_descriptor_set, write_bootstrap
+from gateway.edge.auth import EdgeAuth, TrustedIssuer
 from services.shared.tls import TlsFiles
 
 SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
@@ -381,3 +382,59 @@ def test_spans_are_flushed_as_configured(tmp_path: Path, traced: dict[str, Any])
 def test_bad_tracing_settings_are_refused(tmp_path: Path, overrides: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         edge_config(tmp_path, **overrides)
+
+
+def authenticated(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    issuers = (
+        TrustedIssuer("dev", "https://meshserve.local/dev", ("meshserve",), jwks_file=tmp_path / "jwks.json"),
+        TrustedIssuer("corp", "https://login.corp", ("api",), jwks_url="https://login.corp:8443/keys"),
+    )
+    config = edge_config(tmp_path, auth_endpoints=[("127.0.0.1", 50045)], auth=EdgeAuth(issuers), **overrides)
+    return build_bootstrap(config)
+
+
+def test_every_request_passes_jwt_authn_then_ext_authz_before_the_transcoder(tmp_path: Path) -> None:
+    bootstrap = authenticated(tmp_path)
+    names = [item["name"] for item in connection_manager(bootstrap, "edge_https")["http_filters"]]
+    assert names == [*FILTER_ORDER[:2], "envoy.filters.http.jwt_authn", "envoy.filters.http.ext_authz",
+                     *FILTER_ORDER[2:]]  # fmt: skip
+    authz = http_filter(bootstrap, "envoy.filters.http.ext_authz")
+    assert authz["grpc_service"]["envoy_grpc"]["cluster_name"] == "auth"
+    # Proto3 JSON leaves out a false: failure_mode_allow is off, so an unanswered check lets nothing in.
+    assert "failure_mode_allow" not in authz and authz["status_on_error"]["code"] == "ServiceUnavailable"
+    assert authz["metadata_context_namespaces"] == ["envoy.filters.http.jwt_authn"]
+
+
+def test_jwt_authn_verifies_every_issuer_and_leaves_the_decision_to_ext_authz(tmp_path: Path) -> None:
+    jwt = http_filter(authenticated(tmp_path), "envoy.filters.http.jwt_authn")
+    dev, corp = jwt["providers"]["dev"], jwt["providers"]["corp"]
+    assert dev["issuer"] == "https://meshserve.local/dev" and dev["audiences"] == ["meshserve"]
+    assert dev["local_jwks"]["filename"].endswith("jwks.json")
+    assert corp["remote_jwks"]["http_uri"]["cluster"] == "jwks_corp"
+    for provider in (dev, corp):
+        assert provider["require_expiration"] is True and provider["forward"] is True
+        assert (provider["payload_in_metadata"], provider["failed_status_in_metadata"]) == ("payload", "failure")
+    (rule,) = jwt["rules"]
+    alternatives = rule["requires"]["requires_any"]["requirements"]
+    assert {"provider_name": "dev"} in alternatives and {"allow_missing_or_failed": {}} in alternatives
+
+
+def test_the_authorization_service_is_reached_over_mtls_and_a_jwks_url_over_checked_tls(tmp_path: Path) -> None:
+    bootstrap = authenticated(tmp_path)
+    auth = cluster(bootstrap, "auth")
+    assert "spiffe://meshserve.local/auth" in json.dumps(auth["transport_socket"])
+    assert "grpc_health_check" in auth["health_checks"][0]
+    jwks = cluster(bootstrap, "jwks_corp")
+    context = jwks["transport_socket"]["typed_config"]
+    assert context["sni"] == "login.corp"
+    validation = context["common_tls_context"]["validation_context"]
+    assert validation["trusted_ca"]["filename"] == "/etc/ssl/certs/ca-certificates.crt"
+    assert '"auth"' in json.dumps(http_filter(bootstrap, "envoy.filters.http.health_check"))
+
+
+def test_trusted_issuers_need_the_authorization_service(tmp_path: Path) -> None:
+    issuer = TrustedIssuer("dev", "https://i", ("a",), jwks_file=tmp_path / "jwks.json")
+    with pytest.raises(ValueError, match="authorization service"):
+        edge_config(tmp_path, auth=EdgeAuth((issuer,)))
+    with pytest.raises(ValueError, match="exactly one"):
+        TrustedIssuer("both", "https://i", ("a",), jwks_file=tmp_path / "j", jwks_url="https://i/keys")

@@ -11,6 +11,12 @@ from services.shared.domain import Priority
 from services.shared.errors import MeshError, unauthenticated
 from services.shared.identity import ROLE_SCOPES, CallerLimits, Scope
 
+# Where Envoy's jwt_authn puts a verified token's claims, and why it did not verify one: the edge's
+# configuration (gateway/edge/auth.py) and the authorization service (servicer.py) both read these.
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+JWT_PAYLOAD_KEY = "payload"
+JWT_FAILURE_KEY = "failure"
+
 # jwt_authn's failure messages (jwt_verify_lib's), by the words that tell them apart.
 _FAILURES = (
     ("expired", "TOKEN_EXPIRED"),
