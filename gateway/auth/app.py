@@ -1,4 +1,5 @@
-"""The authorization service's composition root: Envoy's ext_authz over mTLS gRPC, keys from the store.
+"""The authorization service's composition root: Envoy's ext_authz over mTLS gRPC, keys from the store, and
+the admin API (keys, audit) that the edge routes here.
 
 It listens once the store is open (migrated); until then Envoy cannot reach it, and answers 503.
 """
@@ -9,12 +10,17 @@ import asyncio
 import logging
 import time
 
+from meshserve.identity.v1 import identity_pb2_grpc
+
+from gateway.audit import RequestAudit
+from gateway.auth.admin import IdentityServicer
 from gateway.auth.core.authorizer import Authorizer
 from gateway.auth.core.tokens import TokenPolicy
 from gateway.auth.key_cache import CachedKeyDirectory
 from gateway.auth.servicer import AuthorizationServicer
 from gateway.auth.settings import AuthSettings
 from gateway.auth.wire import ext_authz_pb2, ext_authz_pb2_grpc
+from gateway.public_api import IDENTITY_SERVICE_NAME
 from services.shared.audit_log import AuditLog
 from services.shared.grpc_server import (
     add_health_and_reflection,
@@ -63,10 +69,11 @@ async def serve(settings: AuthSettings) -> int:
 
     server = create_service_server(settings)
     ext_authz_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationServicer(authorizer, audit), server)
-    health_servicer = await add_health_and_reflection(server, [SERVICE_NAME])
+    identity_pb2_grpc.add_IdentityServiceServicer_to_server(IdentityServicer(database, RequestAudit(audit)), server)
+    health_servicer = await add_health_and_reflection(server, [SERVICE_NAME, IDENTITY_SERVICE_NAME])
     bind(server, settings.listen, settings.tls_files())
     await server.start()
-    await set_serving(health_servicer, [SERVICE_NAME])
+    await set_serving(health_servicer, [SERVICE_NAME, IDENTITY_SERVICE_NAME])
     serve_metrics(settings.metrics_listen)
     retention = asyncio.create_task(prune_audit_forever(database, settings.audit_retention_days))
     log.info("listening on %s", settings.listen)

@@ -20,6 +20,8 @@ from services.store.keys import KeyStore
 from services.store.records import KeyRecord
 
 log = logging.getLogger("gateway.auth.keys")
+# A recheck within this long of the last read answers from memory: wrong secrets cannot hammer the store.
+_RECHECK_AFTER_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,12 @@ class CachedKeyDirectory:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._reads: dict[str, asyncio.Future[KeyRecord | None]] = {}
 
-    async def find(self, key_id: str) -> KeyRecord | None:
+    async def find(self, key_id: str, recheck: bool = False) -> KeyRecord | None:
+        """The key's record. `recheck` reads it again unless it was read a moment ago: a secret that does not
+        match the kept record may be the one a rotation just issued."""
         entry = self._entries.get(key_id)
-        if entry is not None and self._clock() - entry.read_at < self._fresh_for:
+        fresh_for = min(self._fresh_for, _RECHECK_AFTER_SECONDS) if recheck else self._fresh_for
+        if entry is not None and self._clock() - entry.read_at < fresh_for:
             return entry.record
         # One read per key at a time: requests that arrive meanwhile wait for it.
         pending = self._reads.get(key_id)

@@ -16,12 +16,15 @@ GOOGLEAPIS_ROOT = _REPO_ROOT / "third_party" / "googleapis"
 
 GATEWAY_PROTO = "meshserve/gateway/v1/gateway.proto"
 GATEWAY_SERVICE = "meshserve.gateway.v1.GatewayService"
+# The admin API, which the authorization service serves.
+IDENTITY_PROTO = "meshserve/identity/v1/identity.proto"
+IDENTITY_SERVICE = "meshserve.identity.v1.IdentityService"
 # Not imported by gateway.proto, so named explicitly: the types of error details in a google.rpc.Status.
 _ERROR_PROTOS = ("google/rpc/status.proto", "google/rpc/error_details.proto")
 
 
 def build_descriptor_set(out_path: Path) -> Path:
-    """Writes a self-contained FileDescriptorSet for the public API to out_path and returns it."""
+    """Writes a self-contained FileDescriptorSet for the public APIs to out_path and returns it."""
     # grpc_tools is imported here so that building the rest of the bootstrap does not need it.
     from grpc_tools import protoc
 
@@ -37,6 +40,7 @@ def build_descriptor_set(out_path: Path) -> Path:
         "--include_source_info",
         f"--descriptor_set_out={out_path}",
         GATEWAY_PROTO,
+        IDENTITY_PROTO,
         *_ERROR_PROTOS,
     ]
     if protoc.main(args) != 0:

@@ -25,8 +25,9 @@ from envoy_data_plane.envoy.config.route.v3 import (
 from envoy_data_plane.envoy.type.matcher.v3 import RegexMatcher, StringMatcher
 from envoy_data_plane.google.protobuf import Struct
 
+from gateway.edge.auth import AUTH_CLUSTER
 from gateway.edge.config import GATEWAY_CLUSTER, OPENAI_CLUSTER, EdgeConfig
-from gateway.public_api import rest_bindings
+from gateway.public_api import IDENTITY_SERVICE_NAME, rest_bindings
 from services.shared.errors import ERROR_DOMAIN
 
 _DISABLED = datetime.timedelta(0)
@@ -52,13 +53,27 @@ _OPENAI_ROUTES = (
 def route_configuration(config: EdgeConfig) -> RouteConfiguration:
     gateway = _forward(GATEWAY_CLUSTER, config)
     routes = [Route(match=RouteMatch(prefix=prefix), route=gateway) for prefix in GRPC_PREFIXES]
+    if config.auth_endpoints:
+        # The admin API (keys, audit) is the authorization service's own.
+        routes.append(
+            Route(match=RouteMatch(prefix=f"/{IDENTITY_SERVICE_NAME}/"), route=_forward(AUTH_CLUSTER, config))
+        )
     if config.openai_endpoints:
         routes += _openai_routes(config)
-    routes += [_wrong_method(RouteMatch(path=rest.path), rest.http_method) for rest in rest_bindings()]
+    routes += [_wrong_method(RouteMatch(path=path), methods) for path, methods in _methods_by_literal_path().items()]
     routes += [_answer(RouteMatch(prefix=prefix), 404, _openai_body("not_found")) for prefix in OPENAI_PATH_PREFIXES]
     routes.append(_answer(RouteMatch(prefix="/"), 404, _status_body(5, "UNKNOWN_PATH", "no such path")))
     host = VirtualHost(name="meshserve", domains=["*"], routes=routes)
     return RouteConfiguration(name="edge_routes", virtual_hosts=[host])
+
+
+def _methods_by_literal_path() -> dict[str, str]:
+    """The methods each literal REST path takes ("GET, POST"); templated paths are left to the 404."""
+    methods: dict[str, list[str]] = {}
+    for binding in rest_bindings():
+        if not binding.is_template:
+            methods.setdefault(binding.path, []).append(binding.http_method)
+    return {path: ", ".join(verbs) for path, verbs in methods.items()}
 
 
 def _openai_routes(config: EdgeConfig) -> list[Route]:
@@ -89,8 +104,9 @@ def _forward(cluster: str, config: EdgeConfig) -> RouteAction:
     )
 
 
-def _wrong_method(match: RouteMatch, method: str) -> Route:
-    return _answer(match, 405, _status_body(12, "METHOD_NOT_ALLOWED", f"this path takes {method} only"), allow=method)
+def _wrong_method(match: RouteMatch, methods: str) -> Route:
+    message = f"this path takes {methods} only"
+    return _answer(match, 405, _status_body(12, "METHOD_NOT_ALLOWED", message), allow=methods)
 
 
 def _answer(match: RouteMatch, status: int, body: dict, allow: str | None = None) -> Route:

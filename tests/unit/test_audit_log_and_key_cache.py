@@ -129,3 +129,15 @@ async def test_while_the_store_is_down_a_known_key_is_used_until_it_is_too_stale
     clock.now = 61
     with pytest.raises(StoreUnavailable):
         await cache.find("k1")
+
+
+async def test_a_recheck_reads_again_but_not_more_often_than_every_fifty_milliseconds() -> None:
+    store, clock = KeyStore(), Clock()
+    store.records["k1"] = key("k1")
+    cache = CachedKeyDirectory(store, clock=clock)  # type: ignore[arg-type]
+    await cache.find("k1")
+    await cache.find("k1", recheck=True)
+    assert store.reads == 1, "read a moment ago"
+    clock.now = 0.06
+    await cache.find("k1", recheck=True)
+    assert store.reads == 2

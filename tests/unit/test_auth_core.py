@@ -31,7 +31,7 @@ class Directory:
         self.records = {r.key_id: r for r in records}
         self.down = down
 
-    async def find(self, key_id: str) -> KeyRecord | None:
+    async def find(self, key_id: str, recheck: bool = False) -> KeyRecord | None:
         if self.down:
             raise StoreUnavailable("the store is down")
         return self.records.get(key_id)
@@ -182,3 +182,15 @@ async def test_a_token_is_trusted_only_with_jwt_authns_verified_claims() -> None
 async def test_health_needs_nothing() -> None:
     health = AccessRequest("POST", "/grpc.health.v1.Health/Check", "", {"content-type": "application/grpc"})
     assert await Authorizer(Directory(), TokenPolicy()).check(health) is None
+
+
+async def test_a_secret_that_does_not_match_the_kept_record_is_checked_against_a_fresh_one() -> None:
+    key_id, old = new_api_key()
+    new = new_secret_for(key_id)
+
+    class Stale(Directory):
+        async def find(self, key_id: str, recheck: bool = False) -> KeyRecord | None:
+            return record(new) if recheck else record(old)
+
+    identity = await Authorizer(Stale(), TokenPolicy(), clock=lambda: NOW).check(access(x_api_key=new))
+    assert identity is not None and identity.subject == f"key:{key_id}"

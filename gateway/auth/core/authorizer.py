@@ -19,8 +19,8 @@ from services.store.records import KeyRecord
 
 
 class KeyDirectory(Protocol):
-    async def find(self, key_id: str) -> KeyRecord | None:
-        """The key's record; raises StoreUnavailable when it cannot be known."""
+    async def find(self, key_id: str, recheck: bool = False) -> KeyRecord | None:
+        """The key's record; `recheck` asks for a newer one than a cache may hold. Raises StoreUnavailable."""
         ...
 
 
@@ -60,11 +60,11 @@ class Authorizer:
         key_id = key_id_of(credential.value)
         if key_id is None:
             raise unauthenticated("KEY_INVALID", "the API key is not valid")
-        try:
-            record = await self._keys.find(key_id)
-        except StoreUnavailable as error:
-            raise unavailable("CREDENTIAL_STORE_UNAVAILABLE", f"keys cannot be checked now: {error}", 1.0) from error
+        record = await self._record(key_id)
         now = self._clock()
+        if record is not None and not secret_matches(record, credential.value, now):
+            # Perhaps the secret a rotation has just issued, newer than the record kept.
+            record = await self._record(key_id, recheck=True)
         if record is None or not secret_matches(record, credential.value, now):
             raise unauthenticated("KEY_INVALID", "the API key is not valid")
         if record.revoked_at is not None and record.revoked_at <= now:
@@ -76,6 +76,12 @@ class Authorizer:
         )
         scopes = frozenset(Scope(name) for name in record.scopes if name in {scope.value for scope in Scope})
         return f"key:{key_id}", scopes, limits
+
+    async def _record(self, key_id: str, recheck: bool = False) -> KeyRecord | None:
+        try:
+            return await self._keys.find(key_id, recheck)
+        except StoreUnavailable as error:
+            raise unavailable("CREDENTIAL_STORE_UNAVAILABLE", f"keys cannot be checked now: {error}", 1.0) from error
 
     def _token_holder(self, request: AccessRequest) -> tuple[str, frozenset[Scope], CallerLimits]:
         if request.token_claims is None:

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.public_api import GATEWAY_SERVICE_NAME, grpc_paths, rest_bindings
+from gateway.public_api import GATEWAY_SERVICE_NAME, IDENTITY_SERVICE_NAME, grpc_paths, rest_bindings
 from services.shared.identity import Scope, Surface
 
 _GATEWAY = f"/{GATEWAY_SERVICE_NAME}/"
+_IDENTITY = f"/{IDENTITY_SERVICE_NAME}/"
 METHOD_SCOPES = {
     f"{_GATEWAY}Generate": Scope.INFERENCE,
     f"{_GATEWAY}ListModels": Scope.INFERENCE,
     f"{_GATEWAY}GetGpuStatus": Scope.ADMIN,
     f"{_GATEWAY}GetSchedulerState": Scope.ADMIN,
-}
+    **{f"{_IDENTITY}{name}": Scope.ADMIN
+       for name in ("ListKeys", "CreateKey", "RevokeKey", "RotateKey", "ListAuditRecords")},
+}  # fmt: skip
 ANONYMOUS_GRPC_PREFIXES = ("/grpc.health.v1.Health/",)
 # Reflection tells a client the API's shape, which is what an inference caller needs to call it.
 _REFLECTION_PREFIX = "/grpc.reflection."
@@ -35,11 +38,20 @@ class RouteRule:
     route: str
 
 
-def _rest_scopes() -> dict[str, Scope]:
-    return {binding.path: METHOD_SCOPES[binding.grpc_path] for binding in rest_bindings()}
+def _rest_scopes() -> tuple[dict[str, Scope], list[tuple[str, Scope]]]:
+    """Literal paths, and templated ones by what comes before their first variable."""
+    literal = {b.path: METHOD_SCOPES[b.grpc_path] for b in rest_bindings() if not b.is_template}
+    templated = [(b.path.split("{")[0], METHOD_SCOPES[b.grpc_path]) for b in rest_bindings() if b.is_template]
+    return literal, templated
 
 
-_REST_SCOPES = _rest_scopes()
+_REST_SCOPES, _TEMPLATED_REST_SCOPES = _rest_scopes()
+
+
+def _rest_scope(path: str) -> Scope | None:
+    if path in _REST_SCOPES:
+        return _REST_SCOPES[path]
+    return next((scope for prefix, scope in _TEMPLATED_REST_SCOPES if path.startswith(prefix)), None)
 
 
 def is_grpc(content_type: str) -> bool:
@@ -58,7 +70,7 @@ def rule_for(method: str, path: str, content_type: str) -> RouteRule | None:
     for prefix, scope in _OPENAI_SCOPES:
         if path == prefix or path.startswith(f"{prefix}/"):
             return RouteRule(Surface.OPENAI, scope, route)
-    return RouteRule(Surface.REST, _REST_SCOPES.get(path), route)
+    return RouteRule(Surface.REST, _rest_scope(path), route)
 
 
 def unprotected_methods() -> list[str]:
