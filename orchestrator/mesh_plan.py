@@ -196,6 +196,7 @@ def _openai(settings: LauncherSettings, tls: TlsFiles) -> ChildSpec:
         "gateway.openai",
         "--listen", settings.address(settings.openai_port),
         "--gateway", settings.address(settings.gateway_port),
+        *_store_flags(settings),
         *_metrics_flags(settings, settings.openai_metrics_port),
         *_tls_flags(tls),
     )  # fmt: skip

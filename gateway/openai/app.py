@@ -12,12 +12,15 @@ import logging
 from fastapi import FastAPI
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
+from gateway.openai.audit import FrontAudit
 from gateway.openai.gateway_client import GatewayClient
 from gateway.openai.routes import create_app
 from gateway.openai.settings import OpenAISettings
 from gateway.openai.transport import EmbeddedServer, uvicorn_config
+from services.shared.audit_log import AuditLog
 from services.shared.grpc_server import wait_for_shutdown_signal
 from services.shared.service_main import run_service
+from services.store.waiting import open_store
 from telemetry.metrics import serve_metrics
 
 log = logging.getLogger("gateway.openai")
@@ -35,7 +38,10 @@ async def follow_readiness(gateway: GatewayClient, app: FastAPI, interval: float
 async def serve(settings: OpenAISettings) -> int:
     tls = settings.tls_files()
     gateway = GatewayClient(settings.gateway, tls)
-    app = create_app(gateway, settings.request_timeout_seconds)
+    database = await open_store(settings.store_url())
+    audit = AuditLog(database.audit)
+    audit.start()
+    app = create_app(gateway, settings.request_timeout_seconds, FrontAudit(audit).refused)
     # One server span per request, continuing Envoy's trace; no span per chunk sent.
     traced = OpenTelemetryMiddleware(app, exclude_spans=["receive", "send"])
     config = uvicorn_config(traced, settings.listen, tls, settings.allowed_callers, settings.shutdown_grace_seconds)
@@ -53,6 +59,8 @@ async def serve(settings: OpenAISettings) -> int:
     server.should_exit = True
     readiness.cancel()
     await serving
+    await audit.close()
+    await database.close()
     await gateway.close()
     log.info("stopped")
     return 0 if server.started else 1

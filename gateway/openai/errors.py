@@ -47,6 +47,8 @@ class OpenAIError(Exception):
     retry_after_seconds: float | None = None
     # The x-ratelimit-* headers of a credential's limit.
     rate_limits: dict[str, str] | None = None
+    # Whether the gateway refused it (and so audited it), rather than the front itself.
+    from_gateway: bool = False
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -74,7 +76,7 @@ def from_mesh_error(error: MeshError, param_aliases: dict[str, str] | None = Non
         param = param_aliases.get(param, param)
     code = _CODE_OF_REASON.get(error.reason, error.reason.lower())
     limits = {key: value for key, value in error.metadata.items() if key.startswith(RATE_LIMIT_HEADER_PREFIX)}
-    return OpenAIError(status, error.message, kind, param, code, error.retry_after_seconds, limits or None)
+    return OpenAIError(status, error.message, kind, param, code, error.retry_after_seconds, limits or None, True)
 
 
 def from_validation_errors(errors: list[dict[str, Any]]) -> OpenAIError:

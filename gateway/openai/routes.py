@@ -8,7 +8,7 @@ HTTP error with OpenAI's envelope. Once a stream has begun, a failure is sent as
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
@@ -45,9 +45,13 @@ class Gateway(Protocol):
     async def models(self, identity: str, timeout: float = 5.0) -> pb.ListModelsResponse: ...
 
 
-def create_app(gateway: Gateway, request_timeout_seconds: float) -> FastAPI:
+def create_app(
+    gateway: Gateway, request_timeout_seconds: float, on_refusal: Callable[[Request, OpenAIError], None] | None = None
+) -> FastAPI:
+    """The front's routes. `on_refusal` hears of every refusal the front makes itself (the audit log)."""
     app = FastAPI(title="meshserve OpenAI API", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.ready = False
+    app.state.on_refusal = on_refusal
     _add_error_handlers(app)
 
     @app.get("/healthz")
@@ -182,6 +186,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 def _error_response(request: Request, error: OpenAIError) -> JSONResponse:
     OPENAI_REQUESTS.labels(_endpoint_of(request.url.path), str(error.status)).inc()
+    if not error.from_gateway and request.app.state.on_refusal is not None:
+        request.app.state.on_refusal(request, error)
     # A refused request names its trace too, so its client can find out what happened to it.
     headers = {**error.headers(), TRACE_ID_HEADER: trace_id_of(trace.get_current_span())}
     return JSONResponse(error.envelope(), status_code=error.status, headers=headers)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from services.shared.service_settings import ServiceSettings
+from services.shared.service_settings import StoreServiceSettings
 
 
-class OpenAISettings(ServiceSettings):
+class OpenAISettings(StoreServiceSettings):
     model_config = SettingsConfigDict(env_prefix="MESHSERVE_OPENAI_", cli_prog_name="python -m gateway.openai")
 
     listen: str = "127.0.0.1:50031"

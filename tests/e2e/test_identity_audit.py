@@ -83,3 +83,18 @@ def test_the_audit_command_prints_a_readable_table(mesh: Mesh) -> None:
     records_appear(mesh, key_id, 1)
     table = meshserve(mesh, "audit", "--since", "10m", "--key", key_id)
     assert table.returncode == 0 and f"key:{key_id}" in table.stdout and "POST /v1/generate" in table.stdout
+
+
+def test_what_the_openai_front_refuses_itself_is_audited_too(mesh: Mesh) -> None:
+    key_id, key = create_key(mesh, "--scopes", "inference")
+    reply = httpx.post(f"{mesh.http}/v1/chat/completions", content=b"{not json", timeout=30,
+                       headers={**bearer(key), "content-type": "application/json"})  # fmt: skip
+    assert reply.status_code == 400
+    (record,) = records_appear(mesh, key_id, 1)
+    assert (record["surface"], record["route"], record["status"], record["outcome"]) == (
+        "openai",
+        "POST /v1/chat/completions",
+        400,
+        "refused",
+    )
+    assert record["trace_id"] == reply.headers["x-meshserve-trace-id"]
