@@ -78,7 +78,8 @@ async def stub(vllm_service: VllmService) -> AsyncIterator[inference_pb2_grpc.In
 
 
 async def generate(stub: inference_pb2_grpc.InferenceServiceStub, **request) -> list[pb.GenerateResponse]:
-    return [reply async for reply in stub.Generate(pb.GenerateRequest(**request), timeout=60)]
+    # A bound for a hung engine, not a speed target: vLLM on 2 busy CPU cores is slow to start a new path.
+    return [reply async for reply in stub.Generate(pb.GenerateRequest(**request), timeout=180)]
 
 
 async def activity(stub: inference_pb2_grpc.InferenceServiceStub) -> pb.EngineActivity:

@@ -138,7 +138,7 @@ def test_keys_are_the_proto_field_names(bootstrap: dict[str, Any]) -> None:
 def test_the_transcoder_speaks_the_rest_contract(bootstrap: dict[str, Any], tmp_path: Path) -> None:
     transcoder = http_filter(bootstrap, "envoy.filters.http.grpc_json_transcoder")
     assert transcoder["proto_descriptor"] == str((tmp_path / "gateway.pb").resolve())
-    assert transcoder["services"] == ["meshserve.gateway.v1.GatewayService"]
+    assert transcoder["services"] == ["meshserve.gateway.v1.GatewayService", "meshserve.identity.v1.IdentityService"]
     assert transcoder["print_options"] == {
         "preserve_proto_field_names": True,
         "always_print_primitive_fields": True,
