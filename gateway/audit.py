@@ -30,6 +30,8 @@ class _Call:
     identity: Identity
     arrived: float
     started: float
+    # Taken when the call starts: a generation may be closed from another task, under another span.
+    trace_id: str = ""
     model: str = ""
     priority: str = ""
     input_tokens: int = 0
@@ -45,7 +47,7 @@ class RequestAudit:
     ) -> AsyncIterator[GatewayChunk]:
         # The priority it is served at: the scheduler caps an ask at the credential's ceiling.
         priority = min(request.priority, identity.limits.max_priority).name
-        call = _Call(identity, time.time(), time.monotonic(), request.model, priority)
+        call = _Call(identity, time.time(), time.monotonic(), _trace_id(), request.model, priority)
         outcome, status, reason = "error", 500, "INTERNAL"
         try:
             async with aclosing(chunks):
@@ -69,7 +71,7 @@ class RequestAudit:
     def call(self, identity: Identity, *, refusals_only: bool = False) -> Iterator[None]:
         """Audits a unary call however it ends; with `refusals_only`, only its refusal (a generation's start,
         whose own record comes from generation())."""
-        call = _Call(identity, time.time(), time.monotonic())
+        call = _Call(identity, time.time(), time.monotonic(), _trace_id())
         try:
             yield
         except MeshError as error:
@@ -96,5 +98,9 @@ def _record(call: _Call, outcome: str, status: int, reason: str) -> AuditRecord:
         input_tokens=call.input_tokens,
         output_tokens=call.output_tokens,
         latency_ms=(time.monotonic() - call.started) * 1000,
-        trace_id=trace_id_of(trace.get_current_span()),
+        trace_id=call.trace_id,
     )
+
+
+def _trace_id() -> str:
+    return trace_id_of(trace.get_current_span())

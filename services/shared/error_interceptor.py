@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 from opentelemetry import trace
+from opentelemetry.trace import Span
 
 from services.shared.errors import RATE_LIMIT_HEADER_PREFIX, MeshError, invalid_argument
 from services.shared.status_details import to_grpc_status
@@ -150,24 +151,24 @@ async def _abort(context: grpc.aio.ServicerContext, error: Exception, record: _C
     await context.abort(grpc.StatusCode.INTERNAL, "internal error", trace_header)
 
 
-def _record_cancellation(context: grpc.aio.ServicerContext, record: _CallRecord) -> None:
+def _record_cancellation(context: grpc.aio.ServicerContext, record: _CallRecord, span: Span) -> None:
     remaining = context.time_remaining()
     deadline_passed = remaining is not None and remaining <= 0
     record.code = grpc.StatusCode.DEADLINE_EXCEEDED if deadline_passed else grpc.StatusCode.CANCELLED
-    record_cancellation(trace.get_current_span(), deadline_passed)
+    record_cancellation(span, deadline_passed)
 
 
 def _wrap_unary(
     behavior: Callable[..., Awaitable[Any]], method: str, streaming_requests: bool
 ) -> Callable[..., Awaitable[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        record = _CallRecord(method)
+        record, span = _CallRecord(method), trace.get_current_span()
         try:
             return await behavior(_prepare(request, streaming_requests), context)
         except grpc.aio.AbortError:
             raise
         except asyncio.CancelledError:
-            _record_cancellation(context, record)
+            _record_cancellation(context, record, span)
             raise
         except Exception as error:  # noqa: BLE001 - this is the one place errors are mapped
             await _abort(context, error, record)
@@ -181,7 +182,9 @@ def _wrap_stream(
     behavior: Callable[..., AsyncIterator[Any]], method: str, streaming_requests: bool
 ) -> Callable[..., AsyncIterator[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        record = _CallRecord(method)
+        # The call's span, taken now: a caller that goes away may have this generator closed from another
+        # task, where the current span is some other one.
+        record, span = _CallRecord(method), trace.get_current_span()
         try:
             async for response in responses_of(behavior(_prepare(request, streaming_requests), context)):
                 yield response
@@ -190,7 +193,7 @@ def _wrap_stream(
         except (asyncio.CancelledError, GeneratorExit):
             # A caller that goes away while this handler waits at a yield closes it (GeneratorExit) rather
             # than cancelling it: both are a cancelled call.
-            _record_cancellation(context, record)
+            _record_cancellation(context, record, span)
             raise
         except Exception as error:  # noqa: BLE001 - this is the one place errors are mapped
             await _abort(context, error, record)
