@@ -12,6 +12,7 @@ from services.store.audit import AuditStore
 from services.store.connections import Connections
 from services.store.engine import Timeouts, build_engine
 from services.store.errors import StoreUnavailable
+from services.store.jobs import JobStore
 from services.store.keys import KeyStore
 from services.store.migrate import upgrade_to_head
 from services.store.urls import mask_url, normalize_url, sqlite_url
@@ -20,12 +21,13 @@ __all__ = ["Database", "StoreUnavailable", "Timeouts", "normalize_url", "open_da
 
 
 class Database:
-    """An open database: its key store and audit store, over one connection pool."""
+    """An open database: its key, audit and job stores, over one connection pool."""
 
     def __init__(self, connections: Connections) -> None:
         self._connections = connections
         self.keys = KeyStore(connections)
         self.audit = AuditStore(connections)
+        self.jobs = JobStore(connections)
         self.url = connections.masked_url
 
     async def ping(self) -> None:

@@ -1,4 +1,4 @@
-"""StoreUnavailable, and which driver errors mean the database is out of reach rather than a bug."""
+"""StoreUnavailable, IdempotencyConflict, and which driver errors mean the database is out of reach, not a bug."""
 
 from __future__ import annotations
 
@@ -37,3 +37,11 @@ def is_unreachable(error: BaseException) -> bool:
         sqlstate = getattr(error.orig, "sqlstate", None) or ""
         return error.connection_invalidated or sqlstate[:2] in _UNREACHABLE_SQLSTATE_CLASSES
     return False
+
+
+class IdempotencyConflict(Exception):
+    """A submit reused an idempotency key of the same owner with a different request: job_id is the first job's."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"the idempotency key was used for job {job_id} with a different request")
+        self.job_id = job_id

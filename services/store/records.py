@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 
 @dataclass(frozen=True)
@@ -43,3 +44,43 @@ class AuditRecord:
     output_tokens: int
     latency_ms: float
     trace_id: str
+
+
+class JobState(StrEnum):
+    """Where an asynchronous job is: queued, taken by a runner under a lease, or finished one way or another."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"
+
+
+# A job in one of these states never changes again: it is only read, and in time deleted.
+TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED})
+ACTIVE_STATES = frozenset({JobState.QUEUED, JobState.RUNNING})
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One asynchronous job, or one line of a batch. request and result are JSON the caller builds and reads."""
+
+    job_id: str
+    owner: str  # the caller's subject, as "key:k1"
+    priority: int  # 1 (LOW) to 4 (CRITICAL); the higher is claimed first
+    request: str
+    request_hash: str
+    created_at: float
+    updated_at: float
+    state: str = JobState.QUEUED
+    batch_id: str | None = None
+    custom_id: str | None = None  # the id the caller gave a batch line
+    idempotency_key: str | None = None
+    expires_at: float | None = None  # the end of the completion window: a job still queued then expires
+    lease_owner: str | None = None
+    lease_until: float | None = None
+    attempts: int = 0
+    result: str | None = None
+    error: str | None = None
+    finished_at: float | None = None

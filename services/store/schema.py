@@ -6,7 +6,7 @@ tests/integration/test_store.py checks that the migrated database and these tabl
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Double, Index, Integer, MetaData, Table, Text
+from sqlalchemy import BigInteger, Column, Double, Index, Integer, MetaData, Table, Text, UniqueConstraint
 
 metadata = MetaData()
 
@@ -50,4 +50,33 @@ audit = Table(
     Column("trace_id", Text, nullable=False),
     Index("ix_audit_at", "at"),
     Index("ix_audit_subject_at", "subject", "at"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("job_id", Text, primary_key=True),
+    Column("owner", Text, nullable=False),
+    Column("batch_id", Text),
+    Column("custom_id", Text),
+    Column("state", Text, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("request", Text, nullable=False),
+    Column("request_hash", Text, nullable=False),
+    Column("idempotency_key", Text),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("expires_at", Double),
+    Column("lease_owner", Text),
+    Column("lease_until", Double),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("result", Text),
+    Column("error", Text),
+    Column("finished_at", Double),
+    # Both backends treat NULLs as distinct here, so jobs without a key never collide.
+    UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
+    Index("ix_jobs_batch_id", "batch_id"),
+    # The claim's order: the queued jobs of the highest priority, oldest first.
+    Index("ix_jobs_state_priority_created_at", "state", "priority", "created_at"),
+    Index("ix_jobs_owner_created_at", "owner", "created_at"),
 )
