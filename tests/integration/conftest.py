@@ -9,6 +9,7 @@ from meshserve.inference.v1 import inference_pb2_grpc
 
 from tests.conftest import track, untrack
 from tests.postgres import postgres_server  # noqa: F401 (a fixture, found by pytest through this import)
+from tests.store_fixtures import database, database_url, own_postgres  # noqa: F401 (fixtures, as above)
 from tests.support import ServiceProcess, free_port, inference_args, wait_until_serving, write_model_config
 
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -25,7 +24,6 @@ from services.store import (
     Timeouts,
     normalize_url,
     open_database,
-    sqlite_url,
 )
 from services.store.connections import Connections
 from services.store.engine import build_engine
@@ -38,28 +36,6 @@ from tests.postgres import PostgresServer
 HANG_GUARD_S = 30.0
 T = 1_700_000_000.0
 LEASE_S = 30.0
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return sqlite_url(tmp_path / "state" / "store.db")
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    return server.create_database()
-
-
-@pytest.fixture()
-async def database(database_url: str) -> AsyncIterator[Database]:
-    opened = await open_database(database_url)
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture()
-def own_postgres() -> Iterator[PostgresServer]:
-    """A server of this test's own, for a test that stops it."""
-    with PostgresServer() as server:
-        yield server
 
 
 def job(job_id: str, owner: str = "key:k1", **changes: Any) -> JobRecord:

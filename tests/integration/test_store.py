@@ -7,7 +7,7 @@ import dataclasses
 import socket
 import sqlite3
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,28 +38,6 @@ HANG_GUARD_S = 30.0
 # Short waits, for the tests where the wait is meant to run out.
 IMPATIENT_CONNECT = Timeouts(connect_s=0.5)
 IMPATIENT_SQLITE_WRITER = Timeouts(sqlite_busy_s=0.2)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return sqlite_url(tmp_path / "state" / "store.db")
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    return server.create_database()
-
-
-@pytest.fixture()
-async def database(database_url: str) -> AsyncIterator[Database]:
-    opened = await open_database(database_url)
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture()
-def own_postgres() -> Iterator[PostgresServer]:
-    """A server of this test's own, for a test that stops it."""
-    with PostgresServer() as server:
-        yield server
 
 
 def key(key_id: str = "k7f3a9c2e1b04d", **changes: Any) -> KeyRecord:
