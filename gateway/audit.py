@@ -67,6 +67,11 @@ class RequestAudit:
         finally:
             self._log.record(_record(call, outcome, status, reason))
 
+    def refused(self, identity: Identity, status: int, reason: str) -> None:
+        """Audits a request refused before any work, such as a body the OpenAI front cannot read."""
+        call = _Call(identity, time.time(), time.monotonic(), _trace_id())
+        self._log.record(_record(call, "refused", status, reason))
+
     @contextmanager
     def call(self, identity: Identity, *, refusals_only: bool = False) -> Iterator[None]:
         """Audits a unary call however it ends; with `refusals_only`, only its refusal (a generation's start,

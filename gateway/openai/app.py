@@ -12,6 +12,7 @@ import logging
 from fastapi import FastAPI
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
+from gateway.audit import RequestAudit
 from gateway.openai.audit import FrontAudit
 from gateway.openai.gateway_client import GatewayClient
 from gateway.openai.routes import create_app
@@ -41,7 +42,7 @@ async def serve(settings: OpenAISettings) -> int:
     database = await open_store(settings.store_url())
     audit = AuditLog(database.audit)
     audit.start()
-    app = create_app(gateway, settings.request_timeout_seconds, FrontAudit(audit).refused)
+    app = create_app(gateway, settings.request_timeout_seconds, FrontAudit(RequestAudit(audit)).refused)
     # One server span per request, continuing Envoy's trace; no span per chunk sent.
     traced = OpenTelemetryMiddleware(app, exclude_spans=["receive", "send"])
     config = uvicorn_config(traced, settings.listen, tls, settings.allowed_callers, settings.shutdown_grace_seconds)

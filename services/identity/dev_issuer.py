@@ -8,7 +8,6 @@ A deployment trusts its own issuers instead (MESHSERVE_JWT_ISSUERS) and need not
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -17,6 +16,8 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from services.identity.key_file import write_private_file
 
 DEV_ISSUER = "https://meshserve.local/dev"
 DEV_AUDIENCE = "meshserve"
@@ -74,9 +75,7 @@ def _new_key(algorithm: str) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
 
 def _write_private(path: Path, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> None:
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(pem)
+    write_private_file(path, pem)
 
 
 def _public_jwk(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, algorithm: str) -> dict:

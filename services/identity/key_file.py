@@ -1,4 +1,4 @@
-"""Where a client finds its key: a file only its owner can read."""
+"""Secrets on disk: a client's key, and the development issuer's signing keys, in files only their owner reads."""
 
 from __future__ import annotations
 
@@ -6,13 +6,18 @@ import os
 from pathlib import Path
 
 
-def write_key_file(path: Path, key: str) -> None:
+def write_private_file(path: Path, data: bytes) -> None:
+    """Writes `data` to a file of mode 0600, private from its first byte."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(key + "\n")
     # O_CREAT's mode applies only to a new file.
-    path.chmod(0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
+
+
+def write_key_file(path: Path, key: str) -> None:
+    write_private_file(path, (key + "\n").encode())
 
 
 def read_key_file(path: Path) -> str:

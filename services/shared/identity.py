@@ -61,10 +61,6 @@ class Identity:
     # "POST /v1/chat/completions", or a gRPC method path.
     route: str
 
-    @property
-    def key_id(self) -> str:
-        return self.subject.removeprefix("key:") if self.subject.startswith("key:") else ""
-
 
 def encode_identity(identity: Identity) -> str:
     limits = identity.limits

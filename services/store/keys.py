@@ -68,12 +68,6 @@ class KeyStore:
         return await self._updated_one(statement)
 
     # builtins.list: inside this class, `list` is the method above.
-    async def changed_since(self, at: float) -> builtins.list[KeyRecord]:
-        """Keys added, revoked or rotated after `at` (their updated_at), oldest change first: a cache's refresh."""
-        return await self._records(
-            select(keys).where(keys.c.updated_at > at).order_by(keys.c.updated_at, keys.c.key_id)
-        )
-
     async def _records(self, query: Any) -> builtins.list[KeyRecord]:
         async with self._connections.transaction() as connection:
             rows = (await connection.execute(query)).all()

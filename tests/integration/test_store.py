@@ -163,17 +163,6 @@ async def test_a_revoked_or_unknown_key_cannot_be_rotated(database: Database) ->
     assert (await database.keys.get("k1")).secret_hash == "old"
 
 
-async def test_changed_since_returns_what_changed_after_a_time_oldest_change_first(database: Database) -> None:
-    await database.keys.add(key("k1", created_at=100.0, updated_at=100.0))
-    await database.keys.add(key("k2", created_at=200.0, updated_at=200.0))
-    await database.keys.add(key("k3", created_at=300.0, updated_at=300.0))
-    await database.keys.revoke("k1", at=400.0)
-    await database.keys.rotate("k2", "new", previous_valid_until=None, at=500.0)
-    assert [record.key_id for record in await database.keys.changed_since(200.0)] == ["k3", "k1", "k2"]
-    assert [record.key_id for record in await database.keys.changed_since(400.0)] == ["k2"]
-    assert await database.keys.changed_since(500.0) == []
-
-
 # Audit.
 
 
@@ -327,7 +316,6 @@ async def test_a_stopped_server_makes_every_call_raise_store_unavailable(own_pos
             lambda: database.keys.list(),
             lambda: database.keys.revoke("k1", at=1.0),
             lambda: database.keys.rotate("k1", "new", None, at=1.0),
-            lambda: database.keys.changed_since(0.0),
             lambda: database.audit.append([audit(1.0)]),
             lambda: database.audit.query(since=0.0),
             lambda: database.audit.delete_before(1.0),

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from orchestrator.scheduler.core.breaker import BreakerPolicy, EndpointHealthRecord
-from orchestrator.scheduler.core.caller_limits import CallerBook, RateStatus
+from orchestrator.scheduler.core.caller_limits import CallerBook
 from orchestrator.scheduler.core.devices import Device, PressurePolicy
 from orchestrator.scheduler.core.endpoints import TrackedEndpoint
 from orchestrator.scheduler.core.model import (
@@ -40,7 +40,6 @@ from orchestrator.scheduler.core.queue import DEFAULT_AGING_SECONDS, PriorityQue
 from orchestrator.scheduler.core.residency import eviction_victims, idle_past_keep_alive
 from services.shared.domain import SlotOutcome
 from services.shared.errors import not_found, resource_exhausted, unavailable
-from services.shared.identity import CallerLimits
 
 # Weight of the newest slot hold time in the running average behind retry delays.
 _HOLD_SMOOTHING = 0.2
@@ -140,10 +139,6 @@ class SlotScheduler:
         if waiting is not None:
             self._left_unserved(waiting.ask)
         return waiting is not None
-
-    def rate_status(self, caller_id: str, limits: CallerLimits) -> RateStatus:
-        """Where the caller stands against its limits now, for the x-ratelimit-* headers."""
-        return self._callers.status(caller_id, limits, self._clock())
 
     # --- what the shell observes ----------------------------------------------------------------------------
 
