@@ -9,9 +9,11 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from services.store.audit import AuditStore
+from services.store.batches import BatchStore
 from services.store.connections import Connections
 from services.store.engine import Timeouts, build_engine
 from services.store.errors import StoreUnavailable
+from services.store.files import FileStore
 from services.store.jobs import JobStore
 from services.store.keys import KeyStore
 from services.store.migrate import upgrade_to_head
@@ -21,13 +23,15 @@ __all__ = ["Database", "StoreUnavailable", "Timeouts", "normalize_url", "open_da
 
 
 class Database:
-    """An open database: its key, audit and job stores, over one connection pool."""
+    """An open database: its key, audit, job, batch and file stores, over one connection pool."""
 
     def __init__(self, connections: Connections) -> None:
         self._connections = connections
         self.keys = KeyStore(connections)
         self.audit = AuditStore(connections)
         self.jobs = JobStore(connections)
+        self.batches = BatchStore(connections)
+        self.files = FileStore(connections)
         self.url = connections.masked_url
 
     async def ping(self) -> None:

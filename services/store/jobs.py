@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, delete, exc, func, or_, select, update
@@ -38,7 +37,7 @@ class JobStore:
     async def submit(self, job: JobRecord) -> tuple[JobRecord, bool]:
         """Stores a new job: (job, True). A job of the same owner and idempotency key exists already: (it, False)
         if it was asked with the same request_hash, else IdempotencyConflict. ValueError if job_id is taken."""
-        row = _to_row(job)
+        row = to_job_row(job)
         try:
             async with self._connections.transaction() as connection:
                 await connection.execute(jobs.insert().values(row))
@@ -53,17 +52,6 @@ class JobStore:
             if await self.get(job.job_id) is not None:
                 raise ValueError(f"a job with id {job.job_id!r} exists already") from None
             raise
-
-    async def submit_many(self, submitted: Sequence[JobRecord]) -> None:
-        """All the jobs (a batch's lines) in one transaction, or none; ValueError if an id or key is taken."""
-        if not submitted:
-            return
-        rows = [_to_row(job) for job in submitted]
-        try:
-            async with self._connections.transaction() as connection:
-                await connection.execute(jobs.insert(), rows)
-        except exc.IntegrityError as error:
-            raise ValueError(f"a job id or idempotency key of the batch is taken: {_first_line(error)}") from None
 
     async def claim(self, worker: str, now: float, lease_seconds: float, limit: int = 1) -> builtins.list[JobRecord]:
         """Takes up to `limit` jobs for `worker`, highest priority first, then oldest: queued jobs still inside
@@ -88,6 +76,7 @@ class JobStore:
             lease_owner=worker,
             lease_until=now + lease_seconds,
             attempts=jobs.c.attempts + 1,
+            started_at=now,
             updated_at=now,
         )
         async with self._connections.transaction(write_lock=True) as connection:
@@ -96,7 +85,7 @@ class JobStore:
                 return []
             rows = (await connection.execute(claiming.where(jobs.c.job_id.in_(picked)).returning(jobs))).all()
         # RETURNING keeps no order.
-        return sorted((_to_record(row) for row in rows), key=lambda job: (-job.priority, job.created_at, job.job_id))
+        return sorted((to_job_record(row) for row in rows), key=lambda job: (-job.priority, job.created_at, job.job_id))
 
     async def heartbeat(self, job_id: str, worker: str, now: float, lease_seconds: float) -> bool:
         """Extends the lease while `worker` holds it; False if the job was cancelled or claimed by another."""
@@ -130,17 +119,8 @@ class JobStore:
         async with self._connections.transaction() as connection:
             cancelled = (await connection.execute(cancelling)).first()
             if cancelled is not None:
-                return _to_record(cancelled)
+                return to_job_record(cancelled)
             return await _read_one(connection, select(jobs).where(jobs.c.job_id == job_id, jobs.c.owner == owner))
-
-    async def cancel_batch(self, batch_id: str, owner: str, now: float) -> int:
-        """Cancels every queued or running job of `owner`'s batch; returns how many."""
-        statement = (
-            update(jobs)
-            .where(jobs.c.batch_id == batch_id, jobs.c.owner == owner, jobs.c.state.in_(_ACTIVE))
-            .values(state=JobState.CANCELLED, finished_at=now, updated_at=now, **_NO_LEASE)
-        )
-        return await self._updated(statement)
 
     async def get(self, job_id: str, owner: str | None = None) -> JobRecord | None:
         """The job; with `owner`, only if it is that owner's (None for the runner, which serves everyone)."""
@@ -159,14 +139,7 @@ class JobStore:
             query = query.where(jobs.c.batch_id == batch_id)
         async with self._connections.transaction() as connection:
             rows = (await connection.execute(query.limit(limit))).all()
-        return [_to_record(row) for row in rows]
-
-    async def batch_counts(self, batch_id: str) -> dict[str, int]:
-        """How many of the batch's jobs are in each state; every state is there, 0 when none are."""
-        query = select(jobs.c.state, func.count()).where(jobs.c.batch_id == batch_id).group_by(jobs.c.state)
-        async with self._connections.transaction() as connection:
-            rows = (await connection.execute(query)).all()
-        return {state.value: 0 for state in JobState} | {state: count for state, count in rows}
+        return [to_job_record(row) for row in rows]
 
     async def expire(self, now: float) -> int:
         """Queued jobs whose window has ended become EXPIRED; returns how many. A running job may still finish."""
@@ -215,20 +188,15 @@ def _held_by(job_id: str, worker: str) -> tuple[Any, ...]:
 
 async def _read_one(connection: AsyncConnection, query: Any) -> JobRecord | None:
     row = (await connection.execute(query)).first()
-    return None if row is None else _to_record(row)
+    return None if row is None else to_job_record(row)
 
 
-def _to_row(job: JobRecord) -> dict[str, Any]:
+def to_job_row(job: JobRecord) -> dict[str, Any]:
     if job.priority not in _PRIORITIES:
         raise ValueError(f"a job's priority is 1 to 4, not {job.priority!r}")
     return {**dataclasses.asdict(job), "state": JobState(job.state).value}
 
 
-def _to_record(row: Row[Any]) -> JobRecord:
+def to_job_record(row: Row[Any]) -> JobRecord:
     values = dict(row._mapping)
     return JobRecord(**{**values, "state": JobState(values["state"])})
-
-
-def _first_line(error: BaseException) -> str:
-    # SQLAlchemy appends the statement and its parameters on the lines after: the parameters are the requests.
-    return str(error.orig if isinstance(error, exc.DBAPIError) else error).strip().split("\n")[0]

@@ -71,6 +71,8 @@ class JobRecord:
     priority: int  # 1 (LOW) to 4 (CRITICAL); the higher is claimed first
     request: str
     request_hash: str
+    # The owner's identity as the edge encoded it at submission: the job runs as that, with its limits.
+    identity: str
     created_at: float
     updated_at: float
     state: str = JobState.QUEUED
@@ -78,9 +80,40 @@ class JobRecord:
     custom_id: str | None = None  # the id the caller gave a batch line
     idempotency_key: str | None = None
     expires_at: float | None = None  # the end of the completion window: a job still queued then expires
+    started_at: float | None = None  # when a runner last took it
     lease_owner: str | None = None
     lease_until: float | None = None
     attempts: int = 0
     result: str | None = None
     error: str | None = None
     finished_at: float | None = None
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """A batch of jobs submitted together; its lines are jobs with its batch_id."""
+
+    batch_id: str
+    owner: str
+    total: int
+    request_hash: str
+    created_at: float
+    idempotency_key: str | None = None
+    expires_at: float | None = None
+    cancelled_at: float | None = None
+    # OpenAI's Batch API only: the endpoint every line calls, the uploaded file, the caller's metadata (JSON).
+    endpoint: str | None = None
+    input_file_id: str | None = None
+    metadata: str | None = None
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A file uploaded through OpenAI's Files API (a batch's input lines)."""
+
+    file_id: str
+    owner: str
+    purpose: str
+    filename: str
+    bytes: int
+    created_at: float

@@ -6,7 +6,7 @@ tests/integration/test_store.py checks that the migrated database and these tabl
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Double, Index, Integer, MetaData, Table, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Double, Index, Integer, LargeBinary, MetaData, Table, Text, UniqueConstraint
 
 metadata = MetaData()
 
@@ -63,10 +63,13 @@ jobs = Table(
     Column("priority", Integer, nullable=False),
     Column("request", Text, nullable=False),
     Column("request_hash", Text, nullable=False),
+    # Who the job runs as: the owner's identity when it was submitted, as the edge encoded it.
+    Column("identity", Text, nullable=False),
     Column("idempotency_key", Text),
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
     Column("expires_at", Double),
+    Column("started_at", Double),
     Column("lease_owner", Text),
     Column("lease_until", Double),
     Column("attempts", Integer, nullable=False, server_default="0"),
@@ -79,4 +82,36 @@ jobs = Table(
     # The claim's order: the queued jobs of the highest priority, oldest first.
     Index("ix_jobs_state_priority_created_at", "state", "priority", "created_at"),
     Index("ix_jobs_owner_created_at", "owner", "created_at"),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("batch_id", Text, primary_key=True),
+    Column("owner", Text, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("request_hash", Text, nullable=False),
+    Column("idempotency_key", Text),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double),
+    Column("cancelled_at", Double),
+    # OpenAI's Batch API: the endpoint its lines call, the file they came from, and the caller's metadata.
+    Column("endpoint", Text),
+    Column("input_file_id", Text),
+    Column("metadata", Text),
+    UniqueConstraint("owner", "idempotency_key", name="uq_batches_owner_idempotency_key"),
+    Index("ix_batches_owner_created_at", "owner", "created_at"),
+)
+
+files = Table(
+    "files",
+    metadata,
+    Column("file_id", Text, primary_key=True),
+    Column("owner", Text, nullable=False),
+    Column("purpose", Text, nullable=False),
+    Column("filename", Text, nullable=False),
+    Column("bytes", Integer, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Index("ix_files_owner_created_at", "owner", "created_at"),
 )

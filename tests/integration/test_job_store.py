@@ -16,7 +16,9 @@ from sqlalchemy import inspect as inspect_schema
 from sqlalchemy.engine import Connection
 
 from services.store import (
+    BatchRecord,
     Database,
+    FileRecord,
     IdempotencyConflict,
     JobRecord,
     JobState,
@@ -45,6 +47,7 @@ def job(job_id: str, owner: str = "key:k1", **changes: Any) -> JobRecord:
         priority=2,
         request='{"model": "gemma-3-270m", "prompt": "hello"}',
         request_hash="h-hello",
+        identity='{"sub": "key:k1"}',
         created_at=T,
         updated_at=T,
     )
@@ -54,13 +57,24 @@ def job(job_id: str, owner: str = "key:k1", **changes: Any) -> JobRecord:
 def claimed(record: JobRecord, worker: str, now: float, attempts: int = 1) -> JobRecord:
     """`record` as a claim by `worker` at `now` leaves it."""
     return dataclasses.replace(
-        record, state=JobState.RUNNING, lease_owner=worker, lease_until=now + LEASE_S, attempts=attempts, updated_at=now
+        record,
+        state=JobState.RUNNING,
+        lease_owner=worker,
+        lease_until=now + LEASE_S,
+        attempts=attempts,
+        started_at=now,
+        updated_at=now,
     )
 
 
 async def submit_all(database: Database, *records: JobRecord) -> None:
     for record in records:
         assert await database.jobs.submit(record) == (record, True)
+
+
+def batch(batch_id: str, lines: list[JobRecord], owner: str = "key:k1", **changes: Any) -> BatchRecord:
+    record = BatchRecord(batch_id=batch_id, owner=owner, total=len(lines), request_hash=f"h-{batch_id}", created_at=T)
+    return dataclasses.replace(record, **changes)
 
 
 def ids(records: list[JobRecord]) -> list[str]:
@@ -125,16 +139,6 @@ async def test_a_taken_job_id_or_a_priority_out_of_range_is_refused(database: Da
             await database.jobs.submit(job("j2", priority=priority))
     assert await database.jobs.get("j1") == job("j1")
     assert await database.jobs.get("j2") is None
-
-
-async def test_submit_many_stores_a_batch_whole_or_not_at_all(database: Database) -> None:
-    lines = [job(f"b1-{index}", batch_id="b1", custom_id=f"line-{index}", created_at=T + index) for index in range(3)]
-    await database.jobs.submit_many(lines)
-    await database.jobs.submit_many([])
-    assert await database.jobs.list("key:k1", batch_id="b1") == lines[::-1]
-    with pytest.raises(ValueError, match="taken"):
-        await database.jobs.submit_many([job("b2-0", batch_id="b2"), job("b1-1", batch_id="b2")])
-    assert await database.jobs.list("key:k1", batch_id="b2") == []
 
 
 async def test_list_is_the_owners_newest_first_within_a_batch_and_the_limit(database: Database) -> None:
@@ -202,6 +206,7 @@ async def test_an_expired_lease_is_claimed_again_and_the_old_worker_has_lost_it(
         state=JobState.COMPLETED,
         attempts=2,
         result='{"text": "hi"}',
+        started_at=T + 131,
         finished_at=T + 140,
         updated_at=T + 140,
     )
@@ -211,7 +216,9 @@ async def test_a_heartbeat_extends_only_the_holders_lease(database: Database) ->
     await submit_all(database, job("j1"), job("j-queued", created_at=T + 1))
     await database.jobs.claim("w1", T + 100, LEASE_S)
     assert await database.jobs.heartbeat("j1", "w1", T + 125, LEASE_S) is True
-    assert await database.jobs.get("j1") == dataclasses.replace(claimed(job("j1"), "w1", T + 125), updated_at=T + 125)
+    assert await database.jobs.get("j1") == dataclasses.replace(
+        claimed(job("j1"), "w1", T + 125), started_at=T + 100, updated_at=T + 125
+    )
     # The first lease would have run out at T + 130; the extended one holds until T + 155.
     assert await database.jobs.claim("w2", T + 150, LEASE_S, limit=5) == [
         claimed(job("j-queued", created_at=T + 1), "w2", T + 150)
@@ -230,7 +237,13 @@ async def test_finish_records_a_failure_once_and_takes_only_a_finished_state(dat
     assert await database.jobs.finish("j1", "w1", JobState.COMPLETED, T + 120, result="{}") is False
     failed = await database.jobs.get("j1")
     assert failed == dataclasses.replace(
-        job("j1"), state=JobState.FAILED, attempts=1, error="model unavailable", finished_at=T + 110, updated_at=T + 110
+        job("j1"),
+        state=JobState.FAILED,
+        attempts=1,
+        error="model unavailable",
+        started_at=T + 100,
+        finished_at=T + 110,
+        updated_at=T + 110,
     )
     assert await database.jobs.claim("w2", T + 1000, LEASE_S) == []
 
@@ -239,7 +252,8 @@ async def test_concurrent_claimers_never_share_a_job_and_together_take_them_all(
     # Each claimer on its own database connection pool, as runners in separate processes would be.
     claimers = [await open_database(database_url) for _ in range(3)]
     try:
-        await claimers[0].jobs.submit_many([job(f"j{index:03}", created_at=T + index % 7) for index in range(90)])
+        lines = [job(f"j{index:03}", batch_id="b1", created_at=T + index % 7) for index in range(90)]
+        await claimers[0].batches.submit(batch("b1", lines), lines)
 
         async def claim_until_empty(database: Database, worker: str) -> list[str]:
             taken: list[str] = []
@@ -272,7 +286,7 @@ async def test_cancel_ends_a_running_job_and_its_worker_then_loses_it(database: 
     await database.jobs.claim("w1", T + 100, LEASE_S)
     cancelled = await database.jobs.cancel("j1", "key:k1", T + 110)
     assert cancelled == dataclasses.replace(
-        job("j1"), state=JobState.CANCELLED, attempts=1, finished_at=T + 110, updated_at=T + 110
+        job("j1"), state=JobState.CANCELLED, attempts=1, started_at=T + 100, finished_at=T + 110, updated_at=T + 110
     )
     assert await database.jobs.heartbeat("j1", "w1", T + 111, LEASE_S) is False
     assert await database.jobs.finish("j1", "w1", JobState.COMPLETED, T + 112, result="{}") is False
@@ -293,48 +307,6 @@ async def test_another_owners_job_cannot_be_cancelled_or_seen(database: Database
     assert await database.jobs.cancel("j1", "key:k2", T + 10) is None
     assert await database.jobs.cancel("j-unknown", "key:k1", T + 10) is None
     assert await database.jobs.get("j1") == job("j1")
-
-
-async def test_cancel_batch_ends_the_batchs_unfinished_jobs_and_counts_them(database: Database) -> None:
-    lines = [job(f"b1-{index}", batch_id="b1", created_at=T + index) for index in range(4)]
-    await database.jobs.submit_many(
-        [*lines, job("b2-0", batch_id="b2", created_at=T + 10), job("j-alone", created_at=T + 10)]
-    )
-    # The two oldest lines run; one of them completes.
-    await database.jobs.claim("w1", T + 100, LEASE_S, limit=2)
-    await database.jobs.finish("b1-0", "w1", JobState.COMPLETED, T + 110, result="{}")
-    assert await database.jobs.cancel_batch("b1", "key:k2", T + 120) == 0
-    assert await database.jobs.cancel_batch("b1", "key:k1", T + 120) == 3
-    assert await database.jobs.cancel_batch("b1", "key:k1", T + 130) == 0
-    states = {record.job_id: record.state for record in await database.jobs.list("key:k1")}
-    assert states == {
-        "b1-0": JobState.COMPLETED,
-        "b1-1": JobState.CANCELLED,
-        "b1-2": JobState.CANCELLED,
-        "b1-3": JobState.CANCELLED,
-        "b2-0": JobState.QUEUED,
-        "j-alone": JobState.QUEUED,
-    }
-
-
-async def test_batch_counts_name_every_state(database: Database) -> None:
-    lines = [job(f"b1-{index}", batch_id="b1", created_at=T + index, expires_at=T + 500) for index in range(5)]
-    await database.jobs.submit_many([*lines, job("b2-0", batch_id="b2", created_at=T + 10)])
-    assert await database.jobs.batch_counts("b1") == {state.value: 0 for state in JobState} | {"QUEUED": 5}
-    await database.jobs.claim("w1", T + 100, LEASE_S, limit=3)
-    await database.jobs.finish("b1-0", "w1", JobState.COMPLETED, T + 110, result="{}")
-    await database.jobs.finish("b1-1", "w1", JobState.FAILED, T + 110, error="boom")
-    await database.jobs.cancel("b1-3", "key:k1", T + 120)
-    await database.jobs.expire(T + 500)
-    assert await database.jobs.batch_counts("b1") == {
-        "QUEUED": 0,
-        "RUNNING": 1,
-        "COMPLETED": 1,
-        "FAILED": 1,
-        "CANCELLED": 1,
-        "EXPIRED": 1,
-    }
-    assert await database.jobs.batch_counts("b-unknown") == dict.fromkeys(JobState, 0)
 
 
 # Expiry, queue positions and pruning.
@@ -424,15 +396,22 @@ async def test_a_stopped_server_makes_every_job_call_raise_store_unavailable(own
         own_postgres.stop()
         calls: list[Callable[[], Awaitable[object]]] = [
             lambda: database.jobs.submit(job("j2")),
-            lambda: database.jobs.submit_many([job("j3")]),
             lambda: database.jobs.claim("w1", T, LEASE_S),
             lambda: database.jobs.heartbeat("j1", "w1", T, LEASE_S),
             lambda: database.jobs.finish("j1", "w1", JobState.COMPLETED, T),
             lambda: database.jobs.cancel("j1", "key:k1", T),
-            lambda: database.jobs.cancel_batch("b1", "key:k1", T),
+            lambda: database.batches.submit(batch("b1", [job("j3", batch_id="b1")]), [job("j3", batch_id="b1")]),
+            lambda: database.batches.get("b1", "key:k1"),
+            lambda: database.batches.list("key:k1"),
+            lambda: database.batches.cancel("b1", "key:k1", T),
+            lambda: database.batches.counts("b1"),
+            lambda: database.batches.delete_emptied_before(T),
+            lambda: database.files.put(FileRecord("f1", "key:k1", "batch", "in.jsonl", 2, T), b"{}"),
+            lambda: database.files.get("f1", "key:k1"),
+            lambda: database.files.content("f1", "key:k1"),
+            lambda: database.files.delete_unused_before(T),
             lambda: database.jobs.get("j1"),
             lambda: database.jobs.list("key:k1"),
-            lambda: database.jobs.batch_counts("b1"),
             lambda: database.jobs.expire(T),
             lambda: database.jobs.queue_position("j1"),
             lambda: database.jobs.delete_finished_before(T),
