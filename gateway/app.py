@@ -11,10 +11,14 @@ import logging
 
 from grpc_health.v1 import health, health_pb2
 from meshserve.gateway.v1 import gateway_pb2_grpc
+from meshserve.jobs.v1 import jobs_pb2_grpc
 
 from gateway.audit import RequestAudit
 from gateway.clients import InferenceClients, SchedulerClient
 from gateway.core.service import GatewayCore
+from gateway.jobs.desk import DeskTerms, JobDesk
+from gateway.jobs.servicer import SERVICE_NAME as JOBS_SERVICE_NAME
+from gateway.jobs.servicer import JobsServicer
 from gateway.servicer import SERVICE_NAME, GatewayServicer
 from gateway.settings import GatewaySettings
 from gateway.status import mesh_is_ready
@@ -65,9 +69,12 @@ async def serve(settings: GatewaySettings) -> int:
     audit.start()
 
     server = create_service_server(settings)
-    servicer = GatewayServicer(core, scheduler, mesh, RequestAudit(audit))
+    request_audit = RequestAudit(audit)
+    servicer = GatewayServicer(core, scheduler, mesh, request_audit)
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
-    health_servicer = await add_health_and_reflection(server, [SERVICE_NAME])
+    desk = JobDesk(database, DeskTerms(settings.default_completion_window_seconds))
+    jobs_pb2_grpc.add_JobsServiceServicer_to_server(JobsServicer(desk, core, request_audit), server)
+    health_servicer = await add_health_and_reflection(server, [SERVICE_NAME, JOBS_SERVICE_NAME])
     bind(server, settings.listen, tls)
     await server.start()
     serve_metrics(settings.metrics_listen)

@@ -11,8 +11,9 @@ from services.shared.certs import spiffe_id
 from services.shared.errors import permission_denied, unauthenticated
 from services.shared.identity import IDENTITY_HEADER, Identity, decode_identity
 
-# The mesh identities that may tell the gateway who a request is for.
-_RELAYS = frozenset({spiffe_id("edge"), spiffe_id("openai")})
+# The mesh identities that may tell the gateway who a request is for: the edge, the OpenAI front behind it,
+# and the job runner, which runs each job as the owner that submitted it.
+_RELAYS = frozenset({spiffe_id("edge"), spiffe_id("openai"), spiffe_id("jobs")})
 
 
 def identity_of(context: grpc.aio.ServicerContext, method_path: str) -> Identity:

@@ -1,7 +1,7 @@
 """The public gRPC APIs' methods and their REST bindings, read from the protos' google.api.http options.
 
-The gateway serves meshserve.gateway.v1; the authorization service serves the admin API,
-meshserve.identity.v1. The edge routes and transcodes both.
+The gateway serves meshserve.gateway.v1 and meshserve.jobs.v1; the authorization service serves the admin
+API, meshserve.identity.v1. The edge routes and transcodes all three.
 """
 
 from __future__ import annotations
@@ -12,12 +12,15 @@ from google.api import annotations_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 from meshserve.gateway.v1 import gateway_pb2
 from meshserve.identity.v1 import identity_pb2
+from meshserve.jobs.v1 import jobs_pb2
 
 GATEWAY_SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"]
 IDENTITY_SERVICE = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"]
+JOBS_SERVICE = jobs_pb2.DESCRIPTOR.services_by_name["JobsService"]
 GATEWAY_SERVICE_NAME = GATEWAY_SERVICE.full_name
 IDENTITY_SERVICE_NAME = IDENTITY_SERVICE.full_name
-_SERVICES = (GATEWAY_SERVICE, IDENTITY_SERVICE)
+JOBS_SERVICE_NAME = JOBS_SERVICE.full_name
+_SERVICES = (GATEWAY_SERVICE, JOBS_SERVICE, IDENTITY_SERVICE)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.shared.service_settings import StoreServiceSettings
@@ -18,5 +19,7 @@ class GatewaySettings(StoreServiceSettings):
     # Whether readiness waits for device readings (a mesh run with a GPU monitor).
     expect_devices: bool = True
     readiness_interval_seconds: float = 0.5
-    # Only the edge calls the gateway, and the OpenAI front behind it.
-    allowed_callers: list[str] = ["edge", "openai"]
+    # The completion window of a job or batch that names none: how long it may wait to start.
+    default_completion_window_seconds: int = Field(default=86_400, gt=0)
+    # Only the edge calls the gateway, and the OpenAI front behind it, and the job runner.
+    allowed_callers: list[str] = ["edge", "openai", "jobs"]

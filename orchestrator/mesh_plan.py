@@ -16,7 +16,7 @@ from services.shared.mesh_config import MeshConfig
 from services.shared.tls import TlsFiles
 
 # Every identity the local mesh issues a certificate for; "cli" is the command-line client.
-IDENTITIES = ("gpu-monitor", "scheduler", "inference", "gateway", "openai", "auth", "edge", "cli")
+IDENTITIES = ("gpu-monitor", "scheduler", "inference", "gateway", "openai", "auth", "jobs", "edge", "cli")
 
 
 class PortClashError(ValueError):
@@ -59,6 +59,7 @@ def planned_ports(settings: LauncherSettings, mesh: MeshConfig) -> dict[str, int
         "gpu-monitor metrics": settings.gpu_monitor_metrics_port,
         "openai metrics": settings.openai_metrics_port,
         "auth metrics": settings.auth_metrics_port,
+        "jobs metrics": settings.jobs_metrics_port,
     }
     for n, model in enumerate(mesh.models):
         ports[f"inference-{model.name}"] = settings.inference_base_port + n
@@ -122,6 +123,7 @@ def plan_mesh(
         _auth(settings, certs["auth"]),
         _gateway(settings, certs["gateway"]),
         _openai(settings, certs["openai"]),
+        _jobs(settings, certs["jobs"]),
         _envoy(settings, envoy_bootstrap),
     ]
 
@@ -202,6 +204,18 @@ def _openai(settings: LauncherSettings, tls: TlsFiles) -> ChildSpec:
     )  # fmt: skip
     # An HTTP service: Envoy's /healthz covers it, as it covers Envoy.
     return ChildSpec("openai", argv, None)
+
+
+def _jobs(settings: LauncherSettings, tls: TlsFiles) -> ChildSpec:
+    argv = _python_module(
+        "gateway.jobs",
+        "--gateway", settings.address(settings.gateway_port),
+        *_store_flags(settings),
+        *_metrics_flags(settings, settings.jobs_metrics_port),
+        *_tls_flags(tls),
+    )  # fmt: skip
+    # It serves nothing: its health is in its log and its metrics.
+    return ChildSpec("jobs", argv, None)
 
 
 def _envoy(settings: LauncherSettings, bootstrap: Path) -> ChildSpec:

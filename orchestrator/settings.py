@@ -37,6 +37,7 @@ class LauncherSettings(BaseSettings):
     gpu_monitor_metrics_port: int = 9466
     openai_metrics_port: int = 9463
     auth_metrics_port: int = 9462
+    jobs_metrics_port: int = 9461
     inference_metrics_base_port: int = 9467
     # The store of keys and audit records: PostgreSQL when this names one, else SQLite in the state directory.
     database_url: str = ""

@@ -54,8 +54,9 @@ class GatewayCore:
         self._clock = clock
         self._sleep = sleep
 
-    async def generate(self, request: GatewayRequest, deadline: float | None) -> AsyncIterator[GatewayChunk]:
-        """Streams the completion. Every check and refusal happens before the first chunk."""
+    def check(self, request: GatewayRequest) -> str:
+        """The model the request runs on, once every check that needs no model loaded passes; the jobs
+        service makes them too, so that a job it accepts fails only for reasons a submission cannot see."""
         model = request.model or self._models[0]
         if model not in self._models:
             raise not_found("UNKNOWN_MODEL", f"no model named {model!r}; see GET /v1/models", model=model)
@@ -63,6 +64,11 @@ class GatewayCore:
         for fallback in request.fallback_models:
             if fallback not in self._models:
                 raise not_found("UNKNOWN_MODEL", f"no fallback model named {fallback!r}", model=fallback)
+        return model
+
+    async def generate(self, request: GatewayRequest, deadline: float | None) -> AsyncIterator[GatewayChunk]:
+        """Streams the completion. Every check and refusal happens before the first chunk."""
+        model = self.check(request)
         ask = SlotAsk(
             model,
             request.priority,

@@ -19,6 +19,8 @@ GATEWAY_SERVICE = "meshserve.gateway.v1.GatewayService"
 # The admin API, which the authorization service serves.
 IDENTITY_PROTO = "meshserve/identity/v1/identity.proto"
 IDENTITY_SERVICE = "meshserve.identity.v1.IdentityService"
+JOBS_PROTO = "meshserve/jobs/v1/jobs.proto"
+JOBS_SERVICE = "meshserve.jobs.v1.JobsService"
 # Not imported by gateway.proto, so named explicitly: the types of error details in a google.rpc.Status.
 _ERROR_PROTOS = ("google/rpc/status.proto", "google/rpc/error_details.proto")
 
@@ -41,6 +43,7 @@ def build_descriptor_set(out_path: Path) -> Path:
         f"--descriptor_set_out={out_path}",
         GATEWAY_PROTO,
         IDENTITY_PROTO,
+        JOBS_PROTO,
         *_ERROR_PROTOS,
     ]
     if protoc.main(args) != 0:

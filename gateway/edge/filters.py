@@ -29,7 +29,7 @@ from envoy_data_plane.envoy.type.v3 import FractionalPercent, FractionalPercentD
 
 from gateway.edge.auth import AUTH_CLUSTER, JWT_FILTER, ext_authz, jwt_authentication
 from gateway.edge.config import GATEWAY_CLUSTER, HEALTH_PATH, OPENAI_CLUSTER, EdgeConfig
-from gateway.edge.descriptors import GATEWAY_SERVICE, IDENTITY_SERVICE
+from gateway.edge.descriptors import GATEWAY_SERVICE, IDENTITY_SERVICE, JOBS_SERVICE
 from gateway.edge.typed import pack
 
 
@@ -87,7 +87,7 @@ def _rate_limit(config: EdgeConfig) -> LocalRateLimit:
 def _transcoder(config: EdgeConfig) -> GrpcJsonTranscoder:
     return GrpcJsonTranscoder(
         proto_descriptor=str(config.descriptor_set.resolve()),
-        services=[GATEWAY_SERVICE, IDENTITY_SERVICE],
+        services=[GATEWAY_SERVICE, JOBS_SERVICE, IDENTITY_SERVICE],
         print_options=GrpcJsonTranscoderPrintOptions(
             # The REST contract: snake_case names, zero values present, streams as `data: {json}` events.
             preserve_proto_field_names=True,

@@ -27,12 +27,17 @@ from envoy_data_plane.google.protobuf import Struct
 
 from gateway.edge.auth import AUTH_CLUSTER
 from gateway.edge.config import GATEWAY_CLUSTER, OPENAI_CLUSTER, EdgeConfig
-from gateway.public_api import IDENTITY_SERVICE_NAME, rest_bindings
+from gateway.public_api import GATEWAY_SERVICE_NAME, IDENTITY_SERVICE_NAME, JOBS_SERVICE_NAME, rest_bindings
 from services.shared.errors import ERROR_DOMAIN
 
 _DISABLED = datetime.timedelta(0)
 # gRPC paths the gateway serves: the public API, health and reflection.
-GRPC_PREFIXES = ("/meshserve.gateway.v1.GatewayService/", "/grpc.health.v1.Health/", "/grpc.reflection.")
+GRPC_PREFIXES = (
+    f"/{GATEWAY_SERVICE_NAME}/",
+    f"/{JOBS_SERVICE_NAME}/",
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.",
+)
 # The OpenAI API's families of paths. Envoy's own answers under them use the OpenAI envelope, so that an
 # OpenAI client reads them, whether or not meshserve serves the path.
 # Prefixes rather than one regex: RE2 refuses a pattern that long.

@@ -19,6 +19,7 @@ _TYPE_OF_KIND = {
     ErrorKind.UNAUTHENTICATED: "authentication_error",
     ErrorKind.PERMISSION_DENIED: "permission_error",
     ErrorKind.NOT_FOUND: "invalid_request_error",
+    ErrorKind.ALREADY_EXISTS: "invalid_request_error",
     ErrorKind.RESOURCE_EXHAUSTED: "rate_limit_error",
     ErrorKind.UNAVAILABLE: "service_unavailable_error",
     ErrorKind.DEADLINE_EXCEEDED: "timeout_error",

@@ -24,6 +24,7 @@ class ErrorKind(Enum):
     PERMISSION_DENIED = "PERMISSION_DENIED"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
     UNAUTHENTICATED = "UNAUTHENTICATED"
 
 
@@ -34,6 +35,7 @@ HTTP_STATUS = {
     ErrorKind.UNAUTHENTICATED: 401,
     ErrorKind.PERMISSION_DENIED: 403,
     ErrorKind.NOT_FOUND: 404,
+    ErrorKind.ALREADY_EXISTS: 409,
     ErrorKind.RESOURCE_EXHAUSTED: 429,
     ErrorKind.UNAVAILABLE: 503,
     ErrorKind.DEADLINE_EXCEEDED: 504,
@@ -64,6 +66,10 @@ def invalid_argument(reason: str, message: str, **metadata: object) -> MeshError
 
 def not_found(reason: str, message: str, **metadata: object) -> MeshError:
     return MeshError(reason, message, _as_strings(metadata), kind=ErrorKind.NOT_FOUND)
+
+
+def already_exists(reason: str, message: str, **metadata: object) -> MeshError:
+    return MeshError(reason, message, _as_strings(metadata), kind=ErrorKind.ALREADY_EXISTS)
 
 
 def resource_exhausted(reason: str, message: str, retry_after_seconds: float, **metadata: object) -> MeshError:

@@ -38,6 +38,8 @@ class Surface(Enum):
     REST = "rest"
     GRPC = "grpc"
     OPENAI = "openai"
+    # A job's run, which the job runner starts for the job's owner.
+    JOBS = "jobs"
 
 
 @dataclass(frozen=True)

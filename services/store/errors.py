@@ -40,8 +40,9 @@ def is_unreachable(error: BaseException) -> bool:
 
 
 class IdempotencyConflict(Exception):
-    """A submit reused an idempotency key of the same owner with a different request: job_id is the first job's."""
+    """A submit reused an idempotency key of the same owner with a different request: job_id is the first
+    job's (or batch's)."""
 
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"the idempotency key was used for job {job_id} with a different request")
+        super().__init__(f"the idempotency key was used for {job_id} with a different request")
         self.job_id = job_id

@@ -40,6 +40,7 @@ METRICS_PORTS = (
     "gpu_monitor_metrics",
     "openai_metrics",
     "auth_metrics",
+    "jobs_metrics",
     "inference_metrics_base",
 )
 

@@ -138,7 +138,11 @@ def test_keys_are_the_proto_field_names(bootstrap: dict[str, Any]) -> None:
 def test_the_transcoder_speaks_the_rest_contract(bootstrap: dict[str, Any], tmp_path: Path) -> None:
     transcoder = http_filter(bootstrap, "envoy.filters.http.grpc_json_transcoder")
     assert transcoder["proto_descriptor"] == str((tmp_path / "gateway.pb").resolve())
-    assert transcoder["services"] == ["meshserve.gateway.v1.GatewayService", "meshserve.identity.v1.IdentityService"]
+    assert transcoder["services"] == [
+        "meshserve.gateway.v1.GatewayService",
+        "meshserve.jobs.v1.JobsService",
+        "meshserve.identity.v1.IdentityService",
+    ]
     assert transcoder["print_options"] == {
         "preserve_proto_field_names": True,
         "always_print_primitive_fields": True,
@@ -174,6 +178,7 @@ def test_grpc_paths_go_to_the_gateway_without_a_request_timeout(bootstrap: dict[
     forwarded = [route for route in routes_of(bootstrap) if "route" in route]
     assert [route["match"]["prefix"] for route in forwarded] == [
         "/meshserve.gateway.v1.GatewayService/",
+        "/meshserve.jobs.v1.JobsService/",
         "/grpc.health.v1.Health/",
         "/grpc.reflection.",
     ]

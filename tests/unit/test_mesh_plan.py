@@ -21,7 +21,7 @@ def mesh_of(count: int) -> MeshConfig:
 def test_the_default_ports_of_a_small_mesh_are_all_distinct() -> None:
     settings, mesh = LauncherSettings(), mesh_of(3)
     ports = planned_ports(settings, mesh)
-    assert len(ports) == 13 + 2 * 3
+    assert len(ports) == 14 + 2 * 3
     assert port_clashes(settings, mesh) == []
 
 

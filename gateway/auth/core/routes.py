@@ -9,16 +9,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.public_api import GATEWAY_SERVICE_NAME, IDENTITY_SERVICE_NAME, grpc_paths, rest_bindings
+from gateway.public_api import GATEWAY_SERVICE_NAME, IDENTITY_SERVICE_NAME, JOBS_SERVICE_NAME, grpc_paths, rest_bindings
 from services.shared.identity import Scope, Surface
 
 _GATEWAY = f"/{GATEWAY_SERVICE_NAME}/"
 _IDENTITY = f"/{IDENTITY_SERVICE_NAME}/"
+_JOBS = f"/{JOBS_SERVICE_NAME}/"
 METHOD_SCOPES = {
     f"{_GATEWAY}Generate": Scope.INFERENCE,
     f"{_GATEWAY}ListModels": Scope.INFERENCE,
     f"{_GATEWAY}GetGpuStatus": Scope.ADMIN,
     f"{_GATEWAY}GetSchedulerState": Scope.ADMIN,
+    **{f"{_JOBS}{name}": Scope.JOBS
+       for name in ("SubmitJob", "GetJob", "GetJobResult", "CancelJob", "SubmitBatch", "GetBatch", "CancelBatch",
+                    "ListJobs")},
     **{f"{_IDENTITY}{name}": Scope.ADMIN
        for name in ("ListKeys", "CreateKey", "RevokeKey", "RotateKey", "ListAuditRecords")},
 }  # fmt: skip

@@ -1,0 +1,4 @@
+from gateway.jobs.app import main
+
+if __name__ == "__main__":
+    main()
