@@ -165,8 +165,17 @@ class JobStore:
             return (await connection.execute(query)).scalar_one()
 
     async def delete_finished_before(self, at: float) -> int:
-        """Deletes the jobs that finished before `at`; returns how many."""
-        statement = delete(jobs).where(jobs.c.state.in_(_TERMINAL), jobs.c.finished_at < at)
+        """Deletes the jobs that finished before `at`; returns how many. A batch's lines stay while any line
+        of it is unfinished, so that its output, when it comes, has every line."""
+        sibling = jobs.alias("sibling")
+        batch_unfinished = (
+            select(sibling.c.job_id)
+            .where(sibling.c.batch_id == jobs.c.batch_id, sibling.c.state.in_(_ACTIVE))
+            .exists()
+        )
+        statement = delete(jobs).where(
+            jobs.c.state.in_(_TERMINAL), jobs.c.finished_at < at, or_(jobs.c.batch_id.is_(None), ~batch_unfinished)
+        )
         return await self._updated(statement)
 
     async def _by_idempotency_key(self, owner: str, idempotency_key: str | None) -> JobRecord | None:

@@ -142,3 +142,13 @@ async def test_a_file_is_its_owners_and_is_kept_while_a_batch_reads_it(database:
     assert await database.files.delete_unused_before(T) == 0
     assert await database.files.delete_unused_before(T + 1000) == 1
     assert await database.files.get("file-1", "key:k1") is None
+
+
+async def test_finished_lines_are_kept_while_their_batch_has_unfinished_ones(database: Database) -> None:
+    lines = [job(f"b1-{index}", batch_id="b1", created_at=T + index) for index in range(2)]
+    await database.batches.submit(batch("b1", lines), lines)
+    await database.jobs.claim("w1", T + 10, LEASE_S)
+    await database.jobs.finish("b1-0", "w1", JobState.COMPLETED, T + 20, result="{}")
+    assert await database.jobs.delete_finished_before(T + 1000) == 0
+    await database.jobs.cancel("b1-1", "key:k1", T + 30)
+    assert await database.jobs.delete_finished_before(T + 1000) == 2
