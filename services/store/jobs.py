@@ -169,9 +169,7 @@ class JobStore:
         of it is unfinished, so that its output, when it comes, has every line."""
         sibling = jobs.alias("sibling")
         batch_unfinished = (
-            select(sibling.c.job_id)
-            .where(sibling.c.batch_id == jobs.c.batch_id, sibling.c.state.in_(_ACTIVE))
-            .exists()
+            select(sibling.c.job_id).where(sibling.c.batch_id == jobs.c.batch_id, sibling.c.state.in_(_ACTIVE)).exists()
         )
         statement = delete(jobs).where(
             jobs.c.state.in_(_TERMINAL), jobs.c.finished_at < at, or_(jobs.c.batch_id.is_(None), ~batch_unfinished)
