@@ -46,12 +46,18 @@ OPENAI_PATH_PREFIXES = (
     "/v1/images/", "/v1/files", "/v1/batches", "/v1/moderations", "/v1/fine_tuning/", "/v1/assistants",
     "/v1/threads", "/v1/vector_stores", "/v1/uploads", "/v1/realtime",
 )  # fmt: skip
-# The OpenAI routes meshserve serves: (how the path matches, the method it takes).
+# The OpenAI routes meshserve serves: (how the path matches, the methods it takes).
 _OPENAI_ROUTES = (
     (RouteMatch(path="/v1/chat/completions"), "POST"),
     (RouteMatch(path="/v1/completions"), "POST"),
     (RouteMatch(path="/v1/models"), "GET"),
     (RouteMatch(safe_regex=RegexMatcher(regex=r"^/v1/models/[^/]+$")), "GET"),
+    (RouteMatch(path="/v1/files"), "POST"),
+    (RouteMatch(safe_regex=RegexMatcher(regex=r"^/v1/files/[^/]+$")), "GET"),
+    (RouteMatch(safe_regex=RegexMatcher(regex=r"^/v1/files/[^/]+/content$")), "GET"),
+    (RouteMatch(path="/v1/batches"), "GET, POST"),
+    (RouteMatch(safe_regex=RegexMatcher(regex=r"^/v1/batches/[^/]+$")), "GET"),
+    (RouteMatch(safe_regex=RegexMatcher(regex=r"^/v1/batches/[^/]+/cancel$")), "POST"),
 )
 
 
@@ -90,8 +96,9 @@ def _openai_routes(config: EdgeConfig) -> list[Route]:
     return [*served, *refused]
 
 
-def _with_method(match: RouteMatch, method: str) -> RouteMatch:
-    only = HeaderMatcher(name=":method", string_match=StringMatcher(exact=method))
+def _with_method(match: RouteMatch, methods: str) -> RouteMatch:
+    one_of = "|".join(method.strip() for method in methods.split(","))
+    only = HeaderMatcher(name=":method", string_match=StringMatcher(safe_regex=RegexMatcher(regex=f"^({one_of})$")))
     return RouteMatch(path=match.path, safe_regex=match.safe_regex, headers=[only])
 
 

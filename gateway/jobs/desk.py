@@ -50,6 +50,7 @@ class BatchView:
     batch: BatchRecord
     # Lines by state name: every JobState is there.
     counts: dict[str, int]
+    last_finished_at: float | None = None
 
     @property
     def finished(self) -> int:
@@ -142,13 +143,14 @@ class JobDesk:
                 request=text,
                 request_hash=work_hash(text),
                 identity=_runner_identity(identity, job_id),
-                created_at=now,
+                # A microsecond apart: lines are claimed, and their output written, in the order they came.
+                created_at=now + index * 1e-6,
                 updated_at=now,
                 batch_id=batch_id,
                 custom_id=custom_id,
                 expires_at=now + window,
             )
-            for (custom_id, work), text in zip(lines, encoded, strict=True)
+            for index, ((custom_id, work), text) in enumerate(zip(lines, encoded, strict=True))
             for job_id in (f"job_{uuid.uuid4().hex}",)
         ]
         batch = BatchRecord(
@@ -171,7 +173,7 @@ class JobDesk:
             batch = await self._database.batches.get(batch_id, identity.subject)
             if batch is None:
                 raise not_found("BATCH_NOT_FOUND", f"no batch {batch_id!r} of yours", batch_id=batch_id)
-            return BatchView(batch, await self._database.batches.counts(batch_id))
+            return await self._view(batch)
 
     async def cancel_batch(self, identity: Identity, batch_id: str) -> BatchView:
         with _stored():
@@ -183,7 +185,18 @@ class JobDesk:
         """The caller's batches, newest first; after a batch id when paging."""
         with _stored():
             listed = await self._database.batches.list(identity.subject, _limit(limit), after or None)
-            return [BatchView(batch, await self._database.batches.counts(batch.batch_id)) for batch in listed]
+            return [await self._view(batch) for batch in listed]
+
+    async def lines(self, identity: Identity, batch_id: str) -> list[JobRecord]:
+        """Every line of the caller's batch, in submission order."""
+        with _stored():
+            if await self._database.batches.get(batch_id, identity.subject) is None:
+                raise not_found("BATCH_NOT_FOUND", f"no batch {batch_id!r} of yours", batch_id=batch_id)
+            return await self._database.batches.lines(batch_id, identity.subject)
+
+    async def _view(self, batch: BatchRecord) -> BatchView:
+        batches = self._database.batches
+        return BatchView(batch, await batches.counts(batch.batch_id), await batches.last_finished_at(batch.batch_id))
 
     def _window(self, asked: int) -> int:
         if asked < 0 or asked > self._terms.max_window_seconds:

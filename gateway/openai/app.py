@@ -13,7 +13,9 @@ from fastapi import FastAPI
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
 from gateway.audit import RequestAudit
+from gateway.jobs.desk import JobDesk
 from gateway.openai.audit import FrontAudit
+from gateway.openai.batch_routes import add_batch_routes
 from gateway.openai.gateway_client import GatewayClient
 from gateway.openai.routes import create_app
 from gateway.openai.settings import OpenAISettings
@@ -42,7 +44,13 @@ async def serve(settings: OpenAISettings) -> int:
     database = await open_store(settings.store_url())
     audit = AuditLog(database.audit)
     audit.start()
-    app = create_app(gateway, settings.request_timeout_seconds, FrontAudit(RequestAudit(audit)).refused)
+    desk = JobDesk(database)
+    app = create_app(
+        gateway,
+        settings.request_timeout_seconds,
+        FrontAudit(RequestAudit(audit)).refused,
+        lambda app: add_batch_routes(app, desk, database),
+    )
     # One server span per request, continuing Envoy's trace; no span per chunk sent.
     traced = OpenTelemetryMiddleware(app, exclude_spans=["receive", "send"])
     config = uvicorn_config(traced, settings.listen, tls, settings.allowed_callers, settings.shutdown_grace_seconds)

@@ -75,9 +75,14 @@ def from_mesh_error(error: MeshError, param_aliases: dict[str, str] | None = Non
     param = error.metadata.get("field") or _PARAM_OF_REASON.get(error.reason)
     if param is not None and param_aliases:
         param = param_aliases.get(param, param)
-    code = _CODE_OF_REASON.get(error.reason, error.reason.lower())
+    code = openai_code(error.reason)
     limits = {key: value for key, value in error.metadata.items() if key.startswith(RATE_LIMIT_HEADER_PREFIX)}
     return OpenAIError(status, error.message, kind, param, code, error.retry_after_seconds, limits or None, True)
+
+
+def openai_code(reason: str) -> str:
+    """The `code` of OpenAI's envelope for a mesh reason: OpenAI's own where it has one."""
+    return _CODE_OF_REASON.get(reason, reason.lower())
 
 
 def from_validation_errors(errors: list[dict[str, Any]]) -> OpenAIError:

@@ -46,13 +46,19 @@ class Gateway(Protocol):
 
 
 def create_app(
-    gateway: Gateway, request_timeout_seconds: float, on_refusal: Callable[[Request, OpenAIError], None] | None = None
+    gateway: Gateway,
+    request_timeout_seconds: float,
+    on_refusal: Callable[[Request, OpenAIError], None] | None = None,
+    batches: Callable[[FastAPI], None] | None = None,
 ) -> FastAPI:
-    """The front's routes. `on_refusal` hears of every refusal the front makes itself (the audit log)."""
+    """The front's routes. `on_refusal` hears of every refusal the front makes itself (the audit log);
+    `batches` adds the Files and Batches routes."""
     app = FastAPI(title="meshserve OpenAI API", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.ready = False
     app.state.on_refusal = on_refusal
     _add_error_handlers(app)
+    if batches is not None:
+        batches(app)
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -196,7 +202,7 @@ def _error_response(request: Request, error: OpenAIError) -> JSONResponse:
 def _endpoint_of(path: str) -> str:
     # A fixed set of labels, whatever paths clients send.
     for prefix, endpoint in (("/v1/chat/completions", "chat.completions"), ("/v1/completions", "completions"),
-                             ("/v1/models", "models")):  # fmt: skip
+                             ("/v1/models", "models"), ("/v1/files", "files"), ("/v1/batches", "batches")):  # fmt: skip
         if path.startswith(prefix):
             return endpoint
     return "other"

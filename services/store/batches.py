@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.store.connections import Connections
 from services.store.errors import IdempotencyConflict
-from services.store.jobs import to_job_row
+from services.store.jobs import to_job_record, to_job_row
 from services.store.records import ACTIVE_STATES, BatchRecord, JobRecord, JobState
 from services.store.schema import batches, jobs
 
@@ -75,6 +75,23 @@ class BatchStore:
             rows = (await connection.execute(query)).all()
         return {state.value: 0 for state in JobState} | {state: count for state, count in rows}
 
+    async def last_finished_at(self, batch_id: str) -> float | None:
+        """When the batch's last line to end ended; None while none has."""
+        query = select(func.max(jobs.c.finished_at)).where(jobs.c.batch_id == batch_id)
+        async with self._connections.transaction() as connection:
+            return (await connection.execute(query)).scalar_one_or_none()
+
+    async def lines(self, batch_id: str, owner: str) -> builtins.list[JobRecord]:
+        """Every line of `owner`'s batch, in the order they were submitted."""
+        query = (
+            select(jobs)
+            .where(jobs.c.batch_id == batch_id, jobs.c.owner == owner)
+            .order_by(jobs.c.created_at, jobs.c.job_id)
+        )
+        async with self._connections.transaction() as connection:
+            rows = (await connection.execute(query)).all()
+        return [to_job_record(row) for row in rows]
+
     async def cancel(self, batch_id: str, owner: str, now: float) -> int | None:
         """Marks `owner`'s batch cancelled and cancels its queued and running lines; returns how many.
         Finished lines keep their results. None if `owner` has no such batch."""
@@ -86,7 +103,9 @@ class BatchStore:
             .where(jobs.c.batch_id == batch_id, jobs.c.owner == owner, jobs.c.state.in_(_ACTIVE))
             .values(state=JobState.CANCELLED, finished_at=now, updated_at=now, lease_owner=None, lease_until=None)
         )
-        async with self._connections.transaction() as connection:
+        # It reads before it writes: on SQLite, the write lock is taken first, as a read lock cannot be
+        # upgraded once another writer has committed.
+        async with self._connections.transaction(write_lock=True) as connection:
             if (await _read_one(connection, select(batches).where(*_owned(batch_id, owner)))) is None:
                 return None
             await connection.execute(marking)

@@ -193,3 +193,19 @@ def running_mesh(directory: Path, config: Path, traces: OtlpReceiver, extra_env:
                 process.wait(60)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+@pytest.fixture(scope="package", params=["sqlite", "postgresql"])
+def jobs_backend_mesh(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, traces: OtlpReceiver
+) -> Iterator[Mesh]:
+    """A mesh on each backend, shared by the jobs tests. Finished jobs are kept 30 s here, so that the
+    retention test need not wait a day."""
+    from tests.e2e.jobs_support import jobs_mesh
+
+    database_url = ""
+    if request.param == "postgresql":
+        database_url = request.getfixturevalue("postgres_server").create_database()
+    directory = tmp_path_factory.mktemp(f"jobs-{request.param}")
+    with jobs_mesh(directory, traces, database_url, MESHSERVE_JOBS_RETENTION_SECONDS="30") as started:
+        yield started

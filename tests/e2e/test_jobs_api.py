@@ -4,33 +4,21 @@ read the result, cancel, batches, idempotency keys, windows, and who may see wha
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from tests.e2e.conftest import Mesh
 from tests.e2e.identity_support import bearer
-from tests.e2e.jobs_support import JobsClient, jobs_mesh, prompt
+from tests.e2e.jobs_support import JobsClient, prompt
 from tests.e2e.test_identity_audit import audit_of
-from tests.otlp_receiver import OtlpReceiver
-from tests.postgres import PostgresServer
 
 # Long enough to still run when the test looks, however fast the machine: a few seconds of tokens.
 LONG = 400
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def mesh(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, traces: OtlpReceiver
-) -> Iterator[Mesh]:
-    database_url = ""
-    if request.param == "postgresql":
-        server: PostgresServer = request.getfixturevalue("postgres_server")
-        database_url = server.create_database()
-    # Finished jobs are kept 30 s here, so that the retention test need not wait a day.
-    with jobs_mesh(tmp_path_factory.mktemp(f"jobs-{request.param}"), traces, database_url,
-                   MESHSERVE_JOBS_RETENTION_SECONDS="30") as started:  # fmt: skip
-        yield started
+@pytest.fixture()
+def mesh(jobs_backend_mesh: Mesh) -> Mesh:
+    return jobs_backend_mesh
 
 
 @pytest.fixture()

@@ -208,12 +208,24 @@ def test_the_openai_front_gets_its_routes_its_cluster_and_a_say_in_healthz(tmp_p
         "/v1/completions",
         "/v1/models",
         "^/v1/models/[^/]+$",
+        "/v1/files",
+        "^/v1/files/[^/]+$",
+        "^/v1/files/[^/]+/content$",
+        "/v1/batches",
+        "^/v1/batches/[^/]+$",
+        "^/v1/batches/[^/]+/cancel$",
     ]
-    assert [route["match"]["headers"][0]["string_match"]["exact"] for route in to_front] == [
-        "POST",
-        "POST",
-        "GET",
-        "GET",
+    assert [route["match"]["headers"][0]["string_match"]["safe_regex"]["regex"] for route in to_front] == [
+        "^(POST)$",
+        "^(POST)$",
+        "^(GET)$",
+        "^(GET)$",
+        "^(POST)$",
+        "^(GET)$",
+        "^(GET)$",
+        "^(GET|POST)$",
+        "^(GET)$",
+        "^(POST)$",
     ]
     (cluster,) = [item for item in bootstrap["static_resources"]["clusters"] if item["name"] == "openai"]
     common = cluster["transport_socket"]["typed_config"]["common_tls_context"]

@@ -30,7 +30,7 @@ ANONYMOUS_GRPC_PREFIXES = ("/grpc.health.v1.Health/",)
 # Reflection tells a client the API's shape, which is what an inference caller needs to call it.
 _REFLECTION_PREFIX = "/grpc.reflection."
 _OPENAI_SCOPES = (("/v1/chat/completions", Scope.INFERENCE), ("/v1/completions", Scope.INFERENCE),
-                  ("/v1/models", Scope.INFERENCE))  # fmt: skip
+                  ("/v1/models", Scope.INFERENCE), ("/v1/files", Scope.JOBS), ("/v1/batches", Scope.JOBS))  # fmt: skip
 
 
 @dataclass(frozen=True)
