@@ -54,6 +54,7 @@ class SchedulerClient:
                 yield slot
             finally:
                 await slot.release(SlotOutcome.UNKNOWN, None)
+                slot.stop_following()
 
     async def state(self, timeout: float = 5.0) -> spb.GetSchedulerStateResponse:
         try:
@@ -93,10 +94,27 @@ class _SlotStream:
         self._call = call
         self._grant = grant
         self._released = False
+        self._recall = asyncio.Event()
+        # Reads what the scheduler says after the grant: a recall, then the end of the stream.
+        self._following = asyncio.create_task(self._follow())
 
     @property
     def grant(self) -> SlotGrant:
         return self._grant
+
+    async def recalled(self) -> None:
+        await self._recall.wait()
+
+    def stop_following(self) -> None:
+        self._following.cancel()
+
+    async def _follow(self) -> None:
+        try:
+            while (response := await self._call.read()) is not grpc.aio.EOF:
+                if response.HasField("recalled"):
+                    self._recall.set()
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            pass
 
     async def release(self, outcome: SlotOutcome, first_token_seconds: float | None, tokens: int = 0) -> None:
         if self._released:
@@ -111,7 +129,7 @@ class _SlotStream:
             await self._call.done_writing()
             # The scheduler ends the stream once it has the release; waiting for that keeps the outcome from
             # racing the cancel below. A scheduler that does not answer in time still gets the cancel.
-            await asyncio.wait_for(self._call.read(), _RELEASE_WAIT_SECONDS)
+            await asyncio.wait_for(asyncio.shield(self._following), _RELEASE_WAIT_SECONDS)
         except (TimeoutError, grpc.aio.AioRpcError, asyncio.InvalidStateError):
             pass
         finally:

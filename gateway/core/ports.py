@@ -34,6 +34,10 @@ class HeldSlot(Protocol):
     @property
     def grant(self) -> SlotGrant: ...
 
+    async def recalled(self) -> None:
+        """Returns once the scheduler takes the slot back for more urgent work; never, for most slots."""
+        ...
+
     async def release(self, outcome: SlotOutcome, first_token_seconds: float | None, tokens: int = 0) -> None:
         """Tells the scheduler how the work ended and gives the slot back; later calls do nothing.
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 from dataclasses import dataclass
 
-from gateway.core.ports import InferenceClient, SlotAsk, SlotGrant, SlotSource
+from gateway.core.ports import HeldSlot, InferenceClient, SlotAsk, SlotGrant, SlotSource
 from services.shared.domain import GenerationChunk, GenerationRequest, Priority, SlotOutcome
-from services.shared.errors import ErrorKind, MeshError, not_found
+from services.shared.errors import ErrorKind, MeshError, not_found, unavailable
 from services.shared.identity import CallerLimits
 from services.shared.request_shape import check_request_shape
 
@@ -19,6 +19,7 @@ from services.shared.request_shape import check_request_shape
 # SLOTS_EXHAUSTED; the work was admitted, so it waits out the gap instead of being lost.
 _ENGINE_RELEASE_GRACE_SECONDS = 5.0
 _ENGINE_RELEASE_POLL_SECONDS = 0.05
+PREEMPTED = "PREEMPTED"
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,12 @@ class GatewayCore:
         async with self._slots.acquire(ask, self._remaining(deadline)) as slot:
             grant, started = slot.grant, self._clock()
             outcome, first_token_seconds, tokens = SlotOutcome.CANCELLED, None, TokenCount()
+            admitted = self._stream_admitted(grant, request.generation, deadline)
+            if _effective_priority(request) is Priority.LOW:
+                # Background work: the scheduler may take its slot back for more urgent work.
+                admitted = _unless_recalled(slot, admitted)
             try:
-                async with aclosing(self._stream_admitted(grant, request.generation, deadline)) as chunks:
+                async with aclosing(admitted) as chunks:
                     async for chunk in chunks:
                         if first_token_seconds is None:
                             first_token_seconds = self._clock() - started
@@ -140,8 +145,38 @@ class TokenCount:
         return self._streamed if self._reported is None else self._reported
 
 
+def _effective_priority(request: GatewayRequest) -> Priority:
+    # The scheduler serves an ask at its credential's ceiling when it asks for more.
+    return min(request.priority, request.limits.max_priority) if request.limits else request.priority
+
+
+async def _unless_recalled(slot: HeldSlot, chunks: AsyncIterator[GenerationChunk]) -> AsyncIterator[GenerationChunk]:
+    """The stream, until the slot is recalled: then the generation stops and the caller is told to ask again."""
+    recall = asyncio.ensure_future(slot.recalled())
+    try:
+        async with aclosing(chunks):
+            while True:
+                step = asyncio.ensure_future(anext(chunks))
+                await asyncio.wait({step, recall}, return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():
+                    step.cancel()
+                    with suppress(asyncio.CancelledError, StopAsyncIteration, MeshError):
+                        await step
+                    raise unavailable(PREEMPTED, "more urgent work took this LOW request's slot; ask again", 1.0)
+                try:
+                    chunk = step.result()
+                except StopAsyncIteration:
+                    return
+                yield chunk
+    finally:
+        recall.cancel()
+
+
 def outcome_of(error: MeshError) -> SlotOutcome:
     """Whether an endpoint's error says the endpoint is failing, the device is out of memory, or neither."""
+    if error.reason == PREEMPTED:
+        # The endpoint did nothing wrong: the scheduler took the slot back.
+        return SlotOutcome.CANCELLED
     if error.reason == "ENGINE_OUT_OF_MEMORY":
         return SlotOutcome.OUT_OF_MEMORY
     if error.kind is ErrorKind.UNAVAILABLE:

@@ -20,6 +20,7 @@ from typing import Protocol
 from meshserve.gateway.v1 import gateway_pb2 as pb
 from prometheus_client import Counter, Gauge
 
+from gateway.core.service import PREEMPTED
 from gateway.jobs.work import JobFailure, JobKind, JobOutcome, JobWork, decode_work, encode_failure, encode_outcome
 from gateway.openai.responses import CompletionWriter
 from services.shared.errors import ErrorKind, MeshError
@@ -180,8 +181,11 @@ class JobRunner:
             except MeshError as error:
                 if error.kind not in _RETRIED_KINDS or remaining <= delay:
                     return JobFailure.of(error)
-                wait = max(delay, error.retry_after_seconds or 0.0)
                 JOBS_RETRIED.labels(error.reason).inc()
+                if error.reason == PREEMPTED:
+                    # Asked again at once: the scheduler holds the ask until the urgent work is done.
+                    continue
+                wait = max(delay, error.retry_after_seconds or 0.0)
                 log.info("job %s: %s; trying again in %.1fs", job.job_id, error, wait)
                 await asyncio.sleep(min(wait, max(remaining - 0.1, 0.0)))
                 delay = min(delay * 2, self._terms.retry_max_seconds)

@@ -45,7 +45,13 @@ def endpoint_specs(settings: SchedulerSettings) -> list[EndpointSpec]:
 
 async def serve(settings: SchedulerSettings) -> int:
     specs = endpoint_specs(settings)
-    core = SlotScheduler(specs, settings.max_queue, start_available=False, pressure=settings.pressure_policy())
+    core = SlotScheduler(
+        specs,
+        settings.max_queue,
+        start_available=False,
+        pressure=settings.pressure_policy(),
+        background_yields=settings.background_yields,
+    )
     broker = SlotBroker(core)
     tls = settings.tls_files()
     broker.send_unloads_to(ResidencyKeeper(broker, specs, tls).unload)

@@ -1,8 +1,9 @@
 """The async shell around the scheduler's state machine.
 
 Each waiting ask has a mailbox; when the state machine grants, sheds or moves an ask, the broker posts
-the news there. Unloads go to the residency keeper, which reports back when the engine has let go.
-Nothing here decides anything: it only delivers what SlotScheduler returns.
+the news there. Each held slot has a recall signal, set when more urgent work takes a LOW slot back.
+Unloads go to the residency keeper, which reports back when the engine has let go. Nothing here decides
+anything: it only delivers what SlotScheduler returns.
 
 The state machine is private. The watchers, the residency keeper, the servicer and the state report
 reach it only through the named operations below, so every change to it passes through _deliver and
@@ -21,6 +22,7 @@ from orchestrator.scheduler.core.model import (
     Footprint,
     Grant,
     Queued,
+    Recall,
     Release,
     SchedulerSnapshot,
     Shed,
@@ -41,6 +43,7 @@ class SlotBroker:
         self._core = core
         self._mailboxes: dict[str, asyncio.Queue[Update]] = {}
         self._last_position: dict[str, int] = {}
+        self._recalls: dict[str, asyncio.Event] = {}
         self._on_unload: Callable[[Unload], None] = lambda unload: log.warning("no one to unload %s", unload)
 
     def send_unloads_to(self, on_unload: Callable[[Unload], None]) -> None:
@@ -88,7 +91,12 @@ class SlotBroker:
         self._deliver(self._core.tick())
 
     def release(self, slot_id: str, release: Release | None = None) -> None:
+        self._recalls.pop(slot_id, None)
         self._deliver(self._core.release(slot_id, release))
+
+    def recall_signal(self, slot_id: str) -> asyncio.Event:
+        """Set when the held slot is recalled; its holder should then stop and release it."""
+        return self._recalls.setdefault(slot_id, asyncio.Event())
 
     def endpoint_serving(self, endpoint_id: str, serving: bool) -> None:
         """The endpoint's health changed: a serving one takes asks, one that is not gets none."""
@@ -135,6 +143,9 @@ class SlotBroker:
         for update in updates:
             if isinstance(update, Unload):
                 self._on_unload(update)
+                continue
+            if isinstance(update, Recall):
+                self.recall_signal(update.slot_id).set()
                 continue
             mailbox = self._mailboxes.get(update.ticket_id)
             if mailbox is not None:

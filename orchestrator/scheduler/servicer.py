@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -38,13 +39,30 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                 yield to_update(update)
         assert grant is not None
         release = None
+        recalled = self._broker.recall_signal(grant.slot_id)
+        told = False
+        reading = asyncio.ensure_future(anext(aiter(request_iterator), None))
+        recall = asyncio.ensure_future(recalled.wait())
         try:
-            # Hold the slot until the caller releases it, closes its side, or goes away (which cancels us).
-            async for message in request_iterator:
+            # Hold the slot until the caller releases it, closes its side, or goes away (which cancels us);
+            # tell it once if the slot is recalled, and keep holding until it lets go.
+            while True:
+                await asyncio.wait({reading} if told else {reading, recall}, return_when=asyncio.FIRST_COMPLETED)
+                if recall.done() and not told:
+                    told = True
+                    yield pb.AcquireSlotResponse(recalled=pb.SlotRecall(slot_id=grant.slot_id))
+                if not reading.done():
+                    continue
+                message = reading.result()
+                if message is None:
+                    break
                 if message.HasField("release"):
                     release = to_release(message.release)
                     break
+                reading = asyncio.ensure_future(anext(aiter(request_iterator), None))
         finally:
+            reading.cancel()
+            recall.cancel()
             self._broker.release(grant.slot_id, release)
 
     async def GetSchedulerState(

@@ -62,6 +62,9 @@ class SchedulerSettings(ServiceSettings):
     # Replaces the default policy of the levels named, as JSON: '{"HIGH": {"models": "those_that_fit",
     # "concurrency_share": 1.0, "max_concurrency": 4, "lowest_priority": "LOW"}}'.
     level_policies: dict[Literal["LOW", "NORMAL", "HIGH", "CRITICAL", "EMERGENCY"], LevelPolicySetting] = {}
+    # LOW work is background work: it starts only on a device where nothing more urgent runs or waits, and
+    # more urgent work recalls it. False lets it share the device, as a GPU batching many sequences can.
+    background_yields: bool = True
     # How long a device stays in EMERGENCY after an engine on it ran out of memory.
     oom_recovery_seconds: float = Field(default=10.0, gt=0)
     # The gateway asks for slots; the command-line client reads the state.

@@ -11,6 +11,7 @@ from tests.e2e.conftest import Mesh
 from tests.e2e.identity_support import bearer
 from tests.e2e.jobs_support import JobsClient, prompt
 from tests.e2e.test_identity_audit import audit_of
+from tests.e2e.test_mesh_metrics import delta, metrics
 
 # Long enough to still run when the test looks, however fast the machine: a few seconds of tokens.
 LONG = 400
@@ -199,3 +200,20 @@ def wait_for_free_slots(mesh: Mesh, within: float = 30.0) -> None:
             return
         assert time.monotonic() < deadline, f"{held} slots still held after {within:.0f}s"
         time.sleep(0.2)
+
+
+def test_interactive_work_recalls_a_running_job_which_then_still_completes(client: JobsClient) -> None:
+    before = metrics(client.mesh, "jobs_metrics")
+    task_id = client.submitted(prompt("Tell a long story.", max_tokens=LONG))
+    client.wait_until(task_id, frozenset({"JOB_STATE_RUNNING"}))
+    # The job holds a slot of the device; a NORMAL request takes it back, and is served.
+    interactive = client.mesh.post_generate(prompt("Hi", max_tokens=4))
+    assert interactive.status == 200 and interactive.text
+    deadline = time.monotonic() + 30
+    while delta(before, metrics(client.mesh, "jobs_metrics"), "meshserve_jobs_generation_retries_total",
+                reason="PREEMPTED") < 1:  # fmt: skip
+        assert time.monotonic() < deadline, "the runner never heard its job's slot was recalled"
+        time.sleep(0.2)
+    job = client.wait_until(task_id, within=240)
+    assert job["state"] == "JOB_STATE_COMPLETED" and job["attempts"] == 1, job
+    assert client.result(task_id)["usage"]["output_tokens"] == LONG

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
@@ -45,6 +46,10 @@ class Release:
 class FakeSlot:
     grant: SlotGrant
     releases: list[Release] = field(default_factory=list)
+    recall: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def recalled(self) -> None:
+        await self.recall.wait()
 
     async def release(self, outcome: SlotOutcome, first_token_seconds: float | None, tokens: int = 0) -> None:
         self.releases.append(Release(outcome, first_token_seconds, tokens))
@@ -298,3 +303,38 @@ async def test_the_credentials_limits_travel_with_the_ask() -> None:
     limits = CallerLimits(60, 1000, 2, Priority.HIGH)
     await run(core, request("small", limits=limits))
     assert slots.asks[0][0].limits == limits
+
+
+class StallingInference:
+    """One token, then nothing more until the call is cancelled: a long generation in progress."""
+
+    async def generate(
+        self, address: str, model: str, request: GenerationRequest, timeout: float | None
+    ) -> AsyncIterator[GenerationChunk]:
+        yield GenerationChunk("a", (1,))
+        await asyncio.Event().wait()
+
+
+@pytest.mark.parametrize("options", [{"priority": Priority.LOW}, {"limits": CallerLimits(max_priority=Priority.LOW)}])
+async def test_a_recalled_low_slot_stops_its_generation_and_says_to_ask_again(options: dict) -> None:
+    clock = Clock()
+    slots = FakeSlots(clock)
+    core = GatewayCore(MODELS, slots, StallingInference(), clock)
+    async with aclosing(core.generate(request(**options), None)) as stream:
+        assert (await anext(stream)).chunk.text == "a"
+        slots.slots[0].recall.set()
+        with pytest.raises(MeshError) as refused:
+            await anext(stream)
+    assert refused.value.reason == "PREEMPTED" and refused.value.kind is ErrorKind.UNAVAILABLE
+    # Not the endpoint's fault: the breaker learns nothing from it.
+    assert slots.only_release.outcome is SlotOutcome.CANCELLED
+
+
+async def test_a_recall_means_nothing_to_work_above_low() -> None:
+    core, slots, _, _ = build()
+    stream = core.generate(request(priority=Priority.NORMAL), None)
+    first = await anext(stream)
+    slots.slots[0].recall.set()
+    rest = [item async for item in stream]
+    assert [item.chunk for item in [first, *rest]] == [GenerationChunk("a", (1,)), LAST]
+    assert slots.only_release.outcome is SlotOutcome.SUCCEEDED

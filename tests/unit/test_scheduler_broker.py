@@ -191,3 +191,16 @@ async def test_the_tick_loop_runs_until_cancelled() -> None:
         assert expired.value.reason == "DEADLINE_EXCEEDED_IN_QUEUE"
     finally:
         ticking.cancel()
+
+
+async def test_a_recalled_slot_has_its_signal_set_and_a_release_forgets_it() -> None:
+    spec = EndpointSpec("e0", "m", "127.0.0.1:9000", 2)
+    slot_broker = SlotBroker(SlotScheduler([spec], 10, Clock(), background_yields=True))
+    low = await granted(slot_broker.acquire(ask("low", Priority.LOW)))
+    signal = slot_broker.recall_signal(low.slot_id)
+    assert not signal.is_set()
+    urgent = await granted(slot_broker.acquire(ask("urgent")))
+    assert signal.is_set()
+    slot_broker.release(low.slot_id)
+    assert slot_broker.recall_signal(low.slot_id) is not signal
+    assert not slot_broker.recall_signal(urgent.slot_id).is_set()

@@ -1,6 +1,6 @@
 import pytest
 
-from orchestrator.scheduler.core.model import Ask, EndpointSpec, Grant, Queued
+from orchestrator.scheduler.core.model import Ask, EndpointSpec, Grant, Queued, Recall
 from orchestrator.scheduler.core.scheduler import SlotScheduler
 from services.shared.domain import Priority
 from services.shared.errors import ErrorKind, MeshError
@@ -158,3 +158,47 @@ def test_snapshot_counts_slots_and_queue() -> None:
     assert snapshot.endpoints[0].used_slots == 1
     assert snapshot.queue_depth_by_priority[Priority.HIGH] == 1
     assert snapshot.queue_depth_by_priority[Priority.LOW] == 0
+
+
+def yielding(slots: int = 2, endpoints: int = 1) -> SlotScheduler:
+    specs = [EndpointSpec(f"e{n}", "m", f"127.0.0.1:{9000 + n}", slots) for n in range(endpoints)]
+    return SlotScheduler(specs, 10, Clock(), background_yields=True)
+
+
+def test_urgent_work_recalls_every_low_slot_on_its_device_once() -> None:
+    core = yielding(slots=3)
+    low = [core.submit(ask(f"low-{n}", Priority.LOW))[0] for n in range(2)]
+    assert all(isinstance(grant, Grant) for grant in low)
+    decision, others = core.submit(ask("urgent", Priority.NORMAL))
+    assert isinstance(decision, Grant)
+    assert others == [Recall(f"low-{n}", grant.slot_id) for n, grant in enumerate(low)]
+    # Recalled already: the next urgent ask does not recall them again.
+    assert core.submit(ask("urgent-2", Priority.HIGH))[1] == []
+
+
+def test_low_work_waits_while_urgent_work_runs_or_waits_and_starts_once_it_is_done() -> None:
+    core = yielding(slots=2)
+    urgent = core.submit(ask("urgent", Priority.NORMAL))[0]
+    assert isinstance(urgent, Grant)
+    # A slot is free, but the device runs urgent work: background work waits.
+    assert isinstance(core.submit(ask("low", Priority.LOW))[0], Queued)
+    assert core.release(urgent.slot_id) == [Grant("low", "e0#2", core.snapshot().endpoints[0].spec, 0.0)]
+
+
+def test_low_work_does_not_start_while_urgent_work_waits_for_the_device() -> None:
+    core = yielding(slots=1)
+    low = core.submit(ask("low", Priority.LOW))[0]
+    assert isinstance(low, Grant)
+    queued, recalls = core.submit(ask("urgent", Priority.NORMAL))
+    assert isinstance(queued, Queued) and recalls == [Recall("low", low.slot_id)]
+    assert isinstance(core.submit(ask("low-2", Priority.LOW))[0], Queued)
+    granted = core.release(low.slot_id)
+    assert [grant.ticket_id for grant in granted if isinstance(grant, Grant)] == ["urgent"]
+
+
+def test_without_yielding_low_work_shares_the_device() -> None:
+    core, _ = scheduler(slots=2)
+    core.submit(ask("low", Priority.LOW))
+    decision, others = core.submit(ask("urgent", Priority.NORMAL))
+    assert isinstance(decision, Grant) and others == []
+    assert isinstance(core.submit(ask("low-2", Priority.LOW))[0], Queued)

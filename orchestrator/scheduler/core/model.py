@@ -95,6 +95,14 @@ class Shed:
 
 
 @dataclass(frozen=True)
+class Recall:
+    """A LOW slot taken back for more urgent work on its device: its holder must stop and release it."""
+
+    ticket_id: str
+    slot_id: str
+
+
+@dataclass(frozen=True)
 class Unload:
     """The shell must unload this endpoint's model, then report back with unloaded() or unload_failed()."""
 

@@ -7,6 +7,10 @@ A slot is granted only when every limit agrees: the endpoint is up and its circu
 pressure level lets the ask's priority start and this model run, the engine is under the level's
 concurrency, and the ledger has room for the request's KV cache (and the model's weights if it is not
 loaded). Otherwise the ask waits in the queue, or is refused at once when its device is in EMERGENCY.
+
+With background_yields, LOW work is background work: it starts only on a device where nothing more urgent
+runs or waits, and more urgent work arriving recalls it (the holder stops and releases), so that batch
+work fills idle capacity without slowing interactive work.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from orchestrator.scheduler.core.model import (
     Footprint,
     Grant,
     Queued,
+    Recall,
     Release,
     SchedulerSnapshot,
     Shed,
@@ -38,7 +43,7 @@ from orchestrator.scheduler.core.placement import best, may_start_on
 from orchestrator.scheduler.core.pressure import PressureLevel
 from orchestrator.scheduler.core.queue import DEFAULT_AGING_SECONDS, PriorityQueue, Waiting
 from orchestrator.scheduler.core.residency import eviction_victims, idle_past_keep_alive
-from services.shared.domain import SlotOutcome
+from services.shared.domain import Priority, SlotOutcome
 from services.shared.errors import not_found, resource_exhausted, unavailable
 
 # Weight of the newest slot hold time in the running average behind retry delays.
@@ -48,7 +53,7 @@ _MIN_RETRY_SECONDS = 0.1
 _MAX_RETRY_SECONDS = 60.0
 _NO_ENDPOINT_RETRY_SECONDS = 1.0
 
-Update = Grant | Queued | Shed | Expired | Unload
+Update = Grant | Queued | Shed | Expired | Unload | Recall
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,8 @@ class _Held:
     granted_at: float
     # Whose limits the slot counts against; empty for asks without limits.
     limited_caller: str = ""
+    priority: Priority = Priority.NORMAL
+    ticket_id: str = ""
 
 
 class SlotScheduler:
@@ -69,6 +76,7 @@ class SlotScheduler:
         aging_seconds: float = DEFAULT_AGING_SECONDS,
         pressure: PressurePolicy | None = None,
         breaker: BreakerPolicy | None = None,
+        background_yields: bool = False,
     ) -> None:
         if len({spec.endpoint_id for spec in endpoints}) != len(endpoints):
             raise ValueError("endpoint ids must be unique")
@@ -90,6 +98,8 @@ class SlotScheduler:
         self._slot_numbers = itertools.count(1)
         self._mean_hold = _INITIAL_HOLD_SECONDS
         self._callers = CallerBook()
+        self._background_yields = background_yields
+        self._recalled: set[str] = set()
 
     # --- asks and releases -------------------------------------------------------------------------------
 
@@ -108,18 +118,20 @@ class SlotScheduler:
         if not any(endpoint.available for endpoint in endpoints):
             raise unavailable("NO_ENDPOINT_AVAILABLE", f"no endpoint of {ask.model} is up", _NO_ENDPOINT_RETRY_SECONDS)
         self._refuse_if_no_device_admits(ask, endpoints)
+        recalls = self._recalls_for(ask)
         endpoint = self._place(ask)
         if endpoint is not None:
             self._count_against_limits(ask)
-            return self._grant(endpoint, ask, enqueued_at=self._clock()), []
+            return self._grant(endpoint, ask, enqueued_at=self._clock()), recalls
         shed = self._make_room_for(ask)
         self._count_against_limits(ask)
         self._queue.push(Waiting(ask, self._clock()))
-        return self._position_of(ask.ticket_id), [*shed, *self._evict_for(ask)]
+        return self._position_of(ask.ticket_id), [*recalls, *shed, *self._evict_for(ask)]
 
     def release(self, slot_id: str, release: Release | None = None) -> list[Update]:
         """Frees a slot, learns from how its work ended, and grants to whoever is next."""
         held = self._held.pop(slot_id, None)
+        self._recalled.discard(slot_id)
         if held is None:
             return []
         endpoint = self._endpoints[held.endpoint_id]
@@ -260,7 +272,34 @@ class SlotScheduler:
 
     def _startable(self, model: str, ask: Ask) -> list[TrackedEndpoint]:
         now = self._clock()
-        return [e for e in self._endpoints_of(model) if may_start_on(e, ask.priority, now, self._neighbours(e))]
+        startable = [e for e in self._endpoints_of(model) if may_start_on(e, ask.priority, now, self._neighbours(e))]
+        if self._background_yields and ask.priority is Priority.LOW:
+            startable = [endpoint for endpoint in startable if not self._urgent_work_near(endpoint)]
+        return startable
+
+    # --- background work ----------------------------------------------------------------------------------------
+
+    def _urgent_work_near(self, endpoint: TrackedEndpoint) -> bool:
+        """Whether anything above LOW runs, or waits, on the endpoint's device."""
+        near = {other.spec.endpoint_id for other in self._neighbours(endpoint)}
+        if any(held.endpoint_id in near and held.priority > Priority.LOW for held in self._held.values()):
+            return True
+        models = {self._endpoints[endpoint_id].spec.model for endpoint_id in near}
+        return any(w.ask.priority > Priority.LOW and w.ask.model in models for w in self._queue.in_order())
+
+    def _recalls_for(self, ask: Ask) -> list[Recall]:
+        """The LOW slots to take back for an urgent ask: every one on the devices its models run on."""
+        if not self._background_yields or ask.priority is Priority.LOW:
+            return []
+        near = {other.spec.endpoint_id for model in ask.models for e in self._endpoints_of(model)
+                for other in self._neighbours(e)}  # fmt: skip
+        recalls = [
+            Recall(held.ticket_id, slot_id)
+            for slot_id, held in self._held.items()
+            if held.priority is Priority.LOW and held.endpoint_id in near and slot_id not in self._recalled
+        ]
+        self._recalled.update(recall.slot_id for recall in recalls)
+        return recalls
 
     def _neighbours(self, endpoint: TrackedEndpoint) -> list[TrackedEndpoint]:
         return [other for other in self._endpoints.values() if other.device is endpoint.device]
@@ -288,7 +327,9 @@ class SlotScheduler:
         endpoint.last_used = now
         endpoint.health.started(now)
         level = endpoint.device.reassess(now)
-        self._held[slot_id] = _Held(endpoint.spec.endpoint_id, now, ask.caller_id if ask.limits else "")
+        self._held[slot_id] = _Held(
+            endpoint.spec.endpoint_id, now, ask.caller_id if ask.limits else "", ask.priority, ask.ticket_id
+        )
         return Grant(ask.ticket_id, slot_id, endpoint.spec, now - enqueued_at, int(level))
 
     def _learn(self, endpoint: TrackedEndpoint, release: Release, now: float) -> None:

@@ -172,12 +172,20 @@ class SlotGrant(_message.Message):
     def __init__(self, slot_id: _Optional[str] = ..., endpoint: _Optional[_Union[Endpoint, _Mapping]] = ..., model: _Optional[str] = ..., pressure_level: _Optional[_Union[PressureLevel, str]] = ..., queue_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class AcquireSlotResponse(_message.Message):
-    __slots__ = ("queued", "granted")
+    __slots__ = ("queued", "granted", "recalled")
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     GRANTED_FIELD_NUMBER: _ClassVar[int]
+    RECALLED_FIELD_NUMBER: _ClassVar[int]
     queued: QueuePosition
     granted: SlotGrant
-    def __init__(self, queued: _Optional[_Union[QueuePosition, _Mapping]] = ..., granted: _Optional[_Union[SlotGrant, _Mapping]] = ...) -> None: ...
+    recalled: SlotRecall
+    def __init__(self, queued: _Optional[_Union[QueuePosition, _Mapping]] = ..., granted: _Optional[_Union[SlotGrant, _Mapping]] = ..., recalled: _Optional[_Union[SlotRecall, _Mapping]] = ...) -> None: ...
+
+class SlotRecall(_message.Message):
+    __slots__ = ("slot_id",)
+    SLOT_ID_FIELD_NUMBER: _ClassVar[int]
+    slot_id: str
+    def __init__(self, slot_id: _Optional[str] = ...) -> None: ...
 
 class GetSchedulerStateRequest(_message.Message):
     __slots__ = ()
