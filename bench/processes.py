@@ -22,7 +22,8 @@ _TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 # the OpenAI front (-m gateway.openai) or the authorization service (-m gateway.auth).
 MESH_ROLES = {"envoy": "envoy", "gateway": "-m gateway ", "openai": "-m gateway.openai",
               "auth": "-m gateway.auth", "scheduler": "orchestrator.scheduler",
-              "inference": "services.inference", "gpu-monitor": "services.gpu_monitor"}  # fmt: skip
+              "inference": "services.inference", "gpu-monitor": "services.gpu_monitor",
+              "jobs": "-m gateway.jobs"}  # fmt: skip
 
 
 def cpu_seconds(pid: int) -> float:

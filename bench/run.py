@@ -3,7 +3,8 @@
 Systems: the engine in process (the floor), meshserve over gRPC through the TLS edge, meshserve over
 REST+SSE, meshserve's OpenAI API, and llama-cpp-python's own server. Figures are medians over rounds;
 ratios are to the floor measured in the same run, because this machine is noisy. Then the latencies the
-tests leave to the benchmark (bench/timings.py): refusals, freed slots, cancels, a killed service, and vLLM's batching.
+tests leave to the benchmark (bench/timings.py): refusals, freed slots, cancels, a killed service, and vLLM's
+batching; and interactive latency with a batch of jobs running (bench/batch_interference.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import time
 from functools import partial
 from pathlib import Path
 
+from bench.batch_interference import FULL_BATCH, QUICK_BATCH, BatchPlan, batch_interference
+from bench.batch_interference import describe as describe_batch
 from bench.burst import BurstResult, burst_priorities, describe, run_burst
 from bench.chart import write_chart
 from bench.clients import FloorClient, LedgerReader, MeshGrpcClient, MeshOpenAIClient, MeshRestClient, PeerClient
@@ -69,7 +72,12 @@ def engine_cpu_per_token(samples: list[CpuSample]) -> float:
 
 
 def measure_mesh_and_peers(
-    config: ModelConfig, workload: Workload, overload_seconds: float, timing_plan: TimingPlan, scratch: Path
+    config: ModelConfig,
+    workload: Workload,
+    overload_seconds: float,
+    timing_plan: TimingPlan,
+    batch_plan: BatchPlan,
+    scratch: Path,
 ) -> dict:
     print("loading the engine in process, starting meshserve and llama_cpp.server...", file=sys.stderr)
     floor = FloorClient(config)
@@ -95,17 +103,21 @@ def measure_mesh_and_peers(
         burst = mesh_burst(mesh, grpc_client, config.slots, workload.max_tokens)
         print("timing refusals, freed slots, cancels and a killed inference service...", file=sys.stderr)
         timings = {"mesh": mesh_timings(mesh, config.slots, BENCH_MAX_QUEUE, timing_plan)}
+        print("timing interactive requests with a batch of jobs running...", file=sys.stderr)
+        batch = batch_interference(mesh, grpc_client, batch_plan)
     finally:
         mesh.stop()
         peer.stop()
     return {"combined": combined, "cpu": cpu, "overload": overload, "rate": rate, "deadline": deadline,
-            "burst": burst, "timings": timings}  # fmt: skip
+            "burst": burst, "timings": timings, "batch": batch}  # fmt: skip
 
 
-def run(workload: Workload, overload_seconds: float, timing_plan: TimingPlan, out_dir: Path) -> None:
+def run(
+    workload: Workload, overload_seconds: float, timing_plan: TimingPlan, batch_plan: BatchPlan, out_dir: Path
+) -> None:
     config = load_mesh_config(REPO_ROOT / "deploy" / "meshserve.toml").models[0]
     with tempfile.TemporaryDirectory() as scratch:
-        measured = measure_mesh_and_peers(config, workload, overload_seconds, timing_plan, Path(scratch))
+        measured = measure_mesh_and_peers(config, workload, overload_seconds, timing_plan, batch_plan, Path(scratch))
         print("timing vLLM on its own inference service...", file=sys.stderr)
         measured["timings"]["vllm"] = vllm_timings(Path(scratch), timing_plan)
     combined, overload, burst, timings = (measured[k] for k in ("combined", "overload", "burst", "timings"))
@@ -114,6 +126,7 @@ def run(workload: Workload, overload_seconds: float, timing_plan: TimingPlan, ou
     print(table(combined, ratios, overhead, overload))
     print("\n" + describe(burst))
     print("\n" + describe_timings(timings))
+    print("\n" + describe_batch(measured["batch"]))
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     host = machine()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -122,7 +135,7 @@ def run(workload: Workload, overload_seconds: float, timing_plan: TimingPlan, ou
                overload_settings={"rate_per_second": measured["rate"], "deadline_seconds": measured["deadline"],
                                   "mesh_max_queue": BENCH_MAX_QUEUE},
                burst=burst, burst_settings={"memory_budget": MEMORY_BUDGET}, timings=timings,
-               timing_settings=timing_plan)  # fmt: skip
+               timing_settings=timing_plan, batch_interference=measured["batch"])  # fmt: skip
     title = f"meshserve benchmark, {when}: {host['cpu']}, {host['cores']} cores, gemma-3-270m Q4_K_M"
     write_chart(out_dir / "latest.png", combined, overload, title)
     print(f"\nwrote {out_dir / 'latest.json'} and {out_dir / 'latest.png'}", file=sys.stderr)
@@ -135,7 +148,7 @@ def main() -> None:
     args = parser.parse_args()
     started = time.monotonic()
     if args.quick:
-        run(QUICK, 10.0, QUICK_TIMINGS, args.out)
+        run(QUICK, 10.0, QUICK_TIMINGS, QUICK_BATCH, args.out)
     else:
-        run(FULL, 30.0, FULL_TIMINGS, args.out)
+        run(FULL, 30.0, FULL_TIMINGS, FULL_BATCH, args.out)
     print(f"benchmark took {time.monotonic() - started:.0f}s", file=sys.stderr)
