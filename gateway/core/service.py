@@ -18,7 +18,7 @@ from services.shared.request_shape import check_request_shape
 # once it has seen the cancelled stream. A grant that lands in that gap is refused by the endpoint with
 # SLOTS_EXHAUSTED; the work was admitted, so it waits out the gap instead of being lost.
 _ENGINE_RELEASE_GRACE_SECONDS = 5.0
-_ENGINE_RELEASE_POLL_SECONDS = 0.05
+_ENGINE_RELEASE_POLL_SECONDS = 0.01
 PREEMPTED = "PREEMPTED"
 
 

@@ -202,3 +202,14 @@ def test_without_yielding_low_work_shares_the_device() -> None:
     decision, others = core.submit(ask("urgent", Priority.NORMAL))
     assert isinstance(decision, Grant) and others == []
     assert isinstance(core.submit(ask("low-2", Priority.LOW))[0], Queued)
+
+
+def test_low_work_leaves_an_endpoints_last_free_slot_to_urgent_work() -> None:
+    core = yielding(slots=2)
+    assert isinstance(core.submit(ask("low-1", Priority.LOW))[0], Grant)
+    assert isinstance(core.submit(ask("low-2", Priority.LOW))[0], Queued)
+    urgent, recalls = core.submit(ask("urgent", Priority.HIGH))
+    assert isinstance(urgent, Grant) and [recall.ticket_id for recall in recalls] == ["low-1"]
+    # An endpoint of one slot has none to keep.
+    single = yielding(slots=1)
+    assert isinstance(single.submit(ask("low", Priority.LOW))[0], Grant)

@@ -9,8 +9,9 @@ concurrency, and the ledger has room for the request's KV cache (and the model's
 loaded). Otherwise the ask waits in the queue, or is refused at once when its device is in EMERGENCY.
 
 With background_yields, LOW work is background work: it starts only on a device where nothing more urgent
-runs or waits, and more urgent work arriving recalls it (the holder stops and releases), so that batch
-work fills idle capacity without slowing interactive work.
+runs or waits, never in an endpoint's last free slot, and more urgent work arriving recalls it (the holder
+stops and releases), so that batch work fills idle capacity without slowing interactive work: an urgent
+ask finds a slot free at once, and the device to itself within a token.
 """
 
 from __future__ import annotations
@@ -64,6 +65,12 @@ class _Held:
     limited_caller: str = ""
     priority: Priority = Priority.NORMAL
     ticket_id: str = ""
+
+
+def _spare_slot_left(endpoint: TrackedEndpoint) -> bool:
+    # The last free slot is kept for urgent work, which then never waits for a recalled one to be released;
+    # an endpoint of one slot has none to keep.
+    return endpoint.free_slots >= 2 or endpoint.spec.total_slots == 1
 
 
 class SlotScheduler:
@@ -274,7 +281,7 @@ class SlotScheduler:
         now = self._clock()
         startable = [e for e in self._endpoints_of(model) if may_start_on(e, ask.priority, now, self._neighbours(e))]
         if self._background_yields and ask.priority is Priority.LOW:
-            startable = [endpoint for endpoint in startable if not self._urgent_work_near(endpoint)]
+            startable = [e for e in startable if _spare_slot_left(e) and not self._urgent_work_near(e)]
         return startable
 
     # --- background work ----------------------------------------------------------------------------------------
