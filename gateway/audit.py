@@ -67,6 +67,11 @@ class RequestAudit:
         finally:
             self._log.record(_record(call, outcome, status, reason))
 
+    def served(self, identity: Identity) -> None:
+        """Audits a request answered in full by a service that holds no call open, such as the Batch API."""
+        call = _Call(identity, time.time(), time.monotonic(), _trace_id())
+        self._log.record(_record(call, "ok", 200, ""))
+
     def refused(self, identity: Identity, status: int, reason: str) -> None:
         """Audits a request refused before any work, such as a body the OpenAI front cannot read."""
         call = _Call(identity, time.time(), time.monotonic(), _trace_id())

@@ -172,13 +172,13 @@ class JobDesk:
         with _stored():
             batch = await self._database.batches.get(batch_id, identity.subject)
             if batch is None:
-                raise not_found("BATCH_NOT_FOUND", f"no batch {batch_id!r} of yours", batch_id=batch_id)
+                raise _no_batch(batch_id)
             return await self._view(batch)
 
     async def cancel_batch(self, identity: Identity, batch_id: str) -> BatchView:
         with _stored():
             if await self._database.batches.cancel(batch_id, identity.subject, self._clock()) is None:
-                raise not_found("BATCH_NOT_FOUND", f"no batch {batch_id!r} of yours", batch_id=batch_id)
+                raise _no_batch(batch_id)
         return await self.batch(identity, batch_id)
 
     async def batches(self, identity: Identity, limit: int = 0, after: str = "") -> list[BatchView]:
@@ -191,7 +191,7 @@ class JobDesk:
         """Every line of the caller's batch, in submission order."""
         with _stored():
             if await self._database.batches.get(batch_id, identity.subject) is None:
-                raise not_found("BATCH_NOT_FOUND", f"no batch {batch_id!r} of yours", batch_id=batch_id)
+                raise _no_batch(batch_id)
             return await self._database.batches.lines(batch_id, identity.subject)
 
     async def _view(self, batch: BatchRecord) -> BatchView:
@@ -245,6 +245,10 @@ def _limit(asked: int) -> int:
     if not 0 <= asked <= _MAX_LISTED:
         raise invalid_argument("INVALID_LIMIT", f"limit must be in [0, {_MAX_LISTED}], not {asked}", field="limit")
     return asked or 100
+
+
+def _no_batch(batch_id: str) -> MeshError:
+    return not_found("BATCH_NOT_FOUND", f"no batch {batch_id!r} of yours", batch_id=batch_id)
 
 
 def _found(job: JobRecord | None, job_id: str) -> JobRecord:

@@ -44,12 +44,12 @@ async def serve(settings: OpenAISettings) -> int:
     database = await open_store(settings.store_url())
     audit = AuditLog(database.audit)
     audit.start()
-    desk = JobDesk(database)
+    desk, front_audit = JobDesk(database), FrontAudit(RequestAudit(audit))
     app = create_app(
         gateway,
         settings.request_timeout_seconds,
-        FrontAudit(RequestAudit(audit)).refused,
-        lambda app: add_batch_routes(app, desk, database),
+        front_audit.refused,
+        lambda app: add_batch_routes(app, desk, database, front_audit.served),
     )
     # One server span per request, continuing Envoy's trace; no span per chunk sent.
     traced = OpenTelemetryMiddleware(app, exclude_spans=["receive", "send"])

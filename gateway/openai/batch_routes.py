@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Form, Request, UploadFile
@@ -44,7 +46,10 @@ class CreateBatchRequest(BaseModel):
     metadata: dict[str, str] | None = None
 
 
-def add_batch_routes(app: FastAPI, desk: JobDesk, database: Database) -> None:
+def add_batch_routes(app: FastAPI, desk: JobDesk, database: Database, served: Callable[[Request], None]) -> None:
+    """The Files and Batches routes; `served` hears of every request they answer (the audit log)."""
+    counted = partial(_counted, served)
+
     @app.post("/v1/files")
     async def upload_file(request: Request, file: UploadFile, purpose: str = Form()) -> dict[str, Any]:
         owner = _identity(request).subject
@@ -56,9 +61,8 @@ def add_batch_routes(app: FastAPI, desk: JobDesk, database: Database) -> None:
         record = FileRecord(f"file-{uuid.uuid4().hex}", owner, purpose, file.filename or "upload.jsonl",
                             len(content), time.time())  # fmt: skip
         await _stored(database.files.put(record, content))
-        return _counted(
-            "files", _file_object(record.file_id, record.bytes, record.created_at, record.filename, purpose)
-        )
+        described = _file_object(record.file_id, record.bytes, record.created_at, record.filename, purpose)
+        return counted(request, "files", described)
 
     @app.get("/v1/files/{file_id}")
     async def get_file(file_id: str, request: Request) -> dict[str, Any]:
@@ -66,13 +70,12 @@ def add_batch_routes(app: FastAPI, desk: JobDesk, database: Database) -> None:
         if (produced := batch_of_file(file_id)) is not None:
             content, created = await _batch_file(desk, identity, *produced)
             name = f"{produced[0]}_{'output' if produced[1] else 'errors'}.jsonl"
-            return _counted("files", _file_object(file_id, len(content), created, name, "batch_output"))
+            return counted(request, "files", _file_object(file_id, len(content), created, name, "batch_output"))
         record = await _stored(database.files.get(file_id, identity.subject))
         if record is None:
             raise _no_file(file_id)
-        return _counted(
-            "files", _file_object(file_id, record.bytes, record.created_at, record.filename, record.purpose)
-        )
+        described = _file_object(file_id, record.bytes, record.created_at, record.filename, record.purpose)
+        return counted(request, "files", described)
 
     @app.get("/v1/files/{file_id}/content")
     async def file_content(file_id: str, request: Request) -> Response:
@@ -83,8 +86,7 @@ def add_batch_routes(app: FastAPI, desk: JobDesk, database: Database) -> None:
             content = await _stored(database.files.content(file_id, identity.subject))
             if content is None:
                 raise _no_file(file_id)
-        OPENAI_REQUESTS.labels("files", "200").inc()
-        return Response(content, media_type="application/jsonl")
+        return counted(request, "files", Response(content, media_type="application/jsonl"))
 
     @app.post("/v1/batches")
     async def create_batch(body: CreateBatchRequest, request: Request) -> dict[str, Any]:
@@ -98,7 +100,7 @@ def add_batch_routes(app: FastAPI, desk: JobDesk, database: Database) -> None:
             identity, lines, window, endpoint=body.endpoint, input_file_id=body.input_file_id,
             metadata=json.dumps(body.metadata) if body.metadata else None,
         ))  # fmt: skip
-        return _counted("batches", batch_object(await _desk(desk.batch(identity, batch.batch_id))))
+        return counted(request, "batches", batch_object(await _desk(desk.batch(identity, batch.batch_id))))
 
     @app.get("/v1/batches")
     async def list_batches(request: Request, limit: int = 20, after: str = "") -> dict[str, Any]:
@@ -108,15 +110,15 @@ def add_batch_routes(app: FastAPI, desk: JobDesk, database: Database) -> None:
         data = [batch_object(view) for view in views[:limit]]
         first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
         page = {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": len(views) > limit}
-        return _counted("batches", page)
+        return counted(request, "batches", page)
 
     @app.get("/v1/batches/{batch_id}")
     async def get_batch(batch_id: str, request: Request) -> dict[str, Any]:
-        return _counted("batches", batch_object(await _desk(desk.batch(_identity(request), batch_id))))
+        return counted(request, "batches", batch_object(await _desk(desk.batch(_identity(request), batch_id))))
 
     @app.post("/v1/batches/{batch_id}/cancel")
     async def cancel_batch(batch_id: str, request: Request) -> dict[str, Any]:
-        return _counted("batches", batch_object(await _desk(desk.cancel_batch(_identity(request), batch_id))))
+        return counted(request, "batches", batch_object(await _desk(desk.cancel_batch(_identity(request), batch_id))))
 
 
 async def _batch_file(desk: JobDesk, identity: Identity, batch_id: str, is_output: bool) -> tuple[bytes, float]:
@@ -166,6 +168,7 @@ def _file_object(file_id: str, size: int, created: float, filename: str, purpose
             "purpose": purpose, "status": "processed", "status_details": None}  # fmt: skip
 
 
-def _counted(endpoint: str, answer: dict[str, Any]) -> dict[str, Any]:
+def _counted(served: Callable[[Request], None], request: Request, endpoint: str, answer: Any) -> Any:
     OPENAI_REQUESTS.labels(endpoint, "200").inc()
+    served(request)
     return answer

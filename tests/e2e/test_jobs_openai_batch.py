@@ -13,13 +13,17 @@ import pytest
 from tests.e2e.conftest import Mesh
 from tests.e2e.identity_support import create_key
 from tests.e2e.jobs_support import JOB_ENDS_WITHIN_SECONDS
+from tests.e2e.test_identity_audit import audit_of
 
 MODEL = "gemma-3-270m"
 FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
 def sdk(mesh: Mesh, scopes: str = "jobs") -> openai.OpenAI:
-    key = create_key(mesh, "--scopes", scopes)[1]
+    return sdk_with_key(mesh, create_key(mesh, "--scopes", scopes)[1])
+
+
+def sdk_with_key(mesh: Mesh, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{mesh.http}/v1", api_key=key, max_retries=0, timeout=60)
 
 
@@ -55,7 +59,8 @@ def read_jsonl(client: openai.OpenAI, file_id: str) -> dict[str, dict[str, Any]]
 
 
 def test_the_sdk_uploads_creates_polls_and_downloads_every_custom_id(jobs_backend_mesh: Mesh) -> None:
-    client = sdk(jobs_backend_mesh)
+    key_id, key = create_key(jobs_backend_mesh, "--scopes", "jobs")
+    client = sdk_with_key(jobs_backend_mesh, key)
     good = [chat_line(f"req-{n}", f"Say the number {n}.") for n in range(5)]
     unservable = chat_line("req-unknown-model", "Hi", model="no-such-model")
     input_id = upload(client, [*good, unservable])
@@ -79,6 +84,14 @@ def test_the_sdk_uploads_creates_polls_and_downloads_every_custom_id(jobs_backen
     failed = errors["req-unknown-model"]["response"]
     assert failed["status_code"] == 404 and failed["body"]["error"]["code"] == "model_not_found", failed
     assert client.batches.list(limit=5).data[0].id == batch.id
+    # The batch's requests are audited at the front, and each line's run at the gateway.
+    deadline = time.monotonic() + 15
+    while len(runs := [r for r in audit_of(jobs_backend_mesh, key_id) if r["surface"] == "jobs"]) < 6:
+        assert time.monotonic() < deadline, runs
+        time.sleep(0.2)
+    routes = {(record["surface"], record["route"]) for record in audit_of(jobs_backend_mesh, key_id)}
+    assert ("openai", "POST /v1/files") in routes and ("openai", "POST /v1/batches") in routes
+    assert len({run["route"] for run in runs}) == 6
 
 
 def test_a_text_completions_batch_answers_text_completion_bodies(jobs_backend_mesh: Mesh) -> None:
