@@ -14,7 +14,7 @@ from meshserve.scheduler.v1 import scheduler_pb2_grpc
 
 from orchestrator.scheduler.broker import SlotBroker
 from orchestrator.scheduler.convert import to_ask, to_release, to_update
-from orchestrator.scheduler.core.model import Grant
+from orchestrator.scheduler.core.model import Grant, Release
 from orchestrator.scheduler.observability import traced_acquire
 from orchestrator.scheduler.state_report import StateReporter
 
@@ -33,19 +33,33 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         deadline = None if remaining is None else time.monotonic() + remaining
         ask = to_ask(await anext(aiter(request_iterator), pb.AcquireSlotRequest()), uuid.uuid4().hex, deadline)
         grant: Grant | None = None
-        async with aclosing(traced_acquire(ask, self._broker.acquire(ask))) as updates:
-            async for update in updates:
-                grant = update if isinstance(update, Grant) else None
-                yield to_update(update)
-        assert grant is not None
         release = None
-        recalled = self._broker.recall_signal(grant.slot_id)
-        told = False
-        reading = asyncio.ensure_future(anext(aiter(request_iterator), None))
-        recall = asyncio.ensure_future(recalled.wait())
         try:
-            # Hold the slot until the caller releases it, closes its side, or goes away (which cancels us);
-            # tell it once if the slot is recalled, and keep holding until it lets go.
+            async with aclosing(traced_acquire(ask, self._broker.acquire(ask))) as updates:
+                async for update in updates:
+                    # Noted before it is sent: a caller that goes away while it is sent still gives it back.
+                    grant = update if isinstance(update, Grant) else None
+                    yield to_update(update)
+            assert grant is not None
+            async with aclosing(self._hold(grant, request_iterator)) as told:
+                async for news in told:
+                    if isinstance(news, pb.AcquireSlotResponse):
+                        yield news
+                    else:
+                        release = news
+        finally:
+            if grant is not None:
+                self._broker.release(grant.slot_id, release)
+
+    async def _hold(
+        self, grant: Grant, request_iterator: AsyncIterator[pb.AcquireSlotRequest]
+    ) -> AsyncIterator[pb.AcquireSlotResponse | Release]:
+        """Holds the slot until the caller releases it (yielding its release), closes its side, or goes away
+        (which cancels us); tells it once if the slot is recalled, and keeps holding until it lets go."""
+        recall = asyncio.ensure_future(self._broker.recall_signal(grant.slot_id).wait())
+        reading = asyncio.ensure_future(anext(aiter(request_iterator), None))
+        told = False
+        try:
             while True:
                 await asyncio.wait({reading} if told else {reading, recall}, return_when=asyncio.FIRST_COMPLETED)
                 if recall.done() and not told:
@@ -55,15 +69,14 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                     continue
                 message = reading.result()
                 if message is None:
-                    break
+                    return
                 if message.HasField("release"):
-                    release = to_release(message.release)
-                    break
+                    yield to_release(message.release)
+                    return
                 reading = asyncio.ensure_future(anext(aiter(request_iterator), None))
         finally:
             reading.cancel()
             recall.cancel()
-            self._broker.release(grant.slot_id, release)
 
     async def GetSchedulerState(
         self, request: pb.GetSchedulerStateRequest, context: grpc.aio.ServicerContext

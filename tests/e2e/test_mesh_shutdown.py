@@ -20,7 +20,7 @@ def mesh_pids(mesh: Mesh) -> list[int]:
 @pytest.mark.ends_mesh
 def test_ctrl_c_stops_every_process(mesh: Mesh) -> None:
     children = mesh_pids(mesh)
-    assert len(children) == 7  # monitor, one inference, scheduler, auth, gateway, the OpenAI front, envoy
+    assert len(children) == 8  # monitor, one inference, scheduler, auth, gateway, the OpenAI front, jobs, envoy
     mesh.process.send_signal(signal.SIGINT)
     assert mesh.process.wait(60) == 0
     assert [pid for pid in children if Path(f"/proc/{pid}").exists()] == []
