@@ -22,7 +22,7 @@ from prometheus_client import Counter, Gauge
 
 from gateway.core.service import PREEMPTED
 from gateway.jobs.work import JobFailure, JobKind, JobOutcome, JobWork, decode_work, encode_failure, encode_outcome
-from gateway.openai.responses import CompletionWriter
+from gateway.openai.responses import FINISH_REASONS, CompletionWriter
 from services.shared.errors import ErrorKind, MeshError
 from services.store import Database, JobRecord, JobState, StoreUnavailable
 
@@ -35,7 +35,6 @@ JOBS_RUNNING = Gauge("meshserve_jobs_running", "Jobs this runner is generating n
 
 # Refusals that pass: the queue or a limit is full, or a part of the mesh is down for a moment.
 _RETRIED_KINDS = frozenset({ErrorKind.RESOURCE_EXHAUSTED, ErrorKind.UNAVAILABLE})
-_FINISH_REASONS = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length"}
 
 
 class Gateway(Protocol):
@@ -225,7 +224,7 @@ def _outcome(work: JobWork, messages: list[pb.GenerateResponse]) -> JobOutcome:
         body = writer.completed(work.with_logprobs)
     return JobOutcome(
         text=text,
-        finish_reason=_FINISH_REASONS.get(last.finish_reason, "stop"),
+        finish_reason=FINISH_REASONS.get(last.finish_reason, "stop"),
         model=model,
         input_tokens=last.usage.input_tokens,
         output_tokens=last.usage.output_tokens,

@@ -13,7 +13,8 @@ from typing import Any
 
 from meshserve.gateway.v1 import gateway_pb2 as pb
 
-_FINISH_REASONS = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length"}
+# The gateway's finish reasons as OpenAI names them; the job runner stores them the same way.
+FINISH_REASONS = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length"}
 
 
 @dataclass
@@ -78,8 +79,8 @@ class CompletionWriter:
 
     def _note(self, message: pb.GenerateResponse) -> None:
         self.model = message.model or self.model
-        if message.finish_reason in _FINISH_REASONS:
-            self._finish_reason = _FINISH_REASONS[message.finish_reason]
+        if message.finish_reason in FINISH_REASONS:
+            self._finish_reason = FINISH_REASONS[message.finish_reason]
             usage = message.usage
             self._usage = {
                 "prompt_tokens": usage.input_tokens,

@@ -3,8 +3,6 @@ read the result, cancel, batches, idempotency keys, windows, and who may see wha
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.e2e.conftest import Mesh
@@ -12,6 +10,7 @@ from tests.e2e.identity_support import bearer
 from tests.e2e.jobs_support import JobsClient, prompt
 from tests.e2e.test_identity_audit import audit_of
 from tests.e2e.test_mesh_metrics import delta, metrics
+from tests.e2e.test_mesh_scheduling import wait_for
 
 # Long enough to still run when the test looks, however fast the machine: a few seconds of tokens.
 LONG = 400
@@ -133,14 +132,15 @@ def test_every_job_is_audited_from_submission_to_its_run(client: JobsClient, mes
     task_id = client.submitted(prompt("Audit me"))
     client.wait_until(task_id)
     client.job(task_id)
-    deadline = time.monotonic() + 15
-    while True:
-        records = audit_of(mesh, client.key_id)
+    records: list[dict] = []
+
+    def run_and_read_recorded() -> bool:
+        records[:] = audit_of(mesh, client.key_id)
         routes = {(record["surface"], record["route"]) for record in records}
-        if ("jobs", f"job {task_id}") in routes and ("rest", f"GET /v1/async/status/{task_id}") in routes:
-            break
-        assert time.monotonic() < deadline, routes
-        time.sleep(0.2)
+        return ("jobs", f"job {task_id}") in routes and ("rest", f"GET /v1/async/status/{task_id}") in routes
+
+    wait_for(run_and_read_recorded, 15.0, f"the run and the read of {task_id} in the audit log", every=0.2)
+    routes = {(record["surface"], record["route"]) for record in records}
     assert ("rest", "POST /v1/async/submit") in routes
     run = next(record for record in records if record["route"] == f"job {task_id}")
     assert run["outcome"] == "ok" and run["output_tokens"] == 4 and run["priority"] == "LOW"
@@ -182,24 +182,20 @@ def test_a_job_still_queued_when_its_window_ends_expires(client: JobsClient) -> 
 def test_finished_jobs_are_deleted_after_the_retention_time(client: JobsClient) -> None:
     task_id = client.submitted(prompt("Hi"))
     client.wait_until(task_id)
-    deadline = time.monotonic() + 90
-    while client.status(task_id).status_code == 200:
-        assert time.monotonic() < deadline, "a job finished more than 30 s ago is still kept"
-        time.sleep(1)
+    wait_for(lambda: client.status(task_id).status_code != 200, 90.0,
+             "the deletion of a job finished more than 30 s ago", every=1.0)  # fmt: skip
     assert client.status(task_id).json()["details"][0]["reason"] == "JOB_NOT_FOUND"
 
 
 def wait_for_free_slots(mesh: Mesh, within: float = 30.0) -> None:
     """Until no slot is held: a cancelled job's generation has stopped and given its slot back."""
-    deadline = time.monotonic() + within
-    while True:
-        status, state = mesh.get_json("/v1/scheduler/state")
-        assert status == 200, state
-        held = sum(endpoint["used_slots"] for endpoint in state["endpoints"])
-        if held == 0:
-            return
-        assert time.monotonic() < deadline, f"{held} slots still held after {within:.0f}s"
-        time.sleep(0.2)
+    wait_for(lambda: held_slots(mesh) == 0, within, "the release of every slot", every=0.2)
+
+
+def held_slots(mesh: Mesh) -> int:
+    status, state = mesh.get_json("/v1/scheduler/state")
+    assert status == 200, state
+    return sum(endpoint["used_slots"] for endpoint in state["endpoints"])
 
 
 def test_interactive_work_recalls_a_running_job_which_then_still_completes(client: JobsClient) -> None:
@@ -209,11 +205,9 @@ def test_interactive_work_recalls_a_running_job_which_then_still_completes(clien
     # The job holds a slot of the device; a NORMAL request takes it back, and is served.
     interactive = client.mesh.post_generate(prompt("Hi", max_tokens=4))
     assert interactive.status == 200 and interactive.text
-    deadline = time.monotonic() + 30
-    while delta(before, metrics(client.mesh, "jobs_metrics"), "meshserve_jobs_generation_retries_total",
-                reason="PREEMPTED") < 1:  # fmt: skip
-        assert time.monotonic() < deadline, "the runner never heard its job's slot was recalled"
-        time.sleep(0.2)
+    recalls = lambda: delta(before, metrics(client.mesh, "jobs_metrics"),  # noqa: E731
+                            "meshserve_jobs_generation_retries_total", reason="PREEMPTED")  # fmt: skip
+    wait_for(lambda: recalls() >= 1, 30.0, "the runner hearing its job's slot was recalled", every=0.2)
     job = client.wait_until(task_id, within=240)
     assert job["state"] == "JOB_STATE_COMPLETED" and job["attempts"] == 1, job
     assert client.result(task_id)["usage"]["output_tokens"] == LONG

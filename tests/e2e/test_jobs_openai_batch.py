@@ -14,6 +14,7 @@ from tests.e2e.conftest import Mesh
 from tests.e2e.identity_support import create_key
 from tests.e2e.jobs_support import JOB_ENDS_WITHIN_SECONDS
 from tests.e2e.test_identity_audit import audit_of
+from tests.e2e.test_mesh_scheduling import wait_for
 
 MODEL = "gemma-3-270m"
 FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -43,7 +44,7 @@ def upload(client: openai.OpenAI, lines: list[dict[str, Any]]) -> str:
     return uploaded.id
 
 
-def wait_for(client: openai.OpenAI, batch_id: str, states: frozenset[str] = FINAL):
+def batch_when_ended(client: openai.OpenAI, batch_id: str, states: frozenset[str] = FINAL):
     deadline = time.monotonic() + JOB_ENDS_WITHIN_SECONDS
     while True:
         batch = client.batches.retrieve(batch_id)
@@ -67,7 +68,7 @@ def test_the_sdk_uploads_creates_polls_and_downloads_every_custom_id(jobs_backen
     batch = client.batches.create(input_file_id=input_id, endpoint="/v1/chat/completions", completion_window="24h",
                                   metadata={"run": "nightly"})  # fmt: skip
     assert batch.status == "in_progress" and batch.request_counts.total == 6 and batch.metadata == {"run": "nightly"}
-    done = wait_for(client, batch.id)
+    done = batch_when_ended(client, batch.id)
     assert done.status == "completed", done
     assert done.request_counts.completed == 5 and done.request_counts.failed == 1
     assert done.completed_at is not None and done.completed_at >= done.created_at
@@ -85,10 +86,13 @@ def test_the_sdk_uploads_creates_polls_and_downloads_every_custom_id(jobs_backen
     assert failed["status_code"] == 404 and failed["body"]["error"]["code"] == "model_not_found", failed
     assert client.batches.list(limit=5).data[0].id == batch.id
     # The batch's requests are audited at the front, and each line's run at the gateway.
-    deadline = time.monotonic() + 15
-    while len(runs := [r for r in audit_of(jobs_backend_mesh, key_id) if r["surface"] == "jobs"]) < 6:
-        assert time.monotonic() < deadline, runs
-        time.sleep(0.2)
+    runs: list[dict] = []
+
+    def every_run_recorded() -> bool:
+        runs[:] = [record for record in audit_of(jobs_backend_mesh, key_id) if record["surface"] == "jobs"]
+        return len(runs) >= 6
+
+    wait_for(every_run_recorded, 15.0, "the run of every line in the audit log", every=0.2)
     routes = {(record["surface"], record["route"]) for record in audit_of(jobs_backend_mesh, key_id)}
     assert ("openai", "POST /v1/files") in routes and ("openai", "POST /v1/batches") in routes
     assert len({run["route"] for run in runs}) == 6
@@ -100,7 +104,7 @@ def test_a_text_completions_batch_answers_text_completion_bodies(jobs_backend_me
               "body": {"model": MODEL, "prompt": "1, 2, 3,", "max_tokens": 3, "temperature": 0}}]  # fmt: skip
     batch = client.batches.create(input_file_id=upload(client, lines), endpoint="/v1/completions",
                                   completion_window="1h")  # fmt: skip
-    done = wait_for(client, batch.id)
+    done = batch_when_ended(client, batch.id)
     assert done.status == "completed" and done.error_file_id is None and done.completion_window == "1h"
     body = read_jsonl(client, done.output_file_id)["c-1"]["response"]["body"]
     assert body["object"] == "text_completion" and body["choices"][0]["text"]
@@ -111,10 +115,8 @@ def test_cancelling_keeps_what_finished_and_names_what_did_not(jobs_backend_mesh
     lines = [chat_line("quick", "Hi"), *(chat_line(f"long-{n}", "Tell a long story.", 400) for n in range(4))]
     batch = client.batches.create(input_file_id=upload(client, lines), endpoint="/v1/chat/completions",
                                   completion_window="24h")  # fmt: skip
-    deadline = time.monotonic() + JOB_ENDS_WITHIN_SECONDS
-    while client.batches.retrieve(batch.id).request_counts.completed < 1:
-        assert time.monotonic() < deadline, "the first line never completed"
-        time.sleep(0.3)
+    wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 1, JOB_ENDS_WITHIN_SECONDS,
+             "the completion of the first line", every=0.3)  # fmt: skip
     cancelled = client.batches.cancel(batch.id)
     assert cancelled.status == "cancelled" and cancelled.cancelled_at is not None, cancelled
     output = read_jsonl(client, cancelled.output_file_id)
@@ -137,7 +139,7 @@ def test_another_key_sees_neither_the_files_nor_the_batches(jobs_backend_mesh: M
     with pytest.raises(openai.NotFoundError):
         stranger.batches.create(input_file_id=input_id, endpoint="/v1/chat/completions", completion_window="24h")
     assert batch.id not in {each.id for each in stranger.batches.list().data}
-    done = wait_for(owner, batch.id)
+    done = batch_when_ended(owner, batch.id)
     with pytest.raises(openai.NotFoundError):
         stranger.files.content(done.output_file_id)
 

@@ -55,13 +55,14 @@ def most_tokens_until_the_engine_is_idle(mesh: Mesh) -> int:
     return most_tokens_until_idle(lambda: inference_model(mesh))
 
 
-def wait_for(condition, within: float, what: str) -> None:
-    """Polls `condition` until it holds; `within` is a deadline for a busy machine, not a figure under test."""
+def wait_for(condition, within: float, what: str, every: float = 0.01) -> None:
+    """Polls `condition` until it holds; `within` is a deadline for a busy machine, not a figure under test.
+    `every` spaces the polls of a condition that costs the mesh a request (and an audit record) each time."""
     deadline = time.monotonic() + within
     while not condition():
         if time.monotonic() > deadline:
             pytest.fail(f"{what} did not happen within {within}s")
-        time.sleep(0.01)
+        time.sleep(every)
 
 
 def grant_order(mesh: Mesh, replies: dict[str, SseReply]) -> list[str]:
