@@ -4,8 +4,8 @@ A llama.cpp context runs one sequence at a time, so each slot owns a context of 
 also holds its own copy of the weights (llama.cpp repacks quantized weights into its own buffers on the
 CPU), so the footprint counts the weights once per slot, and is checked against the memory the process
 actually grew by while loading. Every call into a context runs on that slot's single worker thread: the
-event loop never blocks, and the calls of one context stay in order even when a cancelled request
-leaves a token in flight.
+event loop never blocks, and the calls of one context stay in order. A cancelled request aborts the
+decode it has in flight, so that a recalled background request stops taking the cores at once.
 """
 
 from __future__ import annotations
@@ -43,10 +43,33 @@ _TOP_K = 40
 _MIN_P = 0.05
 
 
+class _StopFlag:
+    """Stops a context's computation between two graph nodes, from any thread, without the GIL.
+
+    llama.cpp asks its abort callback after every node of a decode. A Python callback would take the GIL
+    hundreds of times a step (and wait up to the switch interval each time the event loop holds it), so
+    the callback is libc's strlen over a two-byte buffer: its first byte set reads as "abort", and the
+    second stays zero so that the read never goes past the buffer.
+    """
+
+    _strlen = ctypes.cast(ctypes.CDLL(None).strlen, llama_cpp.ggml_abort_callback)
+
+    def __init__(self, llm: Llama) -> None:
+        self._buffer = ctypes.create_string_buffer(2)
+        llama_cpp.llama_set_abort_callback(llm.ctx, self._strlen, ctypes.cast(self._buffer, ctypes.c_void_p))
+
+    def raise_(self) -> None:
+        self._buffer[0] = b"x"
+
+    def lower(self) -> None:
+        self._buffer[0] = b"\0"
+
+
 @dataclass
 class _Slot:
     llm: Llama
     worker: ThreadPoolExecutor
+    stop: _StopFlag
 
 
 @dataclass(eq=False)
@@ -94,7 +117,8 @@ class LlamaCppEngine:
                 n_threads=self._config.threads,
                 verbose=False,
             )
-            self._slots.append(_Slot(llm, ThreadPoolExecutor(1, thread_name_prefix=f"llama-slot-{number}")))
+            worker = ThreadPoolExecutor(1, thread_name_prefix=f"llama-slot-{number}")
+            self._slots.append(_Slot(llm, worker, _StopFlag(llm)))
         self._free = list(self._slots)
         self._formatter = self._chat_formatter(self._slots[0].llm)
         # Every slot holds the same model, so one vocabulary's answers serve them all.
@@ -114,8 +138,11 @@ class LlamaCppEngine:
             async for chunk in self._stream(run, request, lambda: loop.run_in_executor(slot.worker, _advance, run)):
                 yield chunk
         finally:
-            # Queued behind any token still in flight, on the same thread: the context is never shared.
-            slot.worker.submit(_close, run)
+            # A cancelled request stops computing at once: the token still in flight is aborted mid-decode
+            # (llama.cpp removes its cells from the cache) rather than finished for nobody. The flag is
+            # lowered again on the slot's thread, behind that token, before the slot's next request.
+            slot.stop.raise_()
+            slot.worker.submit(_close, run, slot.stop)
             self._free.append(slot)
             self._running.discard(run)
 
@@ -283,7 +310,8 @@ def _advance(run: _Run) -> _Step | None:
     return _Step(token, False, text, logprob)
 
 
-def _close(run: _Run) -> None:
+def _close(run: _Run, stop: _StopFlag) -> None:
     close = getattr(run.tokens, "close", None)
     if close is not None:
         close()
+    stop.lower()

@@ -1,0 +1,58 @@
+"""A cancelled llama.cpp generation stops computing at once, and leaves its context fit for the next request."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from services.inference.engines.llama_cpp import LlamaCppEngine
+from services.shared.domain import GenerationRequest, SamplingParams
+from services.shared.mesh_config import load_mesh_config
+from tests.support import write_model_config
+
+# About 1,700 tokens: reading it takes seconds on a CPU, far longer than a cancel takes to arrive.
+LONG_PROMPT = "The lighthouse keeper counted the ships that passed the rocks each night. " * 120
+SHORT = GenerationRequest(SamplingParams(max_tokens=12, temperature=0.0, top_p=1.0, seed=7), prompt="Name a colour:")
+
+
+async def text_of(engine: LlamaCppEngine, request: GenerationRequest) -> str:
+    prepared = await engine.prepare(request)
+    return "".join([chunk.text async for chunk in engine.generate(request, prepared)])
+
+
+async def wait_for_a_running_request(engine: LlamaCppEngine) -> None:
+    while engine.activity().running_requests == 0:
+        await asyncio.sleep(0.001)
+
+
+@pytest.fixture
+async def one_slot_engine(tmp_path: Path) -> AsyncIterator[LlamaCppEngine]:
+    config = load_mesh_config(write_model_config(tmp_path, context_length=2048, slots=1)).models[0]
+    engine = LlamaCppEngine(config)
+    engine.load()
+    yield engine
+    await engine.close()
+
+
+async def test_a_cancelled_prompt_is_not_read_to_its_end_and_the_context_serves_on(one_slot_engine) -> None:
+    engine = one_slot_engine
+    expected = await text_of(engine, SHORT)
+    (context,) = [slot.llm for slot in engine._slots]  # the one context: how far it read the prompt
+    long = GenerationRequest(SamplingParams(max_tokens=4, temperature=0.0, top_p=1.0), prompt=LONG_PROMPT)
+    prepared = await engine.prepare(long)
+    assert len(prepared.token_ids) > 1500
+
+    reading = asyncio.create_task(text_of(engine, long))
+    await wait_for_a_running_request(engine)
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+
+    (slot,) = engine._slots
+    await asyncio.wrap_future(slot.worker.submit(lambda: None))  # behind the aborted decode and its cleanup
+    assert context.n_tokens < len(prepared.token_ids)
+    # The aborted decode's cells are gone: the next request reads exactly what it would on a fresh context.
+    assert await text_of(engine, SHORT) == expected
