@@ -70,6 +70,9 @@ class _Slot:
     llm: Llama
     worker: ThreadPoolExecutor
     stop: _StopFlag
+    # The tokens its context held when its last request ended: what a new prompt can reuse. llama-cpp-python
+    # matches the real cache itself, so this only steers the choice of slot.
+    cached: tuple[int, ...] = ()
 
 
 @dataclass(eq=False)
@@ -130,7 +133,7 @@ class LlamaCppEngine:
         return await asyncio.to_thread(self._tokenize, request)
 
     async def generate(self, request: GenerationRequest, prompt: PreparedPrompt) -> AsyncIterator[GenerationChunk]:
-        slot = self._free.pop()
+        slot = self._take_slot(prompt.token_ids)
         run = self._start(slot.llm, request, list(prompt.token_ids))
         loop = asyncio.get_running_loop()
         self._running.add(run)
@@ -143,6 +146,7 @@ class LlamaCppEngine:
             # lowered again on the slot's thread, behind that token, before the slot's next request.
             slot.stop.raise_()
             slot.worker.submit(_close, run, slot.stop)
+            slot.cached = (*run.prompt, *run.completion)
             self._free.append(slot)
             self._running.discard(run)
 
@@ -162,6 +166,20 @@ class LlamaCppEngine:
             slot.llm.close()
         self._slots.clear()
         self._free.clear()
+
+    def _take_slot(self, prompt: tuple[int, ...]) -> _Slot:
+        """The free slot whose context already holds the longest start of this prompt, as llama-server picks.
+
+        Its context reads only the rest, so a prompt that comes back (a system prompt, a conversation's
+        next turn, an interactive user's template) is not read again after other work used another slot.
+        Where no context holds more than the first token, the least recently used slot is overwritten, so
+        that the most recent prompts stay cached. The free list is in the order the slots were released.
+        """
+        best = max(self._free, key=lambda slot: _shared_prefix(slot.cached, prompt))
+        if _shared_prefix(best.cached, prompt) <= 1:
+            best = self._free[0]
+        self._free.remove(best)
+        return best
 
     def _start(self, llm: Llama, request: GenerationRequest, prompt: list[int]) -> _Run:
         sampling = request.sampling
@@ -280,6 +298,15 @@ def resident_bytes() -> int:
 def _embedding_head_dim(meta: dict[str, str], arch: str) -> int:
     heads = int(meta.get(f"{arch}.attention.head_count", 0))
     return int(meta.get(f"{arch}.embedding_length", 0)) // heads if heads else 0
+
+
+def _shared_prefix(cached: tuple[int, ...], prompt: tuple[int, ...]) -> int:
+    shared = 0
+    for held, wanted in zip(cached, prompt, strict=False):
+        if held != wanted:
+            break
+        shared += 1
+    return shared
 
 
 def _advance(run: _Run) -> _Step | None:

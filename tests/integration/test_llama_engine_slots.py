@@ -1,4 +1,5 @@
-"""A cancelled llama.cpp generation stops computing at once, and leaves its context fit for the next request."""
+"""How the llama.cpp engine uses its contexts: a cancelled generation stops computing at once and leaves its
+context fit for the next request, and a prompt goes to the context that already holds its start."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import llama_cpp
 import pytest
 
 from services.inference.engines.llama_cpp import LlamaCppEngine
@@ -28,13 +30,30 @@ async def wait_for_a_running_request(engine: LlamaCppEngine) -> None:
         await asyncio.sleep(0.001)
 
 
-@pytest.fixture
-async def one_slot_engine(tmp_path: Path) -> AsyncIterator[LlamaCppEngine]:
-    config = load_mesh_config(write_model_config(tmp_path, context_length=2048, slots=1)).models[0]
+async def engine_with(directory: Path, slots: int) -> AsyncIterator[LlamaCppEngine]:
+    config = load_mesh_config(write_model_config(directory, context_length=2048, slots=slots)).models[0]
     engine = LlamaCppEngine(config)
     engine.load()
     yield engine
     await engine.close()
+
+
+@pytest.fixture
+async def one_slot_engine(tmp_path: Path) -> AsyncIterator[LlamaCppEngine]:
+    async for engine in engine_with(tmp_path, slots=1):
+        yield engine
+
+
+@pytest.fixture
+async def two_slot_engine(tmp_path: Path) -> AsyncIterator[LlamaCppEngine]:
+    async for engine in engine_with(tmp_path, slots=2):
+        yield engine
+
+
+def tokens_decoded(engine: LlamaCppEngine) -> int:
+    """Every token the engine's contexts have run through the model so far, prompts and completions."""
+    totals = [llama_cpp.llama_perf_context(slot.llm.ctx) for slot in engine._slots]
+    return sum(total.n_p_eval + total.n_eval for total in totals)
 
 
 async def test_a_cancelled_prompt_is_not_read_to_its_end_and_the_context_serves_on(one_slot_engine) -> None:
@@ -56,3 +75,22 @@ async def test_a_cancelled_prompt_is_not_read_to_its_end_and_the_context_serves_
     assert context.n_tokens < len(prepared.token_ids)
     # The aborted decode's cells are gone: the next request reads exactly what it would on a fresh context.
     assert await text_of(engine, SHORT) == expected
+
+
+async def test_a_prompt_that_comes_back_is_read_from_the_context_that_holds_it(two_slot_engine) -> None:
+    engine = two_slot_engine
+    template = "You are a careful assistant. Answer in one short sentence. Question: "
+    interactive = GenerationRequest(SamplingParams(max_tokens=1, temperature=0.0, top_p=1.0), prompt=template + "why?")
+    background = GenerationRequest(
+        SamplingParams(max_tokens=1, temperature=0.0, top_p=1.0), prompt="Write one sentence about the number 7."
+    )
+    prompt_length = len((await engine.prepare(interactive)).token_ids)
+    assert prompt_length > 10
+
+    for request in (interactive, background, background):
+        await text_of(engine, request)
+    before = tokens_decoded(engine)
+    await text_of(engine, interactive)
+    # The background prompt ran last, on the other context (the one that held it): this prompt is found
+    # where it was left and only its last token is read again.
+    assert tokens_decoded(engine) - before < prompt_length / 2
