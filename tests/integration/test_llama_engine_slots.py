@@ -26,8 +26,9 @@ async def text_of(engine: LlamaCppEngine, request: GenerationRequest) -> str:
 
 
 async def wait_for_a_running_request(engine: LlamaCppEngine) -> None:
-    while engine.activity().running_requests == 0:
-        await asyncio.sleep(0.001)
+    async with asyncio.timeout(60):
+        while engine.activity().running_requests == 0:
+            await asyncio.sleep(0.001)
 
 
 async def engine_with(directory: Path, slots: int) -> AsyncIterator[LlamaCppEngine]:
