@@ -153,21 +153,27 @@ def _effective_priority(request: GatewayRequest) -> Priority:
 async def _unless_recalled(slot: HeldSlot, chunks: AsyncIterator[GenerationChunk]) -> AsyncIterator[GenerationChunk]:
     """The stream, until the slot is recalled: then the generation stops and the caller is told to ask again."""
     recall = asyncio.ensure_future(slot.recalled())
+    step: asyncio.Future[GenerationChunk] | None = None
     try:
         async with aclosing(chunks):
-            while True:
-                step = asyncio.ensure_future(anext(chunks))
-                await asyncio.wait({step, recall}, return_when=asyncio.FIRST_COMPLETED)
-                if not step.done():
+            try:
+                while True:
+                    step = asyncio.ensure_future(anext(chunks))
+                    await asyncio.wait({step, recall}, return_when=asyncio.FIRST_COMPLETED)
+                    if not step.done():
+                        raise unavailable(PREEMPTED, "more urgent work took this LOW request's slot; ask again", 1.0)
+                    try:
+                        chunk = step.result()
+                    except StopAsyncIteration:
+                        return
+                    yield chunk
+            finally:
+                # A recall, or a caller that went away, leaves a step of the stream running; the stream can
+                # only be closed once that step has stopped.
+                if step is not None and not step.done():
                     step.cancel()
                     with suppress(asyncio.CancelledError, StopAsyncIteration, MeshError):
                         await step
-                    raise unavailable(PREEMPTED, "more urgent work took this LOW request's slot; ask again", 1.0)
-                try:
-                    chunk = step.result()
-                except StopAsyncIteration:
-                    return
-                yield chunk
     finally:
         recall.cancel()
 

@@ -308,10 +308,14 @@ async def test_the_credentials_limits_travel_with_the_ask() -> None:
 class StallingInference:
     """One token, then nothing more until the call is cancelled: a long generation in progress."""
 
+    def __init__(self) -> None:
+        self.stalled = asyncio.Event()
+
     async def generate(
         self, address: str, model: str, request: GenerationRequest, timeout: float | None
     ) -> AsyncIterator[GenerationChunk]:
         yield GenerationChunk("a", (1,))
+        self.stalled.set()
         await asyncio.Event().wait()
 
 
@@ -327,6 +331,26 @@ async def test_a_recalled_low_slot_stops_its_generation_and_says_to_ask_again(op
             await anext(stream)
     assert refused.value.reason == "PREEMPTED" and refused.value.kind is ErrorKind.UNAVAILABLE
     # Not the endpoint's fault: the breaker learns nothing from it.
+    assert slots.only_release.outcome is SlotOutcome.CANCELLED
+
+
+async def test_a_low_caller_that_goes_away_mid_token_closes_the_stream_cleanly() -> None:
+    clock = Clock()
+    slots = FakeSlots(clock)
+    inference = StallingInference()
+    core = GatewayCore(MODELS, slots, inference, clock)
+
+    async def read_all() -> None:
+        async for _ in core.generate(request(priority=Priority.LOW), None):
+            pass
+
+    reading = asyncio.create_task(read_all())
+    await inference.stalled.wait()  # a step of the stream now waits for the second token
+    reading.cancel()
+    # A step still running when the caller leaves is stopped before the stream is closed, so the caller
+    # sees its own cancellation, not "aclose(): asynchronous generator is already running".
+    with pytest.raises(asyncio.CancelledError):
+        await reading
     assert slots.only_release.outcome is SlotOutcome.CANCELLED
 
 
