@@ -45,7 +45,7 @@ def run_as_written(language: str, code: str, mesh: Mesh, directory: Path) -> str
 
 
 def test_the_openai_api_examples_run_as_written(mesh: Mesh, clone_after_make_up: Path) -> None:
-    (curl, _), (sdk, _) = [(code, language) for language, code in examples_of("OpenAI API")]
+    (_, curl), (_, sdk) = examples_of("OpenAI API")
     printed = run_as_written("sh", curl, mesh, clone_after_make_up)
     for expected in ('"text_completion"', '"chat.completion.chunk"', "data: [DONE]", '"object":"list"'):
         assert expected in printed.replace('": "', '":"'), (expected, printed)

@@ -175,8 +175,10 @@ class LlamaCppEngine:
         Where no context holds more than the first token, the least recently used slot is overwritten, so
         that the most recent prompts stay cached. The free list is in the order the slots were released.
         """
-        best = max(self._free, key=lambda slot: _shared_prefix(slot.cached, prompt))
-        if _shared_prefix(best.cached, prompt) <= 1:
+        shared, best = max(
+            ((Llama.longest_token_prefix(slot.cached, prompt), slot) for slot in self._free), key=lambda pair: pair[0]
+        )
+        if shared <= 1:
             best = self._free[0]
         self._free.remove(best)
         return best
@@ -298,15 +300,6 @@ def resident_bytes() -> int:
 def _embedding_head_dim(meta: dict[str, str], arch: str) -> int:
     heads = int(meta.get(f"{arch}.attention.head_count", 0))
     return int(meta.get(f"{arch}.embedding_length", 0)) // heads if heads else 0
-
-
-def _shared_prefix(cached: tuple[int, ...], prompt: tuple[int, ...]) -> int:
-    shared = 0
-    for held, wanted in zip(cached, prompt, strict=False):
-        if held != wanted:
-            break
-        shared += 1
-    return shared
 
 
 def _advance(run: _Run) -> _Step | None:
