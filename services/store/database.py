@@ -6,6 +6,8 @@ settings and passes it in.
 
 from __future__ import annotations
 
+import sqlite3
+
 from sqlalchemy import text
 
 from services.store.audit import AuditStore
@@ -58,8 +60,8 @@ async def open_database(url: str, *, timeouts: Timeouts | None = None) -> Databa
     masked = mask_url(normalized)
     try:
         engine = build_engine(normalized, timeouts or Timeouts())
-    except OSError as error:
-        # The SQLite file or its directory could not be made: no database to reach.
+    except (OSError, sqlite3.Error) as error:
+        # The SQLite file or its directory could not be made, or the file is locked or not a database.
         raise StoreUnavailable.wrapping(masked, error) from error
     connections = Connections(engine, masked)
     try:

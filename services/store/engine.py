@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,13 +51,11 @@ def build_engine(url: str, timeouts: Timeouts) -> AsyncEngine:
 def _sqlite_engine(url: str, timeouts: Timeouts) -> AsyncEngine:
     path = sqlite_file(url)
     if path is not None:
-        _create_private_file(path)
+        _prepare_file(path, timeouts.sqlite_busy_s)
     engine = create_async_engine(url, pool_timeout=timeouts.pool_s)
     pragmas = (
-        # First, so that switching the journal mode below also waits for a lock rather than failing.
         f"PRAGMA busy_timeout = {int(timeouts.sqlite_busy_s * 1000)}",
-        # Readers never block the writer, nor the writer readers; NORMAL is durable enough under WAL.
-        "PRAGMA journal_mode = WAL",
+        # NORMAL is durable enough under WAL, which the file is in (see _prepare_file).
         "PRAGMA synchronous = NORMAL",
         "PRAGMA foreign_keys = ON",
     )
@@ -78,12 +78,27 @@ def _sqlite_engine(url: str, timeouts: Timeouts) -> AsyncEngine:
     return engine
 
 
-def _create_private_file(path: Path) -> None:
-    """The database holds key hashes and the audit log: only its owner reads it (SQLite gives its -wal and
-    -shm files the database file's mode)."""
+def _prepare_file(path: Path, busy_s: float) -> None:
+    """Makes the database file private and puts it in WAL mode, where readers never block the writer.
+
+    The database holds key hashes and the audit log: only its owner reads it (SQLite gives its -wal and -shm
+    files the database file's mode). WAL mode is a property of the file, so it is set once here rather than
+    on every connection: a connection that switches modes needs the exclusive lock, and SQLite refuses it at
+    once, without waiting out busy_timeout, while another connection of a fresh database is mid-transaction.
+    The flock keeps meshserve processes opening one fresh file from switching it at the same moment; it is a
+    different lock from SQLite's own fcntl locks, so it never blocks a connection's reads or writes.
+
+    OSError if the file or its directory cannot be made; sqlite3.Error if the mode cannot be set.
+    """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         os.fchmod(descriptor, 0o600)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        connection = sqlite3.connect(path, timeout=busy_s)
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+        finally:
+            connection.close()
     finally:
-        os.close(descriptor)
+        os.close(descriptor)  # also releases the flock
