@@ -22,7 +22,14 @@ from gateway.openai.errors import OpenAIError, bad_request, from_mesh_error, fro
 from gateway.openai.metrics import OPENAI_REQUESTS
 from gateway.openai.responses import CompletionWriter
 from gateway.openai.schema import ChatCompletionRequest, CompletionRequest
-from gateway.openai.streaming import ClientGone, describe_outcome, events, gather, unless_the_client_leaves
+from gateway.openai.streaming import (
+    ClientGone,
+    describe_outcome,
+    events,
+    gather,
+    requests_log,
+    unless_the_client_leaves,
+)
 from gateway.openai.translate import PRIORITY_HEADER, Translated, chat_request, completion_request, priority_of
 from services.shared.errors import MeshError
 from services.shared.identity import IDENTITY_HEADER
@@ -105,13 +112,14 @@ def create_app(
             raise from_mesh_error(error, translated.param_aliases) from None
         except ClientGone:
             await stream.aclose()
+            requests_log.info("%s cancelled: the client left before the answer began", endpoint)
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         headers = {TRACE_ID_HEADER: trace_id_of(trace.get_current_span())}
         OPENAI_REQUESTS.labels(endpoint, "200").inc()
         if body.stream:
             sse = events(endpoint, stream, first, writer, with_logprobs, translated.param_aliases)
             return StreamingResponse(sse, media_type="text/event-stream", headers=headers)
-        describe_outcome(writer)
+        describe_outcome(endpoint, writer)
         return JSONResponse(writer.completed(with_logprobs), headers=headers)
 
     return app
@@ -191,7 +199,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def _error_response(request: Request, error: OpenAIError) -> JSONResponse:
-    OPENAI_REQUESTS.labels(_endpoint_of(request.url.path), str(error.status)).inc()
+    endpoint = _endpoint_of(request.url.path)
+    OPENAI_REQUESTS.labels(endpoint, str(error.status)).inc()
+    on = f" on {error.param}" if error.param else ""
+    requests_log.info("%s refused: %s %s%s (%s)", endpoint, error.status, error.code or error.type, on, error.message)
     if not error.from_gateway and request.app.state.on_refusal is not None:
         request.app.state.on_refusal(request, error)
     # A refused request names its trace too, so its client can find out what happened to it.

@@ -21,6 +21,8 @@ from services.shared.errors import MeshError
 from telemetry.genai import response_attributes
 
 log = logging.getLogger("gateway.openai")
+# One line per answer, carrying its trace id like every service's request log.
+requests_log = logging.getLogger("gateway.openai.requests")
 
 _DONE = "data: [DONE]\n\n"
 T = TypeVar("T")
@@ -81,11 +83,11 @@ async def events(
             async for message in stream:
                 for chunk in writer.chunks(message, with_logprobs):
                     yield _event(chunk)
-            describe_outcome(writer)
+            describe_outcome(endpoint, writer)
         except MeshError as error:
             failure = from_mesh_error(error, aliases)
             OPENAI_STREAM_ERRORS.labels(endpoint, failure.code or "unknown").inc()
-            log.warning("stream failed after it began: %s", error)
+            requests_log.warning("%s stream failed after it began: %s", endpoint, error)
             yield _event(failure.envelope())
         except Exception:
             # A failure of the front itself still ends the stream in words the client can read.
@@ -99,7 +101,13 @@ def _event(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
 
 
-def describe_outcome(writer: CompletionWriter) -> None:
-    """The served model, finish reason and usage on the request's span, once the answer is complete."""
+def describe_outcome(endpoint: str, writer: CompletionWriter) -> None:
+    """The served model, finish reason and usage on the request's span and in the log, once the answer is
+    complete."""
     if (outcome := writer.outcome()) is not None:
         trace.get_current_span().set_attributes(response_attributes(*outcome))
+        model, finish_reason, prompt_tokens, completion_tokens = outcome
+        requests_log.info(
+            "%s answered: %s tokens for %s prompt tokens on %s (%s)",
+            endpoint, completion_tokens, prompt_tokens, model, finish_reason,
+        )  # fmt: skip

@@ -5,9 +5,11 @@ A certificate from the mesh CA whose SPIFFE ID may not call the service is denie
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from meshserve.gateway.v1 import gateway_pb2 as pb
 from meshserve.gateway.v1 import gateway_pb2_grpc
@@ -74,3 +76,33 @@ def test_even_the_edge_certificate_needs_the_identity_the_edge_established(mesh:
             gateway_generate(channel)
     details = details_of(refused.value)
     assert (details.code, details.reason) == (grpc.StatusCode.UNAUTHENTICATED, "NO_EDGE_IDENTITY")
+
+
+# The OpenAI front speaks HTTP over mTLS; only the edge may call it.
+
+
+def front_client(mesh: Mesh, identity: TlsFiles | None) -> httpx.Client:
+    context = ssl.create_default_context(cafile=str(mesh.identity("edge").ca))
+    if identity is not None:
+        context.load_cert_chain(str(identity.cert), str(identity.key))
+    return httpx.Client(base_url=f"https://127.0.0.1:{mesh.port('openai')}", verify=context, timeout=10)
+
+
+def test_the_openai_front_answers_the_edge_certificate(mesh: Mesh) -> None:
+    with front_client(mesh, mesh.identity("edge")) as client:
+        assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("caller", ["no certificate", "cli", "gateway", "another CA"])
+def test_the_openai_front_closes_every_other_callers_connection(mesh: Mesh, tmp_path: Path, caller: str) -> None:
+    if caller == "no certificate":
+        identity = None
+    elif caller == "another CA":
+        write_pem(issue(create_ca("impostor CA"), "edge"), tmp_path / "edge.pem", tmp_path / "edge-key.pem")
+        identity = TlsFiles(tmp_path / "edge.pem", tmp_path / "edge-key.pem", mesh.identity("edge").ca)
+    else:
+        identity = mesh.identity(caller)
+    with front_client(mesh, identity) as client:
+        # A refused handshake, or a connection closed before any answer: no HTTP status either way.
+        with pytest.raises((httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)):
+            client.get("/healthz")

@@ -260,3 +260,45 @@ def test_no_special_token_reaches_the_text_unless_asked_for(mesh: Mesh) -> None:
     assert marker in shown.choices[0].text
     assert marker not in hidden.choices[0].text
     assert hidden.usage.completion_tokens == shown.usage.completion_tokens == 6
+
+
+def front_request_lines(mesh: Mesh) -> list[dict]:
+    lines = [json.loads(line) for line in mesh.log("openai").splitlines() if line.startswith("{")]
+    return [line for line in lines if line["logger"] == "gateway.openai.requests"]
+
+
+def test_the_front_logs_each_answer_and_refusal_as_a_json_line_naming_its_trace(mesh: Mesh) -> None:
+    served = sdk(mesh).completions.with_raw_response.create(model=MODEL, prompt=STORY, max_tokens=2)
+    streamed = httpx.post(
+        f"{mesh.http}/v1/chat/completions", headers=mesh.auth, timeout=60,
+        json={"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "stream": True},
+    )  # fmt: skip
+    refused = httpx.post(
+        f"{mesh.http}/v1/completions", headers=mesh.auth, timeout=60, json={"model": MODEL, "prompt": "x", "n": 2}
+    )
+    assert (served.status_code, streamed.status_code, refused.status_code) == (200, 200, 400)
+    prompt_tokens = served.parse().usage.prompt_tokens
+    expected = {
+        served.headers["x-meshserve-trace-id"]: f"completions answered: 2 tokens for {prompt_tokens} prompt tokens",
+        streamed.headers["x-meshserve-trace-id"]: "chat.completions answered: 2 tokens",
+        refused.headers["x-meshserve-trace-id"]: "completions refused: 400",
+    }
+    lines = front_request_lines(mesh)
+    for trace_id, beginning in expected.items():
+        mine = [line for line in lines if line.get("trace_id") == trace_id]
+        assert [line["message"][: len(beginning)] for line in mine] == [beginning], (trace_id, mine)
+        assert mine[0]["service"] == "openai" and len(mine[0]["span_id"]) == 16
+
+
+def test_penalties_travel_from_the_sdk_to_the_engine(mesh: Mesh) -> None:
+    prompt = "one two one two one two one two one two"
+
+    def greedy(**options: object) -> str:
+        reply = sdk(mesh).completions.create(model=MODEL, prompt=prompt, max_tokens=12, temperature=0, **options)
+        return reply.choices[0].text
+
+    plain, frequency, presence = greedy(), greedy(frequency_penalty=2.0), greedy(presence_penalty=2.0)
+    assert frequency != plain and presence != plain
+    assert plain.count("one") > frequency.count("one")
+    # Greedy and penalised is still deterministic: the difference is the penalty's, not chance's.
+    assert greedy(frequency_penalty=2.0) == frequency

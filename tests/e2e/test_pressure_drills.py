@@ -13,12 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import openai
 import pytest
 from meshserve.inference.v1 import inference_pb2, inference_pb2_grpc
 from meshserve.scheduler.v1 import scheduler_pb2 as spb
 
 from services.shared.tls import channel_credentials
 from tests.e2e.conftest import Mesh, running_mesh
+from tests.e2e.openai_support import sdk
 from tests.e2e.sse import SseReply
 from tests.e2e.test_mesh_scheduling import grant_order, is_a_token, scheduler_state, wait_for
 from tests.otlp_receiver import OtlpReceiver
@@ -113,6 +115,12 @@ def test_at_critical_only_high_work_starts_and_only_on_the_smallest_model(drill:
     # Under pressure a request that names a fallback is served by it when its own model may not start.
     fallback = drill.generate("large", "PRIORITY_HIGH", fallback_models=["small"])
     assert served(fallback) and fallback.events[0]["model"] == "small"
+    # So is one through the OpenAI API, which names the fallback in its extension field.
+    chat = sdk(drill.mesh).chat.completions.create(
+        model="large", messages=[{"role": "user", "content": "Name a colour."}], max_tokens=4,
+        extra_headers={"x-meshserve-priority": "high"}, extra_body={"fallback_models": ["small"]},
+    )  # fmt: skip
+    assert chat.model == "small" and chat.usage.completion_tokens > 0
 
     waiting: dict[str, SseReply] = {}
     threads = [
@@ -148,6 +156,13 @@ def test_at_emergency_new_work_gets_429_and_admitted_work_is_kept_then_drains_by
     assert refused.status == 429, refused.body
     body = refused.body.decode()
     assert '"reason":"MEMORY_PRESSURE_EMERGENCY"' in body and "google.rpc.RetryInfo" in body
+    # The OpenAI API says the same in its own words: a RateLimitError that says when to come back.
+    with pytest.raises(openai.RateLimitError) as limited:
+        sdk(drill.mesh).with_options(timeout=30).completions.create(
+            model="small", prompt="Name a colour.", max_tokens=4, extra_headers={"x-meshserve-priority": "critical"}
+        )
+    assert limited.value.code == "memory_pressure_emergency", limited.value.body
+    assert int(limited.value.response.headers["retry-after"]) >= 1
     # Refused at the door: the three asks still wait as they did, and the refused one did not join them.
     assert drill.queued() == 3 and not waiting
 

@@ -1,4 +1,5 @@
-"""The README's examples run as written, credential included, against a running mesh.
+"""The README's examples, and those `meshserve up` prints, run as written, credential included, against a
+running mesh.
 
 Each block of the named sections is run by bash (shell blocks) or by the project's Python (Python blocks) in
 a directory that looks like a clone after `make up`: `.meshserve` is the mesh's state directory, `.venv` the
@@ -7,6 +8,7 @@ project's environment. Only the edge's address changes, to the test mesh's port.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -66,3 +68,42 @@ def test_the_jobs_and_batches_examples_run_as_written(mesh: Mesh, clone_after_ma
     answers = run_as_written("python", python, mesh, clone_after_make_up)
     # Each answer is printed after its custom_id; the model's text may itself run over several lines.
     assert sorted(re.findall(r"^(q\d) ", answers, re.MULTILINE)) == ["q0", "q1", "q2"], answers
+
+
+def examples_printed_by_up(startup_output: str) -> dict[str, str]:
+    """The commands `meshserve up` prints once the mesh is up, by label, continuation lines included."""
+    block = startup_output[startup_output.index("meshserve is up.") : startup_output.index("Press Ctrl-C")]
+    examples: dict[str, str] = {}
+    label = ""
+    for line in block.splitlines():
+        if entry := re.match(r"^  (\S[^:]*):\s{2,}(.*)$", line):
+            label = entry[1]
+            examples[label] = entry[2]
+        elif label and line.startswith("   "):
+            examples[label] += "\n" + line
+    return examples
+
+
+def test_the_examples_meshserve_up_prints_run_as_written(mesh: Mesh, clone_after_make_up: Path) -> None:
+    examples = examples_printed_by_up(mesh.startup_output)
+    assert set(examples) == {"stream over gRPC", "stream over REST", "OpenAI API", "over TLS", "models, devices",
+                             "keys and tokens", "logs"}  # fmt: skip
+    assert Path(examples.pop("logs").rstrip("/")).is_dir()
+    printed = {}
+    for label, command in examples.items():
+        # The mesh's own environment: the CLI finds the test mesh's ports and state directory as it would
+        # find the defaults after `make up`.
+        done = subprocess.run(["bash", "-eu", "-o", "pipefail", "-c", command], cwd=clone_after_make_up,
+                              env={**os.environ, **mesh.env}, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, f"{label}: exit {done.returncode}\n{command}\n{done.stdout}\n{done.stderr}"
+        assert '"error"' not in done.stdout, (label, done.stdout)
+        printed[label] = done.stdout
+    # The default base model continues each prompt with words, not markers or nothing.
+    story = printed["stream over gRPC"]
+    assert len(re.findall(r"[A-Za-z]{2,}", story)) >= 5 and "<" not in story, story
+    assert '"text_completion"' in printed["OpenAI API"]
+    assert '"gemma-3-270m"' in printed["over TLS"]
+    assert '"devices"' in printed["models, devices"] and '"models"' in printed["models, devices"]
+    assert "FINISH_REASON_LENGTH" in printed["stream over REST"]
+    *key_list, token = printed["keys and tokens"].strip().splitlines()
+    assert key_list and re.fullmatch(r"[\w-]+\.[\w-]+\.[\w-]+", token), printed["keys and tokens"]

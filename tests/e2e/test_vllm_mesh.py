@@ -113,6 +113,18 @@ def test_the_openai_api_serves_the_vllm_model_with_logprobs_and_no_special_token
     assert chat.model == VLLM_MODEL and len(chat.choices[0].logprobs.content) == 5
 
 
+def test_openai_penalties_reach_vllm(side_by_side: Mesh) -> None:
+    def greedy(**options: object) -> str:
+        reply = sdk(side_by_side).completions.create(
+            model=VLLM_MODEL, prompt=MARKER_PROMPT, max_tokens=24, temperature=0, **options
+        )
+        return reply.choices[0].text
+
+    plain = greedy(extra_body={"skip_special_tokens": False})
+    assert greedy(frequency_penalty=2.0, extra_body={"skip_special_tokens": False}) != plain
+    assert greedy(presence_penalty=2.0, extra_body={"skip_special_tokens": False}) != plain
+
+
 def test_the_llama_cpp_model_serves_beside_it(side_by_side: Mesh) -> None:
     reply = generate(side_by_side, LLAMA_CPP_MODEL, max_tokens=4)
     assert reply.status == 200
