@@ -43,18 +43,33 @@ def inference_addresses(settings: LauncherSettings, mesh: MeshConfig) -> list[tu
     return [(model.name, settings.address(settings.inference_base_port + n)) for n, model in enumerate(mesh.models)]
 
 
+def gateway_replica_names(settings: LauncherSettings) -> list[str]:
+    """The first replica is "gateway", as in a mesh of one; the others are numbered from 1."""
+    return ["gateway" if n == 0 else f"gateway-{n}" for n in range(settings.gateway_replicas)]
+
+
+def gateway_addresses(settings: LauncherSettings) -> list[str]:
+    return [settings.address(settings.gateway_port + n) for n in range(settings.gateway_replicas)]
+
+
+def _gateway_callers_flag(settings: LauncherSettings) -> tuple[str, str]:
+    # The OpenAI front and the job runner take the replicas as one comma-separated list (services.shared.channels).
+    return ("--gateway", ",".join(gateway_addresses(settings)))
+
+
 def planned_ports(settings: LauncherSettings, mesh: MeshConfig) -> dict[str, int]:
     """Every port the mesh will listen on, by what listens there."""
+    replicas = gateway_replica_names(settings)
     ports = {
         "edge HTTP": settings.edge_http_port,
         "edge HTTPS": settings.edge_https_port,
         "edge admin": settings.edge_admin_port,
-        "gateway": settings.gateway_port,
+        **{name: settings.gateway_port + n for n, name in enumerate(replicas)},
         "scheduler": settings.scheduler_port,
         "gpu-monitor": settings.gpu_monitor_port,
         "openai": settings.openai_port,
         "auth": settings.auth_port,
-        "gateway metrics": settings.gateway_metrics_port,
+        **{f"{name} metrics": settings.gateway_metrics_port + n for n, name in enumerate(replicas)},
         "scheduler metrics": settings.scheduler_metrics_port,
         "gpu-monitor metrics": settings.gpu_monitor_metrics_port,
         "openai metrics": settings.openai_metrics_port,
@@ -97,7 +112,7 @@ def edge_writer_argv(settings: LauncherSettings, identity: TlsFiles) -> tuple[st
     return _python_module(
         "gateway.edge",
         "--out-dir", str(settings.edge_dir),
-        "--gateway", settings.address(settings.gateway_port),
+        *(flag for address in gateway_addresses(settings) for flag in ("--gateway", address)),
         "--openai", settings.address(settings.openai_port),
         "--auth", settings.address(settings.auth_port),
         *issuer_flags,
@@ -121,7 +136,7 @@ def plan_mesh(
         *(_inference(settings, n, model, address, certs["inference"]) for n, (model, address) in enumerate(endpoints)),
         _scheduler(settings, endpoints, certs["scheduler"]),
         _auth(settings, certs["auth"]),
-        _gateway(settings, certs["gateway"]),
+        *(_gateway(settings, n, certs["gateway"]) for n in range(settings.gateway_replicas)),
         _openai(settings, certs["openai"]),
         _jobs(settings, certs["jobs"]),
         _envoy(settings, envoy_bootstrap),
@@ -163,18 +178,18 @@ def _scheduler(settings: LauncherSettings, endpoints: list[tuple[str, str]], tls
     return ChildSpec("scheduler", argv, address)
 
 
-def _gateway(settings: LauncherSettings, tls: TlsFiles) -> ChildSpec:
-    address = settings.address(settings.gateway_port)
+def _gateway(settings: LauncherSettings, replica: int, tls: TlsFiles) -> ChildSpec:
+    address = gateway_addresses(settings)[replica]
     argv = _python_module(
         "gateway",
         "--config", str(settings.config),
         "--listen", address,
         "--scheduler", settings.address(settings.scheduler_port),
         *_store_flags(settings),
-        *_metrics_flags(settings, settings.gateway_metrics_port),
+        *_metrics_flags(settings, settings.gateway_metrics_port + replica),
         *_tls_flags(tls),
     )  # fmt: skip
-    return ChildSpec("gateway", argv, address)
+    return ChildSpec(gateway_replica_names(settings)[replica], argv, address)
 
 
 def _store_flags(settings: LauncherSettings) -> tuple[str, ...]:
@@ -197,7 +212,7 @@ def _openai(settings: LauncherSettings, tls: TlsFiles) -> ChildSpec:
     argv = _python_module(
         "gateway.openai",
         "--listen", settings.address(settings.openai_port),
-        "--gateway", settings.address(settings.gateway_port),
+        *_gateway_callers_flag(settings),
         *_store_flags(settings),
         *_metrics_flags(settings, settings.openai_metrics_port),
         *_tls_flags(tls),
@@ -209,7 +224,7 @@ def _openai(settings: LauncherSettings, tls: TlsFiles) -> ChildSpec:
 def _jobs(settings: LauncherSettings, tls: TlsFiles) -> ChildSpec:
     argv = _python_module(
         "gateway.jobs",
-        "--gateway", settings.address(settings.gateway_port),
+        *_gateway_callers_flag(settings),
         *_store_flags(settings),
         *_metrics_flags(settings, settings.jobs_metrics_port),
         *_tls_flags(tls),

@@ -20,6 +20,9 @@ class LauncherSettings(BaseSettings):
     edge_https_port: int = 8443
     edge_admin_port: int = 9901
     gateway_port: int = 50041
+    # Gateway replicas: the n-th listens on gateway_port plus n, its metrics on gateway_metrics_port plus n.
+    # The edge, the OpenAI front and the job runner spread their calls over all of them.
+    gateway_replicas: int = Field(default=1, ge=1, le=8)
     scheduler_port: int = 50051
     gpu_monitor_port: int = 50071
     # The OpenAI front (gateway/openai), which the edge's OpenAI routes lead to.

@@ -3,6 +3,7 @@ of its surface (an OpenAI envelope, a google.rpc.Status as JSON, or a gRPC statu
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable
 
@@ -26,6 +27,7 @@ from services.shared.status_details import to_status_proto
 # Credentials go no further than the edge: nothing behind it needs them, and logs there never see them.
 _CREDENTIAL_HEADERS = ("authorization", "x-api-key")
 _OVERWRITE = wire.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+GRPC_STATUS_DETAILS = "grpc-status-details-bin"
 
 
 def let_in(identity: Identity | None, headers: Iterable[str]) -> wire.CheckResponse:
@@ -51,8 +53,14 @@ def refuse(error: MeshError, surface: Surface, content_type: str, challenge: str
     if error.retry_after_seconds is not None:
         denied.headers.append(_header("retry-after", str(max(1, round(error.retry_after_seconds)))))
     if is_grpc(content_type):
-        # Envoy answers a gRPC caller with a gRPC status of this HTTP status, and this as its message.
+        # Envoy answers a gRPC caller with a gRPC status of this HTTP status, and this as its message. The
+        # google.rpc.Status with its ErrorInfo goes in the trailer every gRPC library reads details from; its
+        # message must be the status message itself, or grpc-status refuses the details.
         denied.body = f"{error.reason}: {error.message}"
+        status_proto = to_status_proto(error)
+        status_proto.message = denied.body
+        details = base64.b64encode(status_proto.SerializeToString()).decode().rstrip("=")
+        denied.headers.append(_header(GRPC_STATUS_DETAILS, details))
     else:
         denied.headers.append(_header("content-type", "application/json"))
         denied.body = json.dumps(_body(error, surface), separators=(",", ":"))

@@ -14,7 +14,8 @@ from services.shared.service_settings import StoreServiceSettings
 class JobRunnerSettings(StoreServiceSettings):
     model_config = SettingsConfigDict(env_prefix="MESHSERVE_JOBS_", cli_prog_name="python -m gateway.jobs")
 
-    # The gateway the runner generates through, as the mesh identity "jobs".
+    # The gateway the runner generates through, as the mesh identity "jobs"; replicas as a comma-separated
+    # list of IP:PORT, which the runner's calls are spread over.
     gateway: str = "127.0.0.1:50041"
     # Names this runner's leases in the store; unique per process, so a restarted runner is a new worker.
     worker: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")

@@ -12,6 +12,7 @@ class OpenAISettings(StoreServiceSettings):
     model_config = SettingsConfigDict(env_prefix="MESHSERVE_OPENAI_", cli_prog_name="python -m gateway.openai")
 
     listen: str = "127.0.0.1:50031"
+    # The gateway; replicas as a comma-separated list of IP:PORT, which the front's calls are spread over.
     gateway: str = "127.0.0.1:50041"
     # Only the edge calls the front; the front calls the gateway as "openai".
     allowed_callers: list[str] = ["edge"]

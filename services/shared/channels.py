@@ -20,6 +20,20 @@ _OPTIONS = (
 
 
 def open_channel(address: str, tls: TlsFiles | None) -> grpc.aio.Channel:
+    """A channel to HOST:PORT, or round-robin over replicas named as a comma-separated list of IP:PORT."""
+    target, options = balanced_target(address)
     if tls is None:
-        return grpc.aio.insecure_channel(address, options=_OPTIONS)
-    return grpc.aio.secure_channel(address, channel_credentials(tls), options=_OPTIONS)
+        return grpc.aio.insecure_channel(target, options=_OPTIONS + options)
+    return grpc.aio.secure_channel(target, channel_credentials(tls), options=_OPTIONS + options)
+
+
+def balanced_target(address: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """grpc's target and options for `address`: one channel that spreads its calls over every replica,
+    skipping one that is down, as grpc's own round_robin policy does."""
+    replicas = [part.strip() for part in address.split(",") if part.strip()]
+    if len(replicas) <= 1:
+        return address, ()
+    host = replicas[0].rpartition(":")[0]
+    # The ipv4 scheme takes a list of addresses; the certificate is checked against the first's host, as
+    # every replica's certificate names the same hosts.
+    return "ipv4:" + ",".join(replicas), (("grpc.lb_policy_name", "round_robin"), ("grpc.default_authority", host))

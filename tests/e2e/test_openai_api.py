@@ -177,6 +177,25 @@ async def test_four_concurrent_async_streams_are_each_served_in_full(mesh: Mesh)
     await client.close()
 
 
+async def test_the_async_sdk_completes_and_raises_the_errors_the_sync_one_does(mesh: Mesh) -> None:
+    async with async_sdk(mesh) as client:
+        chat = await client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=3, seed=7, temperature=0.8
+        )
+        again = await client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=3, seed=7, temperature=0.8
+        )
+        text = await client.completions.create(model=MODEL, prompt=STORY, max_tokens=3, stop=["\n"])
+        assert chat.choices[0].message.role == "assistant" and chat.usage.completion_tokens == 3
+        assert again.choices[0].message.content == chat.choices[0].message.content
+        assert text.object == "text_completion" and text.choices[0].finish_reason in {"stop", "length"}
+        with pytest.raises(openai.NotFoundError):
+            await client.completions.create(model="no-such-model", prompt="x", max_tokens=1)
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.completions.create(model=MODEL, prompt="x", max_tokens=1, n=2)
+        assert refused.value.param == "n"
+
+
 def test_a_priority_header_reaches_the_scheduler(mesh: Mesh) -> None:
     reply = sdk(mesh).with_options(default_headers={"x-meshserve-priority": "high"}).chat.completions.with_raw_response
     raw = reply.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=2)

@@ -8,10 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.mesh_plan import PortClashError, plan_mesh, planned_ports, port_clashes
+from orchestrator.mesh_plan import IDENTITIES, PortClashError, edge_writer_argv, plan_mesh, planned_ports, port_clashes
 from orchestrator.settings import LauncherSettings
 from services.shared.mesh_config import MeshConfig
+from services.shared.tls import TlsFiles
 from tests.support import REPO_ROOT, model_entry
+
+# Paths only: planning a mesh reads no certificate.
+CERTS = {name: TlsFiles(Path(f"{name}.pem"), Path(f"{name}-key.pem"), Path("ca.pem")) for name in IDENTITIES}
 
 
 def mesh_of(count: int) -> MeshConfig:
@@ -50,3 +54,26 @@ def test_meshserve_up_refuses_clashing_ports_before_starting_anything(tmp_path: 
     assert up.returncode == 2, up.stderr
     assert "port 18001 is planned for both gateway and scheduler" in up.stderr
     assert not (tmp_path / "state").exists(), "nothing was written or started"
+
+
+def test_gateway_replicas_get_consecutive_ports_and_every_caller_knows_them_all() -> None:
+    settings = LauncherSettings(gateway_replicas=3)
+    ports = planned_ports(settings, mesh_of(1))
+    assert [ports[name] for name in ("gateway", "gateway-1", "gateway-2")] == [50041, 50042, 50043]
+    assert [ports[f"{name} metrics"] for name in ("gateway", "gateway-1", "gateway-2")] == [9464, 9465, 9466]
+    # By default the other replicas' metrics take the scheduler's and the GPU monitor's: said before anything
+    # starts, so an operator moves the base.
+    assert port_clashes(settings, mesh_of(1)) == [
+        "port 9465 is planned for both gateway-1 metrics and scheduler metrics",
+        "port 9466 is planned for both gateway-2 metrics and gpu-monitor metrics",
+    ]
+    settings = LauncherSettings(gateway_replicas=2, gateway_metrics_port=9500)
+    children = {child.name: child for child in plan_mesh(settings, mesh_of(1), certs=CERTS, envoy_bootstrap=Path("b"))}
+    addresses = ["127.0.0.1:50041", "127.0.0.1:50042"]
+    assert [children[name].health_address for name in ("gateway", "gateway-1")] == addresses
+    assert "127.0.0.1:9501" in children["gateway-1"].argv
+    for caller in ("openai", "jobs"):
+        argv = children[caller].argv
+        assert argv[argv.index("--gateway") + 1] == ",".join(addresses), caller
+    edge = edge_writer_argv(settings, CERTS["edge"])
+    assert [edge[n + 1] for n, flag in enumerate(edge) if flag == "--gateway"] == addresses
