@@ -32,8 +32,9 @@ from tests.support import REPO_ROOT, write_model_config
 MESHSERVE = [sys.executable, "-m", "orchestrator"]
 
 
-# Room for every model a test mesh configures on each base port.
+# Room for every model a test mesh configures on each base port, and for every gateway replica.
 BASE_PORT_BLOCK = 8
+REPLICATED = ("gateway", "gateway_metrics")
 METRICS_PORTS = (
     "gateway_metrics",
     "scheduler_metrics",
@@ -164,9 +165,11 @@ def running_mesh(directory: Path, config: Path, traces: OtlpReceiver, extra_env:
         **os.environ,
         "MESHSERVE_CONFIG": str(config),
         "MESHSERVE_STATE_DIR": str(directory / "state"),
-        # The base ports get a block each: the n-th model's services listen on the base plus n.
+        # The base ports get a block each: the n-th model's services (or gateway replica) listen on the base plus n.
         **{
-            f"MESHSERVE_{name.upper()}_PORT": str(free_port_block(BASE_PORT_BLOCK if name.endswith("_base") else 1))
+            f"MESHSERVE_{name.upper()}_PORT": str(
+                free_port_block(BASE_PORT_BLOCK if name.endswith("_base") or name in REPLICATED else 1)
+            )
             for name in (*ports, *METRICS_PORTS)
         },  # fmt: skip
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{traces.endpoint}",
