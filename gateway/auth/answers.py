@@ -18,6 +18,7 @@ from services.shared.identity import (
     CLIENT_HEADERS,
     IDENTITY_HEADER,
     INTERNAL_HEADER_PREFIX,
+    REFUSAL_METADATA_KEY,
     Identity,
     Surface,
     encode_identity,
@@ -64,7 +65,7 @@ def refuse(error: MeshError, surface: Surface, content_type: str, challenge: str
     else:
         denied.headers.append(_header("content-type", "application/json"))
         denied.body = json.dumps(_body(error, surface), separators=(",", ":"))
-    response.dynamic_metadata.CopyFrom(_metadata({"subject": "", "refused": error.reason}))
+    response.dynamic_metadata.CopyFrom(_metadata({"subject": "", REFUSAL_METADATA_KEY: error.reason}))
     return response
 
 

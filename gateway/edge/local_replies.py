@@ -2,7 +2,9 @@
 other meshserve error: a google.rpc.Status as JSON, with an ErrorInfo whose reason says what happened.
 Under the OpenAI API's paths they take OpenAI's error envelope instead, so OpenAI clients can read them.
 
-Replies the gateway or the OpenAI front sends are not local replies and pass through untouched.
+Replies the gateway or the OpenAI front sends are not local replies and pass through untouched. Neither do
+the authorization service's refusals, which are local replies but already in the surface's shape: a 503 of
+its own (the key store is down) must not read as Envoy's EDGE_UPSTREAM_UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from envoy_data_plane.envoy.config.accesslog.v3 import (
     ComparisonFilter,
     ComparisonFilterOp,
     HeaderFilter,
+    MetadataFilter,
     OrFilter,
     StatusCodeFilter,
 )
@@ -22,12 +25,20 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
     LocalReplyConfig,
     ResponseMapper,
 )
-from envoy_data_plane.envoy.type.matcher.v3 import StringMatcher
+from envoy_data_plane.envoy.type.matcher.v3 import (
+    MetadataMatcher,
+    MetadataMatcherPathSegment,
+    StringMatcher,
+    ValueMatcher,
+)
 from envoy_data_plane.google.protobuf import Struct
 
 from gateway.edge.routes import OPENAI_PATH_PREFIXES
 from services.shared.errors import ERROR_DOMAIN
+from services.shared.identity import REFUSAL_METADATA_KEY
 
+# The namespace ext_authz puts the authorization service's dynamic metadata under.
+EXT_AUTHZ_NAMESPACE = "envoy.filters.http.ext_authz"
 # HTTP status of Envoy's reply -> (google.rpc.Code, ErrorInfo reason).
 LOCAL_ERRORS = {
     400: (3, "MALFORMED_REQUEST"),
@@ -48,7 +59,18 @@ def local_reply_config() -> LocalReplyConfig:
     # The first mapper that matches wins, so the OpenAI paths' mappers come first.
     openai = [_openai_mapper(status, kind, LOCAL_ERRORS[status][1]) for status, kind in OPENAI_ERROR_TYPES.items()]
     native = [_mapper(status, code, reason) for status, (code, reason) in LOCAL_ERRORS.items()]
-    return LocalReplyConfig(mappers=[*openai, *native])
+    return LocalReplyConfig(mappers=[_authorization_refusals_as_they_are(), *openai, *native])
+
+
+def _authorization_refusals_as_they_are() -> ResponseMapper:
+    # Matches first and overrides nothing, so no later mapper rewrites the refusal's body.
+    refused = MetadataMatcher(
+        filter=EXT_AUTHZ_NAMESPACE,
+        path=[MetadataMatcherPathSegment(key=REFUSAL_METADATA_KEY)],
+        value=ValueMatcher(present_match=True),
+    )
+    marked = MetadataFilter(matcher=refused, match_if_key_not_found=False)
+    return ResponseMapper(filter=AccessLogFilter(metadata_filter=marked))
 
 
 def _status_is(status: int) -> AccessLogFilter:

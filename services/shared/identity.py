@@ -18,6 +18,9 @@ IDENTITY_HEADER = "x-meshserve-identity"
 # Headers a client may send that mesh services read; every other x-meshserve-* header is the edge's own.
 CLIENT_HEADERS = frozenset({"x-meshserve-priority", "x-meshserve-timeout-seconds"})
 INTERNAL_HEADER_PREFIX = "x-meshserve-"
+# The key of the dynamic metadata the authorization service sets on a refusal. The edge's local-reply
+# mappers leave a reply so marked as it is: it is already in its surface's shape.
+REFUSAL_METADATA_KEY = "refused"
 
 
 class Scope(Enum):

@@ -4,14 +4,22 @@ read back with `meshserve audit`; never a prompt or a completion."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import time
 
 import httpx
 
+from services.identity.dev_issuer import DEV_ISSUER
 from tests.e2e.conftest import Mesh
 from tests.e2e.identity_support import bearer, create_key, meshserve
+from tests.e2e.surfaces import SURFACES, ask
 from tests.e2e.test_identity import grpc_generate, sdk
+from tests.e2e.test_mesh_failures import pid_of, wait_for_replacement
 from tests.e2e.test_mesh_scheduling import wait_for
+
+AUTH = ("gateway.auth", "auth")
 
 SECRET_PROMPT = "The password to the vault is swordfish-7731"
 
@@ -101,3 +109,47 @@ def test_what_the_openai_front_refuses_itself_is_audited_too(mesh: Mesh) -> None
         "refused",
     )
     assert record["trace_id"] == reply.headers["x-meshserve-trace-id"]
+
+
+def test_a_token_is_audited_under_its_subject_on_every_surface(mesh: Mesh) -> None:
+    subject = f"grace-{time.monotonic_ns()}"
+    minted = meshserve(mesh, "token", "--scopes", "inference", "--ttl", "10m", "--subject", subject)
+    assert minted.returncode == 0, minted.stderr
+    answers = [ask(mesh, surface, bearer(minted.stdout.strip())) for surface in SURFACES]
+    assert [answer.status for answer in answers] == [200, 200, 200], answers
+    found: list[dict] = []
+
+    def all_recorded() -> bool:
+        done = meshserve(mesh, "audit", "--since", "10m", "--json")
+        found[:] = [record for record in map(json.loads, done.stdout.splitlines()) if subject in record["subject"]]
+        return len(found) >= len(SURFACES)
+
+    wait_for(all_recorded, 15.0, "the token's audit records")
+    assert {record["subject"] for record in found} == {f"jwt:{DEV_ISSUER}#{subject}"}
+    assert {record["surface"] for record in found} == set(SURFACES)
+    assert {record["trace_id"] for record in found} == {answer.trace_id for answer in answers}
+
+
+def test_records_older_than_the_retention_are_deleted_by_the_sweep(mesh: Mesh) -> None:
+    # Records as the audit log wrote them 91 days and one day ago; the retention is the default 90 days.
+    now, day, subject = time.time(), 86400, f"key:kretention{time.monotonic_ns() % 10**6:06d}"
+    with sqlite3.connect(mesh.state_dir / "meshserve.db") as database:
+        for age_days, trace_id in ((91, "old-1"), (95, "old-2"), (1, "recent")):
+            database.execute(
+                "INSERT INTO audit (at, subject, surface, route, model, priority, outcome, status, reason, "
+                "input_tokens, output_tokens, latency_ms, trace_id) "
+                "VALUES (?, ?, 'rest', 'POST /v1/generate', 'gemma-3-270m', 'NORMAL', 'ok', 200, '', 1, 1, 1.0, ?)",
+                (now - age_days * day, subject, trace_id),
+            )
+    # The authorization service sweeps when it starts, then hourly: a restarted one sweeps at once.
+    old_pid = pid_of(mesh, AUTH)
+    os.kill(old_pid, signal.SIGKILL)
+    wait_for_replacement(mesh, AUTH, old_pid)
+
+    def kept() -> list[str]:
+        with sqlite3.connect(mesh.state_dir / "meshserve.db") as database:
+            rows = database.execute("SELECT trace_id FROM audit WHERE subject = ?", (subject,)).fetchall()
+        return [row[0] for row in rows]
+
+    wait_for(lambda: kept() == ["recent"], 30.0, "the sweep deleting the old records", 0.2)
+    assert "older than 90 days" in mesh.log("auth")
