@@ -18,7 +18,7 @@ from meshserve.gateway.v1 import gateway_pb2_grpc
 
 from services.identity.dev_issuer import DEV_ISSUER
 from tests.e2e.conftest import Mesh
-from tests.e2e.identity_support import bearer, create_key, meshserve
+from tests.e2e.identity_support import bearer, create_key, meshserve, token
 
 CHAT = {"model": "gemma-3-270m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
 
@@ -156,3 +156,40 @@ def test_keys_list_shows_no_secrets(mesh: Mesh) -> None:
     records = {record["key_id"]: record for record in map(json.loads, listed.stdout.splitlines())}
     assert records[key_id]["scopes"] == ["inference", "jobs"] and records[key_id]["requests_per_minute"] == 60
     assert key not in listed.stdout and "secret_hash" not in listed.stdout
+
+
+# A route of each scope, on REST and over gRPC through the edge.
+ROUTE_OF_SCOPE = {"inference": "/v1/models", "jobs": "/v1/async/jobs", "admin": "/v1/gpu/status"}
+
+
+def grpc_status(mesh: Mesh, credential: str, admin: bool) -> grpc.StatusCode:
+    with grpc.insecure_channel(f"127.0.0.1:{mesh.port('edge_http')}") as channel:
+        stub, metadata = gateway_pb2_grpc.GatewayServiceStub(channel), tuple(bearer(credential).items())
+        try:
+            if admin:
+                stub.GetSchedulerState(pb.GetSchedulerStateRequest(), timeout=30, metadata=metadata)
+            else:
+                list(stub.Generate(pb.GenerateRequest(prompt="Hi", max_tokens=1), timeout=60, metadata=metadata))
+        except grpc.RpcError as error:
+            return error.code()
+    return grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize(
+    ("claims", "granted"),
+    [
+        ({"roles": ["admin"]}, {"inference", "jobs", "admin"}),
+        ({"roles": ["developer"]}, {"inference", "jobs"}),
+        ({"roles": "inference"}, {"inference"}),
+        ({"scp": ["jobs"]}, {"jobs"}),
+        ({"scp": "inference admin"}, {"inference", "admin"}),
+    ],
+)
+def test_a_tokens_roles_and_scp_grant_the_scopes_each_route_needs(mesh: Mesh, claims: dict, granted: set) -> None:
+    credential = token(mesh, scope="", **claims)
+    for scope, path in ROUTE_OF_SCOPE.items():
+        status = mesh.get_json(path, headers=bearer(credential))[0]
+        assert status == (200 if scope in granted else 403), (scope, path, status)
+    for scope in ("inference", "admin"):
+        expected = grpc.StatusCode.OK if scope in granted else grpc.StatusCode.PERMISSION_DENIED
+        assert grpc_status(mesh, credential, admin=scope == "admin") == expected, scope
