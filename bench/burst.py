@@ -18,6 +18,8 @@ from bench.workload import Measurement, distribution
 
 REFUSED_AT_THE_DOOR = ("RESOURCE_EXHAUSTED:QUEUE_FULL", "RESOURCE_EXHAUSTED:MEMORY_PRESSURE_EMERGENCY")
 SHED = "RESOURCE_EXHAUSTED:SHED"
+# A LOW request that had started when more urgent work arrived gives its slot back (gateway/core/service.py).
+RECALLED = "UNAVAILABLE:PREEMPTED"
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,10 @@ class BurstResult:
     rejected: int
     rejection_seconds: dict[str, float | None]
     shed: int
+    recalled: int
     failed: int
+    # The status of each failed request, so that a failure names itself.
+    failures: tuple[str, ...]
     ledger_capacity_bytes: int
     ledger_peak_bytes: int
     seconds: float
@@ -90,6 +95,8 @@ def _summarize(
         }
     refused = [m for _, m in results if m.status in REFUSED_AT_THE_DOOR]
     shed = [m for _, m in results if m.status == SHED]
+    recalled = [m for _, m in results if m.status == RECALLED]
+    failures = tuple(m.status for _, m in results if m.status not in ("ok", SHED, RECALLED, *REFUSED_AT_THE_DOOR))
     return BurstResult(
         requests=len(results),
         capacity=capacity,
@@ -97,7 +104,9 @@ def _summarize(
         rejected=len(refused),
         rejection_seconds=distribution([m.total for m in refused]),
         shed=len(shed),
-        failed=len(results) - len(refused) - len(shed) - sum(v["served"] for v in by_priority.values()),
+        recalled=len(recalled),
+        failed=len(failures),
+        failures=failures,
         ledger_capacity_bytes=ledger.capacity_bytes,
         ledger_peak_bytes=peak,
         seconds=seconds,
@@ -118,7 +127,8 @@ def describe(result: BurstResult) -> str:
                      f"{ms(ttft['p50']):>10} {ms(ttft['p99']):>10}")  # fmt: skip
     rejection = result.rejection_seconds
     lines.append(f"refused at the door: {result.rejected} (p50 {ms(rejection['p50'])}, p99 {ms(rejection['p99'])}); "
-                 f"shed from the queue: {result.shed}; failed: {result.failed}")  # fmt: skip
+                 f"shed from the queue: {result.shed}; recalled while LOW: {result.recalled}; "
+                 f"failed: {result.failed} {list(result.failures) if result.failures else ''}")  # fmt: skip
     peak, capacity = result.ledger_peak_bytes / 2**20, result.ledger_capacity_bytes / 2**20
     lines.append(f"ledger peak {peak:.0f} MiB of {capacity:.0f} MiB capacity; the burst took {result.seconds:.1f}s")
     return "\n".join(lines)

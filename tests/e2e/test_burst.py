@@ -23,10 +23,11 @@ def test_a_burst_of_three_times_capacity_serves_every_high_request_and_refuses_t
     print(describe(result))
     assert result.requests == 3 * CAPACITY == len(priorities)
     assert result.by_priority["HIGH"]["served"] == result.by_priority["HIGH"]["sent"] == QUEUE
-    # Served, refused at the door, or shed from the queue for more urgent work: nothing else, nothing lost.
-    assert result.failed == 0
+    # Served, refused at the door, shed from the queue for more urgent work, or (a LOW request that had
+    # started before the urgent ones arrived) recalled: nothing else, nothing lost.
+    assert result.failed == 0, result.failures
     served = sum(figures["served"] for figures in result.by_priority.values())
-    assert served >= CAPACITY and result.rejected + result.shed == result.requests - served
+    assert served >= CAPACITY and result.rejected + result.shed + result.recalled == result.requests - served
     # How soon the door refuses is a figure for `make bench` (bench/burst.py), not a bound for busy CPUs.
     assert result.rejected > 0
     assert 0 < result.ledger_peak_bytes <= result.ledger_capacity_bytes
