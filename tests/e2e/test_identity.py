@@ -19,6 +19,7 @@ from meshserve.gateway.v1 import gateway_pb2_grpc
 from services.identity.dev_issuer import DEV_ISSUER
 from tests.e2e.conftest import Mesh
 from tests.e2e.identity_support import bearer, create_key, meshserve, token
+from tests.e2e.surfaces import SURFACES, ask
 
 CHAT = {"model": "gemma-3-270m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
 
@@ -128,6 +129,9 @@ def test_a_revoked_key_is_refused_within_a_second(mesh: Mesh) -> None:
     assert answers_after(mesh, key, since=time.monotonic()) == [401]
     status, body = mesh.get_json("/v1/mesh/models", headers=bearer(key))
     assert body["details"][0]["reason"] == "KEY_REVOKED"
+    for surface in SURFACES:
+        refused = ask(mesh, surface, bearer(key))
+        assert (refused.status, refused.reason) == (401, "KEY_REVOKED"), refused
 
 
 def test_a_rotated_key_works_at_once_and_the_old_one_stops_within_a_second(mesh: Mesh) -> None:
@@ -139,6 +143,9 @@ def test_a_rotated_key_works_at_once_and_the_old_one_stops_within_a_second(mesh:
     assert answers_after(mesh, old, since=rotated_at) == [401], "the old secret refused within a second"
     assert new != old and new.split("_")[1] == key_id
     assert models_status(mesh, new) == 200
+    for surface in SURFACES:
+        assert ask(mesh, surface, bearer(new)).status == 200, surface
+        assert ask(mesh, surface, bearer(old)).status == 401, surface
 
 
 def test_a_rotation_with_grace_keeps_the_old_secret_working(mesh: Mesh) -> None:

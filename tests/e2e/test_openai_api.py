@@ -180,14 +180,10 @@ async def test_four_concurrent_async_streams_are_each_served_in_full(mesh: Mesh)
 async def test_the_async_sdk_completes_and_raises_the_errors_the_sync_one_does(mesh: Mesh) -> None:
     async with async_sdk(mesh) as client:
         chat = await client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=3, seed=7, temperature=0.8
-        )
-        again = await client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=3, seed=7, temperature=0.8
+            model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=3, temperature=0
         )
         text = await client.completions.create(model=MODEL, prompt=STORY, max_tokens=3, stop=["\n"])
         assert chat.choices[0].message.role == "assistant" and chat.usage.completion_tokens == 3
-        assert again.choices[0].message.content == chat.choices[0].message.content
         assert text.object == "text_completion" and text.choices[0].finish_reason in {"stop", "length"}
         with pytest.raises(openai.NotFoundError):
             await client.completions.create(model="no-such-model", prompt="x", max_tokens=1)
