@@ -1,7 +1,7 @@
 """The gateway's composition root.
 
-The gateway's health is the mesh's readiness: SERVING while the scheduler answers, every inference
-endpoint serves and the GPU monitor reports. Envoy's /healthz follows it.
+The gateway's health is the mesh's readiness: SERVING while the scheduler answers, every model has an
+inference endpoint that serves, and a GPU monitor reports. Envoy's /healthz follows it.
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ log = logging.getLogger("gateway")
 
 
 async def follow_readiness(
-    scheduler: SchedulerClient, health_servicer: health.aio.HealthServicer, settings: GatewaySettings
+    scheduler: SchedulerClient, health_servicer: health.aio.HealthServicer, settings: GatewaySettings, models: list[str]
 ) -> None:
     ready: bool | None = None
     while True:
         try:
-            now_ready = mesh_is_ready(await scheduler.state(timeout=2.0), settings.expect_devices)
+            now_ready = mesh_is_ready(await scheduler.state(timeout=2.0), settings.expect_devices, models)
         except MeshError:
             now_ready = False
         if now_ready != ready:
@@ -78,7 +78,9 @@ async def serve(settings: GatewaySettings) -> int:
     bind(server, settings.listen, tls)
     await server.start()
     serve_metrics(settings.metrics_listen)
-    readiness = asyncio.create_task(follow_readiness(scheduler, health_servicer, settings))
+    readiness = asyncio.create_task(
+        follow_readiness(scheduler, health_servicer, settings, [model.name for model in mesh.models])
+    )
     log.info("listening on %s", settings.listen)
     log.info("stopping on %s", (await wait_for_shutdown_signal()).name)
     readiness.cancel()

@@ -36,7 +36,7 @@ def failed_call(span, error: grpc.aio.AioRpcError, upstream: str) -> Exception:
 class SchedulerClient:
     def __init__(self, address: str, tls: TlsFiles | None) -> None:
         self._address = address
-        self._channel = open_channel(address, tls)
+        self._channel = open_channel(address, tls, peer="scheduler")
         self._stub = scheduler_pb2_grpc.SchedulerServiceStub(self._channel)
 
     @asynccontextmanager
@@ -95,7 +95,9 @@ class _SlotStream:
         self._grant = grant
         self._released = False
         self._recall = asyncio.Event()
-        # Reads what the scheduler says after the grant: a recall, then the end of the stream.
+        self._lost = asyncio.Event()
+        self._lost_reason = ""
+        # Reads what the scheduler says after the grant: a recall or a loss, then the end of the stream.
         self._following = asyncio.create_task(self._follow())
 
     @property
@@ -105,6 +107,10 @@ class _SlotStream:
     async def recalled(self) -> None:
         await self._recall.wait()
 
+    async def lost(self) -> str:
+        await self._lost.wait()
+        return self._lost_reason
+
     def stop_following(self) -> None:
         self._following.cancel()
 
@@ -113,6 +119,9 @@ class _SlotStream:
             while (response := await self._call.read()) is not grpc.aio.EOF:
                 if response.HasField("recalled"):
                     self._recall.set()
+                elif response.HasField("lost"):
+                    self._lost_reason = response.lost.reason
+                    self._lost.set()
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
             pass
 
@@ -169,7 +178,7 @@ class InferenceClients:
 
     def _stub(self, address: str) -> inference_pb2_grpc.InferenceServiceStub:
         if address not in self._stubs:
-            channel = open_channel(address, self._tls)
+            channel = open_channel(address, self._tls, peer="inference")
             self._stubs[address] = (channel, inference_pb2_grpc.InferenceServiceStub(channel))
         return self._stubs[address][1]
 

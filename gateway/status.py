@@ -83,7 +83,11 @@ def _public_device(device: spb.DeviceState) -> pb.Device:
     return public
 
 
-def mesh_is_ready(state: spb.GetSchedulerStateResponse, expect_devices: bool) -> bool:
-    """Every endpoint serves, and the monitor has reported, where one is configured."""
-    endpoints_ready = all(endpoint.health == spb.ENDPOINT_HEALTH_SERVING for endpoint in state.endpoints)
-    return bool(state.endpoints) and endpoints_ready and (bool(state.devices) or not expect_devices)
+def mesh_is_ready(state: spb.GetSchedulerStateResponse, expect_devices: bool, models: list[str]) -> bool:
+    """Every model has an endpoint that serves, and a monitor has reported, where one is configured.
+
+    One endpoint per model is enough: a replica that joins, loading, or one that leaves must not take the
+    whole mesh out of its balancer while the model's other replicas serve.
+    """
+    serving = {e.endpoint.model for e in state.endpoints if e.health == spb.ENDPOINT_HEALTH_SERVING}
+    return bool(models) and set(models) <= serving and (bool(state.devices) or not expect_devices)

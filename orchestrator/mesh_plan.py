@@ -134,7 +134,7 @@ def plan_mesh(
     return [
         _gpu_monitor(settings, certs["gpu-monitor"]),
         *(_inference(settings, n, model, address, certs["inference"]) for n, (model, address) in enumerate(endpoints)),
-        _scheduler(settings, endpoints, certs["scheduler"]),
+        _scheduler(settings, certs["scheduler"]),
         _auth(settings, certs["auth"]),
         *(_gateway(settings, n, certs["gateway"]) for n in range(settings.gateway_replicas)),
         _openai(settings, certs["openai"]),
@@ -156,15 +156,16 @@ def _inference(settings: LauncherSettings, index: int, model: str, address: str,
         "--config", str(settings.config),
         "--model", model,
         "--listen", address,
+        # It registers itself with the scheduler, as an endpoint on another node would.
+        "--scheduler", settings.address(settings.scheduler_port),
         *_metrics_flags(settings, settings.inference_metrics_base_port + index),
         *_tls_flags(tls),
     )  # fmt: skip
     return ChildSpec(f"inference-{model}", argv, address)
 
 
-def _scheduler(settings: LauncherSettings, endpoints: list[tuple[str, str]], tls: TlsFiles) -> ChildSpec:
+def _scheduler(settings: LauncherSettings, tls: TlsFiles) -> ChildSpec:
     address = settings.address(settings.scheduler_port)
-    endpoint_flags = [flag for model, at in endpoints for flag in ("--endpoints", f"{model}={at}")]
     argv = _python_module(
         "orchestrator.scheduler",
         "--config", str(settings.config),
@@ -172,7 +173,6 @@ def _scheduler(settings: LauncherSettings, endpoints: list[tuple[str, str]], tls
         "--monitor", settings.address(settings.gpu_monitor_port),
         "--max-queue", str(settings.max_queue),
         *_metrics_flags(settings, settings.scheduler_metrics_port),
-        *endpoint_flags,
         *_tls_flags(tls),
     )  # fmt: skip
     return ChildSpec("scheduler", argv, address)

@@ -38,6 +38,10 @@ class HeldSlot(Protocol):
         """Returns once the scheduler takes the slot back for more urgent work; never, for most slots."""
         ...
 
+    async def lost(self) -> str:
+        """Returns, with the scheduler's reason, once the slot's endpoint has left the mesh; never, for most."""
+        ...
+
     async def release(self, outcome: SlotOutcome, first_token_seconds: float | None, tokens: int = 0) -> None:
         """Tells the scheduler how the work ended and gives the slot back; later calls do nothing.
 

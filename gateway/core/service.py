@@ -20,6 +20,7 @@ from services.shared.request_shape import check_request_shape
 _ENGINE_RELEASE_GRACE_SECONDS = 5.0
 _ENGINE_RELEASE_POLL_SECONDS = 0.01
 PREEMPTED = "PREEMPTED"
+ENDPOINT_LOST = "ENDPOINT_LOST"
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,9 @@ class GatewayCore:
         async with self._slots.acquire(ask, self._remaining(deadline)) as slot:
             grant, started = slot.grant, self._clock()
             outcome, first_token_seconds, tokens = SlotOutcome.CANCELLED, None, TokenCount()
-            admitted = self._stream_admitted(grant, request.generation, deadline)
-            if _effective_priority(request) is Priority.LOW:
-                # Background work: the scheduler may take its slot back for more urgent work.
-                admitted = _unless_recalled(slot, admitted)
+            # Background work may be recalled for more urgent work; any work is lost with its endpoint.
+            recallable = _effective_priority(request) is Priority.LOW
+            admitted = _until_taken_back(slot, self._stream_admitted(grant, request.generation, deadline), recallable)
             try:
                 async with aclosing(admitted) as chunks:
                     async for chunk in chunks:
@@ -150,16 +150,23 @@ def _effective_priority(request: GatewayRequest) -> Priority:
     return min(request.priority, request.limits.max_priority) if request.limits else request.priority
 
 
-async def _unless_recalled(slot: HeldSlot, chunks: AsyncIterator[GenerationChunk]) -> AsyncIterator[GenerationChunk]:
-    """The stream, until the slot is recalled: then the generation stops and the caller is told to ask again."""
-    recall = asyncio.ensure_future(slot.recalled())
+async def _until_taken_back(
+    slot: HeldSlot, chunks: AsyncIterator[GenerationChunk], recallable: bool
+) -> AsyncIterator[GenerationChunk]:
+    """The stream, until the scheduler takes the slot back: recalled (LOW work only), the caller is told to
+    ask again; lost with its endpoint (stopped, or its node cut off), the caller is told at once, rather
+    than left waiting on tokens that will not come."""
+    lost = asyncio.ensure_future(slot.lost())
+    recall = asyncio.ensure_future(slot.recalled() if recallable else asyncio.Event().wait())
     step: asyncio.Future[GenerationChunk] | None = None
     try:
         async with aclosing(chunks):
             try:
                 while True:
                     step = asyncio.ensure_future(anext(chunks))
-                    await asyncio.wait({step, recall}, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait({step, recall, lost}, return_when=asyncio.FIRST_COMPLETED)
+                    if not step.done() and lost.done():
+                        raise unavailable(ENDPOINT_LOST, f"{lost.result()}; ask again", 1.0)
                     if not step.done():
                         raise unavailable(PREEMPTED, "more urgent work took this LOW request's slot; ask again", 1.0)
                     try:
@@ -176,12 +183,13 @@ async def _unless_recalled(slot: HeldSlot, chunks: AsyncIterator[GenerationChunk
                         await step
     finally:
         recall.cancel()
+        lost.cancel()
 
 
 def outcome_of(error: MeshError) -> SlotOutcome:
     """Whether an endpoint's error says the endpoint is failing, the device is out of memory, or neither."""
-    if error.reason == PREEMPTED:
-        # The endpoint did nothing wrong: the scheduler took the slot back.
+    if error.reason in (PREEMPTED, ENDPOINT_LOST):
+        # The scheduler took the slot back, and knows why.
         return SlotOutcome.CANCELLED
     if error.reason == "ENGINE_OUT_OF_MEMORY":
         return SlotOutcome.OUT_OF_MEMORY

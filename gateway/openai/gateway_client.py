@@ -22,7 +22,7 @@ LIST_MODELS = "/meshserve.gateway.v1.GatewayService/ListModels"
 class GatewayClient:
     def __init__(self, address: str, tls: TlsFiles | None) -> None:
         self._address = address
-        self._channel = open_channel(address, tls)
+        self._channel = open_channel(address, tls, peer="gateway")
         self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 

@@ -1,7 +1,8 @@
 """The async shell around the scheduler's state machine.
 
 Each waiting ask has a mailbox; when the state machine grants, sheds or moves an ask, the broker posts
-the news there. Each held slot has a recall signal, set when more urgent work takes a LOW slot back.
+the news there. Each held slot has a news queue: a recall, when more urgent work takes a LOW slot back,
+and a loss, when the slot's endpoint leaves the mesh.
 Unloads go to the residency keeper, which reports back when the engine has let go. Nothing here decides
 anything: it only delivers what SlotScheduler returns.
 
@@ -18,9 +19,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from orchestrator.scheduler.core.model import (
     Ask,
+    EndpointSpec,
     Expired,
     Footprint,
     Grant,
+    Lost,
     Queued,
     Recall,
     Release,
@@ -43,7 +46,7 @@ class SlotBroker:
         self._core = core
         self._mailboxes: dict[str, asyncio.Queue[Update]] = {}
         self._last_position: dict[str, int] = {}
-        self._recalls: dict[str, asyncio.Event] = {}
+        self._slot_news: dict[str, asyncio.Queue[Recall | Lost]] = {}
         self._on_unload: Callable[[Unload], None] = lambda unload: log.warning("no one to unload %s", unload)
 
     def send_unloads_to(self, on_unload: Callable[[Unload], None]) -> None:
@@ -91,12 +94,28 @@ class SlotBroker:
         self._deliver(self._core.tick())
 
     def release(self, slot_id: str, release: Release | None = None) -> None:
-        self._recalls.pop(slot_id, None)
+        self._slot_news.pop(slot_id, None)
         self._deliver(self._core.release(slot_id, release))
 
-    def recall_signal(self, slot_id: str) -> asyncio.Event:
-        """Set when the held slot is recalled; its holder should then stop and release it."""
-        return self._recalls.setdefault(slot_id, asyncio.Event())
+    def slot_news(self, slot_id: str) -> asyncio.Queue[Recall | Lost]:
+        """What befalls a held slot: recalled (stop and release it) or lost (its endpoint has gone)."""
+        return self._slot_news.setdefault(slot_id, asyncio.Queue())
+
+    def endpoint_joined(self, spec: EndpointSpec, running_requests: int) -> None:
+        """A registered endpoint, with what its engine already runs; it takes work once its health says so."""
+        self._deliver(self._core.add_endpoint(spec, running_requests))
+
+    def endpoint_left(self, endpoint_id: str, reason: str) -> None:
+        """A registered endpoint went away or silent: it gets no more work, and its held slots are lost."""
+        self._deliver(self._core.remove_endpoint(endpoint_id, reason))
+
+    def endpoint_running(self, endpoint_id: str, running_requests: int) -> None:
+        """The engine's own count of what it runs, from its heartbeat."""
+        self._deliver(self._core.endpoint_activity(endpoint_id, running_requests))
+
+    def devices_silent(self, device_ids: Sequence[str]) -> None:
+        """Their monitor went quiet: nothing new starts on them until it reads them again."""
+        self._deliver(self._core.devices_silent(device_ids))
 
     def endpoint_serving(self, endpoint_id: str, serving: bool) -> None:
         """The endpoint's health changed: a serving one takes asks, one that is not gets none."""
@@ -144,8 +163,8 @@ class SlotBroker:
             if isinstance(update, Unload):
                 self._on_unload(update)
                 continue
-            if isinstance(update, Recall):
-                self.recall_signal(update.slot_id).set()
+            if isinstance(update, Recall | Lost):
+                self.slot_news(update.slot_id).put_nowait(update)
                 continue
             mailbox = self._mailboxes.get(update.ticket_id)
             if mailbox is not None:

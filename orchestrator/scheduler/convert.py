@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from meshserve.scheduler.v1 import scheduler_pb2 as pb
 
-from orchestrator.scheduler.core.model import Ask, EndpointSpec, Grant, Queued, Release
+from orchestrator.scheduler.core.model import Ask, EndpointSpec, Grant, Lost, Queued, Recall, Release
 from services.shared.domain import Priority, SlotOutcome
 from services.shared.errors import invalid_argument
 from services.shared.identity import CallerLimits
@@ -48,7 +48,46 @@ def to_release(message: pb.SlotRelease) -> Release:
 
 
 def to_endpoint(spec: EndpointSpec) -> pb.Endpoint:
-    return pb.Endpoint(endpoint_id=spec.endpoint_id, model=spec.model, address=spec.address, device_id=spec.device_id)
+    return pb.Endpoint(
+        endpoint_id=spec.endpoint_id,
+        model=spec.model,
+        address=spec.address,
+        device_id=spec.device_id,
+        node_name=spec.node_name,
+    )
+
+
+def to_registered_spec(
+    message: pb.RegisterEndpointRequest, keep_alive_seconds: float | None
+) -> tuple[EndpointSpec, int]:
+    """The endpoint a registration describes, named after its model and address, and what it runs now."""
+    if not message.HasField("registration"):
+        raise invalid_argument("REGISTRATION_FIRST", "the first message on a RegisterEndpoint stream must register")
+    registration = message.registration
+    endpoint = registration.endpoint
+    host, _, port = endpoint.address.rpartition(":")
+    if not endpoint.model:
+        raise invalid_argument("MISSING_MODEL", "the registration must name the model served")
+    if not host or not port.isdigit():
+        raise invalid_argument("INVALID_ADDRESS", f"address {endpoint.address!r} must look like HOST:PORT")
+    if registration.total_slots < 1 or registration.running_requests < 0:
+        raise invalid_argument("INVALID_SLOTS", "an endpoint has at least one slot and runs zero or more requests")
+    spec = EndpointSpec(
+        f"{endpoint.model}@{endpoint.address}",
+        endpoint.model,
+        endpoint.address,
+        registration.total_slots,
+        endpoint.device_id,
+        keep_alive_seconds,
+        endpoint.node_name,
+    )
+    return spec, min(registration.running_requests, registration.total_slots)
+
+
+def to_slot_news(news: Recall | Lost) -> pb.AcquireSlotResponse:
+    if isinstance(news, Recall):
+        return pb.AcquireSlotResponse(recalled=pb.SlotRecall(slot_id=news.slot_id))
+    return pb.AcquireSlotResponse(lost=pb.SlotLost(slot_id=news.slot_id, reason=news.reason))
 
 
 def to_update(update: Queued | Grant) -> pb.AcquireSlotResponse:

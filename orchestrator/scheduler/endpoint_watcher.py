@@ -1,7 +1,8 @@
 """Follows each inference endpoint's health stream, so the scheduler grants only to endpoints that serve.
 
 A dead endpoint breaks its stream at once: it stops getting work within milliseconds, and gets it again
-as soon as it reports SERVING after a restart.
+as soon as it reports SERVING after a restart. Endpoints are followed from when they are given (by flag)
+or register, until they leave.
 """
 
 from __future__ import annotations
@@ -40,19 +41,38 @@ class EndpointReport:
 
 
 class EndpointWatcher:
-    def __init__(self, broker: SlotBroker, endpoints: list[EndpointSpec], tls: TlsFiles | None) -> None:
+    def __init__(self, broker: SlotBroker, tls: TlsFiles | None) -> None:
         self._broker = broker
-        self._endpoints = endpoints
         self._tls = tls
-        self.reports: dict[str, EndpointReport] = {spec.endpoint_id: EndpointReport() for spec in endpoints}
+        self._specs: dict[str, EndpointSpec] = {}
+        self._following: dict[str, asyncio.Task[None]] = {}
+        self.reports: dict[str, EndpointReport] = {}
 
-    async def run(self) -> None:
-        await asyncio.gather(*(self._follow(spec) for spec in self._endpoints))
+    def follow(self, spec: EndpointSpec) -> None:
+        self.unfollow(spec.endpoint_id)
+        self._specs[spec.endpoint_id] = spec
+        self.reports[spec.endpoint_id] = EndpointReport()
+        self._following[spec.endpoint_id] = asyncio.get_running_loop().create_task(self._follow(spec))
+
+    def unfollow(self, endpoint_id: str) -> None:
+        task = self._following.pop(endpoint_id, None)
+        if task is not None:
+            task.cancel()
+        self._specs.pop(endpoint_id, None)
+        self.reports.pop(endpoint_id, None)
+
+    def address_of(self, endpoint_id: str) -> str | None:
+        spec = self._specs.get(endpoint_id)
+        return spec.address if spec is not None else None
+
+    def stop(self) -> None:
+        for endpoint_id in list(self._following):
+            self.unfollow(endpoint_id)
 
     async def _follow(self, spec: EndpointSpec) -> None:
         while True:
             try:
-                async with open_channel(spec.address, self._tls) as channel:
+                async with open_channel(spec.address, self._tls, peer="inference") as channel:
                     await self._watch(spec, channel)
             except grpc.aio.AioRpcError as error:
                 if self.reports[spec.endpoint_id].health is not EndpointHealth.UNREACHABLE:

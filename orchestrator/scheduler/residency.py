@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import grpc
 from meshserve.inference.v1 import inference_pb2, inference_pb2_grpc
 
 from orchestrator.scheduler.broker import SlotBroker
-from orchestrator.scheduler.core.model import EndpointSpec, Unload
+from orchestrator.scheduler.core.model import Unload
 from services.shared.channels import open_channel
 from services.shared.tls import TlsFiles
 
@@ -23,9 +24,9 @@ _UNLOAD_TIMEOUT_SECONDS = 30.0
 
 
 class ResidencyKeeper:
-    def __init__(self, broker: SlotBroker, endpoints: list[EndpointSpec], tls: TlsFiles | None) -> None:
+    def __init__(self, broker: SlotBroker, address_of: Callable[[str], str | None], tls: TlsFiles | None) -> None:
         self._broker = broker
-        self._addresses = {spec.endpoint_id: spec.address for spec in endpoints}
+        self._address_of = address_of
         self._tls = tls
         self._running: set[asyncio.Task[None]] = set()
 
@@ -36,9 +37,12 @@ class ResidencyKeeper:
 
     async def _unload(self, unload: Unload) -> None:
         endpoint_id = unload.endpoint_id
+        address = self._address_of(endpoint_id)
+        if address is None:
+            return  # it left the mesh, and its memory with it
         log.info("unloading %s (%s)", endpoint_id, unload.reason)
         try:
-            async with open_channel(self._addresses[endpoint_id], self._tls) as channel:
+            async with open_channel(address, self._tls, peer="inference") as channel:
                 stub = inference_pb2_grpc.InferenceServiceStub(channel)
                 await stub.UnloadModel(inference_pb2.UnloadModelRequest(), timeout=_UNLOAD_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as error:

@@ -13,18 +13,21 @@ from meshserve.scheduler.v1 import scheduler_pb2 as pb
 from meshserve.scheduler.v1 import scheduler_pb2_grpc
 
 from orchestrator.scheduler.broker import SlotBroker
-from orchestrator.scheduler.convert import to_ask, to_release, to_update
+from orchestrator.scheduler.convert import to_ask, to_release, to_slot_news, to_update
 from orchestrator.scheduler.core.model import Grant, Release
 from orchestrator.scheduler.observability import traced_acquire
+from orchestrator.scheduler.registry import EndpointRegistry
 from orchestrator.scheduler.state_report import StateReporter
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SchedulerService"].full_name
+REGISTER_ENDPOINT = f"/{SERVICE_NAME}/RegisterEndpoint"
 
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
-    def __init__(self, broker: SlotBroker, reporter: StateReporter) -> None:
+    def __init__(self, broker: SlotBroker, reporter: StateReporter, registry: EndpointRegistry) -> None:
         self._broker = broker
         self._reporter = reporter
+        self._registry = registry
 
     async def AcquireSlot(
         self, request_iterator: AsyncIterator[pb.AcquireSlotRequest], context: grpc.aio.ServicerContext
@@ -55,16 +58,16 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         self, grant: Grant, request_iterator: AsyncIterator[pb.AcquireSlotRequest]
     ) -> AsyncIterator[pb.AcquireSlotResponse | Release]:
         """Holds the slot until the caller releases it (yielding its release), closes its side, or goes away
-        (which cancels us); tells it once if the slot is recalled, and keeps holding until it lets go."""
-        recall = asyncio.ensure_future(self._broker.recall_signal(grant.slot_id).wait())
+        (which cancels us); tells it when the slot is recalled or lost, and keeps holding until it lets go."""
+        news_queue = self._broker.slot_news(grant.slot_id)
+        news = asyncio.ensure_future(news_queue.get())
         reading = asyncio.ensure_future(anext(aiter(request_iterator), None))
-        told = False
         try:
             while True:
-                await asyncio.wait({reading} if told else {reading, recall}, return_when=asyncio.FIRST_COMPLETED)
-                if recall.done() and not told:
-                    told = True
-                    yield pb.AcquireSlotResponse(recalled=pb.SlotRecall(slot_id=grant.slot_id))
+                await asyncio.wait({reading, news}, return_when=asyncio.FIRST_COMPLETED)
+                if news.done():
+                    yield to_slot_news(news.result())
+                    news = asyncio.ensure_future(news_queue.get())
                 if not reading.done():
                     continue
                 message = reading.result()
@@ -76,7 +79,14 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                 reading = asyncio.ensure_future(anext(aiter(request_iterator), None))
         finally:
             reading.cancel()
-            recall.cancel()
+            news.cancel()
+
+    async def RegisterEndpoint(
+        self, request_iterator: AsyncIterator[pb.RegisterEndpointRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.RegisterEndpointResponse]:
+        async with aclosing(self._registry.serve(request_iterator)) as acks:
+            async for ack in acks:
+                yield ack
 
     async def GetSchedulerState(
         self, request: pb.GetSchedulerStateRequest, context: grpc.aio.ServicerContext

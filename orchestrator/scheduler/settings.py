@@ -45,10 +45,16 @@ class SchedulerSettings(ServiceSettings):
 
     config: Path = Path("deploy/meshserve.toml")
     listen: str = "127.0.0.1:50051"
-    # Inference endpoints as MODEL=HOST:PORT, one flag each.
+    # Inference endpoints as MODEL=HOST:PORT, one flag each, for endpoints that do not register themselves.
     endpoints: list[str] = []
-    # The node's GPU monitor as HOST:PORT; empty means no device readings.
-    monitor: str = ""
+    # Every node's GPU monitor as HOST:PORT, or dns:NAME:PORT for every address NAME resolves to (resolved
+    # again every 2 s, so nodes come and go), one flag each; none means no device readings.
+    monitor: list[str] = []
+    # How often registered endpoints beat and monitors read; three intervals of silence and the endpoint
+    # is dropped (its held slots lost), or the monitor's devices get no new work, until it is heard again.
+    heartbeat_seconds: float = Field(default=0.5, gt=0, le=10)
+    monitor_interval_seconds: float = Field(default=0.5, ge=0.05, le=10)
+    silent_after_intervals: int = Field(default=3, ge=2, le=20)
     # Requests that may wait at once; past it a request is refused (or sheds a less urgent one).
     max_queue: int = Field(default=64, ge=0)
     # At most this much of a device is reserved for models and requests ("2GiB", "1500MB"); unset: all of it.
@@ -78,6 +84,15 @@ class SchedulerSettings(ServiceSettings):
             if not model or ":" not in address:
                 raise ValueError(f"endpoint {endpoint!r} must look like MODEL=HOST:PORT")
         return endpoints
+
+    @field_validator("monitor")
+    @classmethod
+    def _monitor_is_an_address(cls, monitors: list[str]) -> list[str]:
+        for monitor in monitors:
+            host, _, port = monitor.removeprefix("dns:").rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"monitor {monitor!r} must look like HOST:PORT or dns:NAME:PORT")
+        return monitors
 
     @model_validator(mode="after")
     def _policy_is_consistent(self) -> SchedulerSettings:

@@ -8,8 +8,8 @@ from meshserve.scheduler.v1 import scheduler_pb2 as pb
 from orchestrator.scheduler.broker import SlotBroker
 from orchestrator.scheduler.convert import to_endpoint
 from orchestrator.scheduler.core.model import DeviceSnapshot, EndpointSnapshot
-from orchestrator.scheduler.device_watcher import DeviceWatcher
-from orchestrator.scheduler.endpoint_watcher import EndpointHealth, EndpointWatcher
+from orchestrator.scheduler.endpoint_watcher import EndpointHealth, EndpointReport, EndpointWatcher
+from orchestrator.scheduler.monitors import MonitorDirectory
 from services.shared.device_readings import copy_optional_readings
 from services.shared.proto_maps import SLOT_PRIORITY_TO_PROTO
 
@@ -23,10 +23,10 @@ _KINDS = {gpumonitor_pb2.DEVICE_KIND_GPU: pb.DEVICE_KIND_GPU, gpumonitor_pb2.DEV
 
 
 class StateReporter:
-    def __init__(self, broker: SlotBroker, endpoints: EndpointWatcher, devices: DeviceWatcher | None) -> None:
+    def __init__(self, broker: SlotBroker, endpoints: EndpointWatcher, monitors: MonitorDirectory) -> None:
         self._broker = broker
         self._endpoints = endpoints
-        self._devices = devices
+        self._monitors = monitors
 
     def report(self) -> pb.GetSchedulerStateResponse:
         snapshot = self._broker.snapshot()
@@ -38,15 +38,15 @@ class StateReporter:
         )
         for endpoint in snapshot.endpoints:
             response.endpoints.append(self._endpoint_state(endpoint))
-        readings = self._devices.readings if self._devices is not None else {}
-        node_name = self._devices.node_name if self._devices is not None else ""
+        readings = self._monitors.readings()
         for device in snapshot.devices:
             if device.device_id in readings:
-                response.devices.append(_device_state(device, node_name, readings[device.device_id]))
+                node_name, _, reading = readings[device.device_id]
+                response.devices.append(_device_state(device, node_name, reading))
         return response
 
     def _endpoint_state(self, endpoint: EndpointSnapshot) -> pb.EndpointState:
-        report = self._endpoints.reports[endpoint.spec.endpoint_id]
+        report = self._endpoints.reports.get(endpoint.spec.endpoint_id, EndpointReport())
         serving = report.health is EndpointHealth.SERVING
         state = pb.EndpointState(
             endpoint=to_endpoint(endpoint.spec),
@@ -81,6 +81,7 @@ def _device_state(device: DeviceSnapshot, node_name: str, reading: gpumonitor_pb
         # The proto's levels and thermal states are numbered as the core's: LOW is 1, EMERGENCY 5.
         pressure_level=device.level,
         thermal_state=device.thermal,
+        silent=device.silent,
     )
     state.read_time.CopyFrom(reading.read_time)
     copy_optional_readings(reading, state)

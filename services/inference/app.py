@@ -12,6 +12,7 @@ from services.inference.core.engine import Engine
 from services.inference.core.service import InferenceCore
 from services.inference.core.slots import SlotPool
 from services.inference.core.validation import RequestLimits
+from services.inference.registration import Registration, SchedulerRegistration
 from services.inference.servicer import SERVICE_NAME, InferenceServicer
 from services.inference.settings import InferenceSettings
 from services.shared.grpc_server import (
@@ -77,6 +78,7 @@ async def serve(settings: InferenceSettings) -> int:
     await server.start()
     serve_metrics(settings.metrics_listen)
     log.info("listening on %s (port %d), loading %s", settings.listen, port, model.name)
+    registration = start_registration(settings, model, slots)
 
     # The server answers health checks (NOT_SERVING) and refuses work while the model loads.
     loading = asyncio.create_task(asyncio.to_thread(engine.load))
@@ -94,11 +96,27 @@ async def serve(settings: InferenceSettings) -> int:
             log.info("%s is loaded and SERVING", model.name)
             log.info("stopping on %s", (await signalled).name)
     core.mark_stopping()
+    if registration is not None:
+        # Leaving first: the scheduler stops granting here before the server stops answering.
+        registration.cancel()
     await stop_gracefully(server, health, settings.shutdown_grace_seconds)
     if loading.done() and loading.exception() is None:
         await engine.close()
     log.info("stopped")
     return exit_code
+
+
+def start_registration(settings: InferenceSettings, model: ModelConfig, slots: SlotPool) -> asyncio.Task[None] | None:
+    """Registers with the scheduler, if one is named; it follows the endpoint's health from then on."""
+    if not settings.scheduler:
+        return None
+    registration = Registration(
+        model.name, settings.advertised_address(), settings.node_name, model.device, slots.total
+    )
+    running = SchedulerRegistration(
+        settings.scheduler, settings.tls_files(), registration, lambda: slots.total - slots.free
+    )
+    return asyncio.create_task(running.run())
 
 
 def main() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.shared.service_settings import ServiceSettings
@@ -20,3 +22,28 @@ class InferenceSettings(ServiceSettings):
     allowed_callers: list[str] = ["gateway", "scheduler"]
     # Prompts and completions go into traces only when an operator opts in: they may hold personal data.
     trace_content: bool = False
+    # The scheduler to register with, as HOST:PORT; empty when the scheduler is given this endpoint by flag.
+    scheduler: str = ""
+    # The HOST:PORT the gateway and scheduler reach this endpoint at (a pod's IP on Kubernetes); empty: the
+    # listen address, which must then name a host rather than 0.0.0.0.
+    advertise: str = ""
+    # The node, named as its GPU monitor names it (both default to the host name), so the scheduler puts
+    # this endpoint on that node's device.
+    node_name: str = Field(default_factory=socket.gethostname)
+
+    @field_validator("node_name")
+    @classmethod
+    def _node_name_fits_a_device_id(cls, value: str) -> str:
+        if not value or "/" in value:
+            raise ValueError("node_name must be non-empty and contain no '/', as it is the first part of device ids")
+        return value
+
+    @model_validator(mode="after")
+    def _reachable_when_registering(self) -> InferenceSettings:
+        host = self.advertised_address().rpartition(":")[0]
+        if self.scheduler and host in ("", "0.0.0.0", "[::]", "::"):
+            raise ValueError("an endpoint that registers must advertise an address others can reach (--advertise)")
+        return self
+
+    def advertised_address(self) -> str:
+        return self.advertise or self.listen

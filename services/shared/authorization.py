@@ -7,7 +7,7 @@ any mesh identity, so balancers and operators can probe every service.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import grpc
@@ -23,8 +23,15 @@ def caller_identity(context: grpc.aio.ServicerContext) -> str | None:
 
 
 class SpiffeAuthorizationInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, allowed_services: Iterable[str]) -> None:
+    """Admits the allowed services to every method, except the methods `reserved` names: only their own
+    callers may call those (only inference registers endpoints with the scheduler, and it may do nothing else)."""
+
+    def __init__(self, allowed_services: Iterable[str], reserved: Mapping[str, Iterable[str]] | None = None) -> None:
         self._allowed = frozenset(spiffe_id(service) for service in allowed_services)
+        self._reserved = {
+            method: frozenset(spiffe_id(service) for service in services)
+            for method, services in (reserved or {}).items()
+        }
 
     async def intercept_service(
         self,
@@ -32,13 +39,15 @@ class SpiffeAuthorizationInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(PROBE_METHOD_PREFIXES):
+        method = handler_call_details.method
+        if handler is None or method.startswith(PROBE_METHOD_PREFIXES):
             return handler
-        return guard_handler(handler, self._check)
+        allowed = self._reserved.get(method, self._allowed)
+        return guard_handler(handler, lambda context: self._check(context, allowed))
 
-    def _check(self, context: grpc.aio.ServicerContext) -> None:
+    def _check(self, context: grpc.aio.ServicerContext, allowed: frozenset[str]) -> None:
         caller = caller_identity(context)
-        if caller not in self._allowed:
+        if caller not in allowed:
             raise permission_denied(
                 "CALLER_NOT_ALLOWED",
                 f"{caller or 'a caller without a SPIFFE ID'} may not call this service",

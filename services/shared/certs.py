@@ -1,8 +1,10 @@
 """The development CA and the per-service certificates of the mesh.
 
 Each service certificate names its service as a SPIFFE ID in a URI SAN
-(spiffe://meshserve.local/<service>), so a server can authorise callers by who they are, and carries
-localhost names so it works on one machine. Keys are ECDSA P-256: small and quick to make.
+(spiffe://meshserve.local/<service>), so a server can authorise callers by who they are; the role's DNS
+name (<service>.meshserve.local), which mesh clients check instead of the host they dial, so that one
+certificate serves every replica and node of a role; and localhost names, for clients on the machine.
+Keys are ECDSA P-256: small and quick to make.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ _LOCAL_ADDRESSES = ("127.0.0.1", "::1")
 
 def spiffe_id(service: str) -> str:
     return f"spiffe://{TRUST_DOMAIN}/{service}"
+
+
+def role_name(service: str) -> str:
+    """The DNS name every certificate of the role carries, and that mesh clients check (channels.open_channel)."""
+    return f"{service}.{TRUST_DOMAIN}"
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,7 @@ def issue(ca: Issued, service: str, uri: str | None = None) -> Issued:
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
     alt_names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri or spiffe_id(service))]
-    alt_names += [x509.DNSName(name) for name in _LOCAL_NAMES]
+    alt_names += [x509.DNSName(name) for name in (role_name(service), *_LOCAL_NAMES)]
     alt_names += [x509.IPAddress(ipaddress.ip_address(address)) for address in _LOCAL_ADDRESSES]
     certificate = (
         x509.CertificateBuilder()
@@ -111,7 +118,7 @@ def ensure_dev_certs(directory: Path, services: list[str]) -> dict[str, TlsFiles
     for service in services:
         files[service] = identity = dev_identity(directory, service)
         if not (identity.cert.exists() and identity.key.exists()) or not _valid_leaf(
-            load_certificate(identity.cert), ca.certificate
+            load_certificate(identity.cert), ca.certificate, service
         ):
             write_pem(issue(ca, service), identity.cert, identity.key)
     return files
@@ -122,12 +129,14 @@ def dev_identity(directory: Path, service: str) -> TlsFiles:
     return TlsFiles(cert=directory / f"{service}.pem", key=directory / f"{service}-key.pem", ca=directory / "ca.pem")
 
 
-def _valid_leaf(certificate: x509.Certificate, ca: x509.Certificate) -> bool:
+def _valid_leaf(certificate: x509.Certificate, ca: x509.Certificate, service: str) -> bool:
     try:
         certificate.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
         return False
-    return not _expiring(certificate)
+    # A certificate from before roles were named is issued again rather than refused by every peer.
+    return role_name(service) in names.get_values_for_type(x509.DNSName) and not _expiring(certificate)
 
 
 def _expiring(certificate: x509.Certificate) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from services.shared.certs import role_name
 from services.shared.tls import TlsFiles, channel_credentials
 
 _OPTIONS = (
@@ -19,11 +20,19 @@ _OPTIONS = (
 )
 
 
-def open_channel(address: str, tls: TlsFiles | None) -> grpc.aio.Channel:
-    """A channel to HOST:PORT, or round-robin over replicas named as a comma-separated list of IP:PORT."""
+def open_channel(address: str, tls: TlsFiles | None, peer: str = "") -> grpc.aio.Channel:
+    """A channel to HOST:PORT, or round-robin over replicas named as a comma-separated list of IP:PORT.
+
+    `peer` is the mesh role expected there ("inference", "scheduler"): its certificate is checked for the
+    role's name rather than for the host dialled, as a SPIFFE peer is checked by identity, not address;
+    endpoints that register from other nodes and monitors found by DNS are dialled by IP, which no
+    certificate a role shares across its replicas can name. Without `peer`, the host is checked.
+    """
     target, options = balanced_target(address)
     if tls is None:
         return grpc.aio.insecure_channel(target, options=_OPTIONS + options)
+    if peer:
+        options += (("grpc.ssl_target_name_override", role_name(peer)),)
     return grpc.aio.secure_channel(target, channel_credentials(tls), options=_OPTIONS + options)
 
 

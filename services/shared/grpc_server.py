@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -43,12 +43,15 @@ def create_server(interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> gr
     )
 
 
-def create_service_server(settings: ServiceSettings) -> grpc.aio.Server:
-    """A server that, over mTLS, admits only the callers its settings allow."""
+def create_service_server(
+    settings: ServiceSettings, reserved: Mapping[str, Sequence[str]] | None = None
+) -> grpc.aio.Server:
+    """A server that, over mTLS, admits only the callers its settings allow, and to the `reserved` methods
+    (full method name to callers) only theirs."""
     if settings.plaintext:
         log.warning("serving plaintext on %s: callers are not authenticated", settings.listen)
         return create_server()
-    return create_server([SpiffeAuthorizationInterceptor(settings.allowed_callers)])
+    return create_server([SpiffeAuthorizationInterceptor(settings.allowed_callers, reserved)])
 
 
 async def add_health_and_reflection(server: grpc.aio.Server, service_names: Sequence[str]) -> health.aio.HealthServicer:

@@ -47,9 +47,14 @@ class FakeSlot:
     grant: SlotGrant
     releases: list[Release] = field(default_factory=list)
     recall: asyncio.Event = field(default_factory=asyncio.Event)
+    loss: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def recalled(self) -> None:
         await self.recall.wait()
+
+    async def lost(self) -> str:
+        await self.loss.wait()
+        return "endpoint m@node-2:50061 left the mesh: it was silent for 1.5s"
 
     async def release(self, outcome: SlotOutcome, first_token_seconds: float | None, tokens: int = 0) -> None:
         self.releases.append(Release(outcome, first_token_seconds, tokens))
@@ -331,6 +336,22 @@ async def test_a_recalled_low_slot_stops_its_generation_and_says_to_ask_again(op
             await anext(stream)
     assert refused.value.reason == "PREEMPTED" and refused.value.kind is ErrorKind.UNAVAILABLE
     # Not the endpoint's fault: the breaker learns nothing from it.
+    assert slots.only_release.outcome is SlotOutcome.CANCELLED
+
+
+@pytest.mark.parametrize("priority", [Priority.LOW, Priority.NORMAL, Priority.CRITICAL])
+async def test_a_slot_lost_with_its_endpoint_fails_the_stream_at_once_whatever_its_priority(priority: Priority) -> None:
+    clock = Clock()
+    slots = FakeSlots(clock)
+    core = GatewayCore(MODELS, slots, StallingInference(), clock)
+    async with aclosing(core.generate(request(priority=priority), None)) as stream:
+        assert (await anext(stream)).chunk.text == "a"
+        # The endpoint will never send its next token: the scheduler's word ends the wait.
+        slots.slots[0].loss.set()
+        with pytest.raises(MeshError) as failed:
+            await anext(stream)
+    assert failed.value.reason == "ENDPOINT_LOST" and failed.value.kind is ErrorKind.UNAVAILABLE
+    assert "left the mesh" in failed.value.message and failed.value.retry_after_seconds == 1.0
     assert slots.only_release.outcome is SlotOutcome.CANCELLED
 
 

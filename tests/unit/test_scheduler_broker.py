@@ -8,7 +8,17 @@ from collections.abc import AsyncIterator
 import pytest
 
 from orchestrator.scheduler.broker import SlotBroker
-from orchestrator.scheduler.core.model import Ask, EndpointSpec, Footprint, Grant, Queued, Release, Unload
+from orchestrator.scheduler.core.model import (
+    Ask,
+    EndpointSpec,
+    Footprint,
+    Grant,
+    Lost,
+    Queued,
+    Recall,
+    Release,
+    Unload,
+)
 from orchestrator.scheduler.core.scheduler import SlotScheduler
 from services.shared.domain import Priority, SlotOutcome
 from services.shared.errors import ErrorKind, MeshError
@@ -193,14 +203,26 @@ async def test_the_tick_loop_runs_until_cancelled() -> None:
         ticking.cancel()
 
 
-async def test_a_recalled_slot_has_its_signal_set_and_a_release_forgets_it() -> None:
+async def test_a_recalled_slot_has_the_news_posted_and_a_release_forgets_it() -> None:
     spec = EndpointSpec("e0", "m", "127.0.0.1:9000", 2)
     slot_broker = SlotBroker(SlotScheduler([spec], 10, Clock(), background_yields=True))
     low = await granted(slot_broker.acquire(ask("low", Priority.LOW)))
-    signal = slot_broker.recall_signal(low.slot_id)
-    assert not signal.is_set()
+    news = slot_broker.slot_news(low.slot_id)
+    assert news.empty()
     urgent = await granted(slot_broker.acquire(ask("urgent")))
-    assert signal.is_set()
+    assert news.get_nowait() == Recall("low", low.slot_id)
     slot_broker.release(low.slot_id)
-    assert slot_broker.recall_signal(low.slot_id) is not signal
-    assert not slot_broker.recall_signal(urgent.slot_id).is_set()
+    assert slot_broker.slot_news(low.slot_id) is not news
+    assert slot_broker.slot_news(urgent.slot_id).empty()
+
+
+async def test_an_endpoint_that_leaves_posts_the_loss_to_each_slot_held_on_it() -> None:
+    slot_broker = SlotBroker(SlotScheduler([], 10, Clock(), models=["m"]))
+    spec = EndpointSpec("m@node-1:1", "m", "node-1:1", 2, node_name="node-1")
+    slot_broker.endpoint_joined(spec, running_requests=1)
+    slot_broker.endpoint_serving(spec.endpoint_id, True)
+    held = await granted(slot_broker.acquire(ask("held")))
+    assert slot_broker.snapshot().endpoints[0].used_slots == 2
+    slot_broker.endpoint_left(spec.endpoint_id, "node-1 is silent")
+    assert slot_broker.slot_news(held.slot_id).get_nowait() == Lost("held", held.slot_id, "node-1 is silent")
+    assert slot_broker.snapshot().endpoints == ()

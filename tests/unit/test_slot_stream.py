@@ -20,6 +20,8 @@ from orchestrator.scheduler.broker import SlotBroker
 from orchestrator.scheduler.core.model import EndpointSnapshot, EndpointSpec
 from orchestrator.scheduler.core.scheduler import SlotScheduler
 from orchestrator.scheduler.endpoint_watcher import EndpointWatcher
+from orchestrator.scheduler.monitors import MonitorDirectory
+from orchestrator.scheduler.registry import EndpointRegistry
 from orchestrator.scheduler.servicer import SchedulerServicer
 from orchestrator.scheduler.state_report import StateReporter
 from services.shared.domain import FinishReason, GenerationRequest, Priority, SamplingParams, SlotOutcome, Usage
@@ -55,8 +57,10 @@ class Scheduler:
 async def scheduler() -> AsyncIterator[Scheduler]:
     broker = SlotBroker(SlotScheduler([SPEC], max_queue=1))
     server = create_server()
-    reporter = StateReporter(broker, EndpointWatcher(broker, [SPEC], None), None)
-    scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(SchedulerServicer(broker, reporter), server)
+    watcher = EndpointWatcher(broker, None)
+    reporter = StateReporter(broker, watcher, MonitorDirectory(broker, [], None))
+    registry = EndpointRegistry(broker, watcher, lambda model: None)
+    scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(SchedulerServicer(broker, reporter, registry), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     client = SchedulerClient(f"127.0.0.1:{port}", None)

@@ -45,12 +45,15 @@ class Device:
         self.temperature_celsius: float | None = None
         self._policy = policy
         self._emergency_until: float | None = None
+        # Its monitor has gone quiet: its readings are stale, so nothing new starts here until they resume.
+        self.silent = False
 
     @property
     def policy(self) -> LevelPolicy:
         return self._policy.thresholds.policies[self.level]
 
     def observe(self, used_bytes: int, total_bytes: int, temperature_celsius: float | None, now: float) -> None:
+        self.silent = False
         self.ledger.observe(used_bytes, total_bytes)
         self.temperature_celsius = temperature_celsius
         self.thermal = thermal_state(temperature_celsius, self.thermal, self._policy.thermal)
@@ -77,9 +80,24 @@ class Device:
         return self.level is PressureLevel.EMERGENCY or self.thermal is ThermalState.STOP
 
     def may_start(self, priority: Priority) -> bool:
-        return self.thermal < ThermalState.PAUSE and may_start(self.policy, priority)
+        return not self.silent and self.thermal < ThermalState.PAUSE and may_start(self.policy, priority)
 
     def concurrency_for(self, total_slots: int) -> int:
         limit = concurrency_limit(self.policy, total_slots)
         # A warm device runs at half its concurrency: fewer tokens a second, less heat.
         return max(1, limit // 2) if limit and self.thermal is ThermalState.REDUCE else limit
+
+
+def device_for(node_name: str, device_id: str, known: list[str]) -> str | None:
+    """Which of the devices seen so far (in the order first seen) an endpoint runs on, if any yet.
+
+    A registered endpoint names its node, and its device within it, or none for the node's first one
+    ("<node>/gpu0", or "<node>/host" on a node without GPUs). An endpoint given by flag names no node:
+    its device matches by id, or by the part after the node, and no device means the first seen at all.
+    """
+    if node_name:
+        names = [f"{node_name}/{device_id}"] if device_id else [f"{node_name}/gpu0", f"{node_name}/host"]
+        return next((known_id for known_id in known if known_id in names), None)
+    if device_id:
+        return next((k for k in known if k == device_id or k.endswith(f"/{device_id}")), None)
+    return known[0] if known else None

@@ -23,6 +23,9 @@ class TrackedEndpoint:
     footprint: Footprint = Footprint(0, 0)
     last_used: float = 0.0
     slots_in_use: set[str] = field(default_factory=set)
+    # Requests the engine runs that this scheduler did not grant: work granted before a restart. They
+    # hold slots (and ledger room) like any other until the engine reports them finished.
+    orphans: set[str] = field(default_factory=set)
 
     @property
     def endpoint_id(self) -> str:
@@ -47,6 +50,13 @@ class TrackedEndpoint:
         weights = 0 if self.resident else self.footprint.weights_bytes
         return weights + self.footprint.kv_bytes_per_slot
 
+    def set_footprint(self, footprint: Footprint) -> None:
+        """What its model costs, as it reports; requests already running are reserved at the new cost."""
+        self.footprint = footprint
+        for slot_id in self.slots_in_use:
+            self.device.ledger.release(slot_id)
+            self.device.ledger.reserve(slot_id, footprint.kv_bytes_per_slot)
+
     def set_resident(self, resident: bool) -> None:
         self.resident = resident
         if resident:
@@ -63,6 +73,26 @@ class TrackedEndpoint:
     def finish(self, slot_id: str) -> None:
         self.slots_in_use.discard(slot_id)
         self.device.ledger.release(slot_id)
+
+    def adopt_orphans(self, running_requests: int) -> None:
+        """Takes the engine's word for work already running when this scheduler first hears of it."""
+        for n in range(len(self.orphans), running_requests):
+            orphan_id = f"{self.endpoint_id}#orphan-{n + 1}"
+            self.orphans.add(orphan_id)
+            self.start(orphan_id)
+
+    def orphans_ended(self, running_requests: int) -> None:
+        """The engine runs `running_requests` now; what it no longer runs beyond the slots granted here ended.
+
+        The count only shrinks: a heartbeat that lags a grant must not turn new work into orphans.
+        """
+        keep = max(0, running_requests - (len(self.slots_in_use) - len(self.orphans)))
+        while len(self.orphans) > keep:
+            self.finish(self.orphans.pop())
+
+    def drop_orphans(self) -> None:
+        while self.orphans:
+            self.finish(self.orphans.pop())
 
     def move_to(self, device: Device) -> None:
         """Carries the weights and running requests over to another device's ledger."""

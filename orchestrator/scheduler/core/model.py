@@ -20,6 +20,9 @@ class EndpointSpec:
     device_id: str = ""
     # How long the model stays loaded with nothing running; None keeps it loaded.
     keep_alive_seconds: float | None = None
+    # The node it runs on, as that node's GPU monitor names it; empty for an endpoint given by flag,
+    # whose device is matched by device_id alone.
+    node_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,15 @@ class Recall:
 
 
 @dataclass(frozen=True)
+class Lost:
+    """A held slot whose endpoint left the mesh: its holder must fail the work at once and release it."""
+
+    ticket_id: str
+    slot_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Unload:
     """The shell must unload this endpoint's model, then report back with unloaded() or unload_failed()."""
 
@@ -139,6 +151,8 @@ class DeviceSnapshot:
     reserved_bytes: int
     peak_reserved_bytes: int
     measured_used_bytes: int
+    # No reading from its monitor lately: nothing new starts on it until readings resume.
+    silent: bool = False
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,10 @@ pressure level lets the ask's priority start and this model run, the engine is u
 concurrency, and the ledger has room for the request's KV cache (and the model's weights if it is not
 loaded). Otherwise the ask waits in the queue, or is refused at once when its device is in EMERGENCY.
 
+Endpoints join and leave while it runs (registration, from any node). One that leaves takes its held
+slots with it: their holders are told the work is Lost. One that joins brings the work its engine is
+already running, granted by a scheduler before a restart, as orphan slots, so a restart never over-admits.
+
 With background_yields, LOW work is background work: it starts only on a device where nothing more urgent
 runs or waits, never in an endpoint's last free slot, and more urgent work arriving recalls it (the holder
 stops and releases), so that batch work fills idle capacity without slowing interactive work: an urgent
@@ -21,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from orchestrator.scheduler.core.breaker import BreakerPolicy, EndpointHealthRecord
+from orchestrator.scheduler.core.breaker import BreakerPolicy
 from orchestrator.scheduler.core.caller_limits import CallerBook
 from orchestrator.scheduler.core.devices import Device, PressurePolicy
 from orchestrator.scheduler.core.endpoints import TrackedEndpoint
@@ -33,6 +37,7 @@ from orchestrator.scheduler.core.model import (
     Expired,
     Footprint,
     Grant,
+    Lost,
     Queued,
     Recall,
     Release,
@@ -44,6 +49,7 @@ from orchestrator.scheduler.core.placement import best, may_start_on
 from orchestrator.scheduler.core.pressure import PressureLevel
 from orchestrator.scheduler.core.queue import DEFAULT_AGING_SECONDS, PriorityQueue, Waiting
 from orchestrator.scheduler.core.residency import eviction_victims, idle_past_keep_alive
+from orchestrator.scheduler.core.roster import Roster
 from services.shared.domain import Priority, SlotOutcome
 from services.shared.errors import not_found, resource_exhausted, unavailable
 
@@ -54,7 +60,7 @@ _MIN_RETRY_SECONDS = 0.1
 _MAX_RETRY_SECONDS = 60.0
 _NO_ENDPOINT_RETRY_SECONDS = 1.0
 
-Update = Grant | Queued | Shed | Expired | Unload | Recall
+Update = Grant | Queued | Shed | Expired | Unload | Recall | Lost
 
 
 @dataclass(frozen=True)
@@ -84,24 +90,18 @@ class SlotScheduler:
         pressure: PressurePolicy | None = None,
         breaker: BreakerPolicy | None = None,
         background_yields: bool = False,
+        models: Iterable[str] = (),
     ) -> None:
         if len({spec.endpoint_id for spec in endpoints}) != len(endpoints):
             raise ValueError("endpoint ids must be unique")
         self._pressure = pressure or PressurePolicy()
-        # Where endpoints live until the monitor names their device: limited by the budget alone.
-        self._unmeasured = Device("", self._pressure)
-        self._devices: dict[str, Device] = {}
-        now = clock()
-        self._endpoints = {
-            spec.endpoint_id: TrackedEndpoint(
-                spec, self._unmeasured, EndpointHealthRecord(breaker), start_available, last_used=now
-            )
-            for spec in endpoints
-        }
+        self._clock = clock
+        self._roster = Roster(self._pressure, breaker, clock, models)
+        for spec in endpoints:
+            self._roster.track(spec, start_available)
         self._queue = PriorityQueue(clock, aging_seconds)
         self._held: dict[str, _Held] = {}
         self._max_queue = max_queue
-        self._clock = clock
         self._slot_numbers = itertools.count(1)
         self._mean_hold = _INITIAL_HOLD_SECONDS
         self._callers = CallerBook()
@@ -119,9 +119,9 @@ class SlotScheduler:
         if ask.limits is not None:
             self._callers.check(ask.caller_id, ask.limits, self._clock())
         for model in ask.models:
-            if not self._endpoints_of(model):
+            if model not in self._roster.known_models:
                 raise not_found("UNKNOWN_MODEL", f"no model named {model!r}", model=model)
-        endpoints = [endpoint for model in ask.models for endpoint in self._endpoints_of(model)]
+        endpoints = [endpoint for model in ask.models for endpoint in self._roster.of_model(model)]
         if not any(endpoint.available for endpoint in endpoints):
             raise unavailable("NO_ENDPOINT_AVAILABLE", f"no endpoint of {ask.model} is up", _NO_ENDPOINT_RETRY_SECONDS)
         self._refuse_if_no_device_admits(ask, endpoints)
@@ -141,11 +141,14 @@ class SlotScheduler:
         self._recalled.discard(slot_id)
         if held is None:
             return []
-        endpoint = self._endpoints[held.endpoint_id]
-        endpoint.finish(slot_id)
         now = self._clock()
         if held.limited_caller:
             self._callers.ended(held.limited_caller, (release or Release()).tokens, now)
+        endpoint = self._roster.endpoints.get(held.endpoint_id)
+        if endpoint is None:
+            # Its endpoint left the mesh; its reservation went with it.
+            return self._drain()
+        endpoint.finish(slot_id)
         endpoint.last_used = now
         self._mean_hold += _HOLD_SMOOTHING * (now - held.granted_at - self._mean_hold)
         self._learn(endpoint, release or Release(), now)
@@ -161,12 +164,51 @@ class SlotScheduler:
 
     # --- what the shell observes ----------------------------------------------------------------------------
 
+    def add_endpoint(self, spec: EndpointSpec, running_requests: int = 0) -> list[Update]:
+        """An endpoint joins, down until its health says it serves, with the work its engine already runs."""
+        endpoint = self._roster.track(spec, available=False)
+        endpoint.adopt_orphans(running_requests)
+        return []
+
+    def remove_endpoint(self, endpoint_id: str, reason: str) -> list[Update]:
+        """An endpoint leaves: its memory is given back, and the holders of its slots are told they are lost."""
+        endpoint = self._roster.untrack(endpoint_id)
+        if endpoint is None:
+            return []
+        endpoint.drop_orphans()
+        for slot_id in list(endpoint.slots_in_use):
+            endpoint.finish(slot_id)
+        endpoint.set_resident(False)
+        endpoint.device.reassess(self._clock())
+        lost = [Lost(held.ticket_id, slot_id, reason) for slot_id, held in self._held.items()
+                if held.endpoint_id == endpoint_id]  # fmt: skip
+        return [*lost, *self._drain()]
+
+    def endpoint_activity(self, endpoint_id: str, running_requests: int) -> list[Update]:
+        """The engine's own count of what it runs: orphan slots it has finished are freed."""
+        endpoint = self._roster.endpoints.get(endpoint_id)
+        if endpoint is None or not endpoint.orphans:
+            return []
+        endpoint.orphans_ended(running_requests)
+        endpoint.device.reassess(self._clock())
+        return self._drain()
+
+    def devices_silent(self, device_ids: Iterable[str]) -> list[Update]:
+        """The monitor of these devices went quiet: nothing new starts on them until it reads them again."""
+        for device_id in device_ids:
+            if device_id in self._roster.devices:
+                self._roster.devices[device_id].silent = True
+        return []
+
     def set_available(self, endpoint_id: str, available: bool) -> list[Update]:
         """Marks an endpoint up or down; an endpoint coming up may grant to waiting asks."""
-        endpoint = self._endpoints[endpoint_id]
+        endpoint = self._roster.endpoints.get(endpoint_id)
+        if endpoint is None:
+            return []
         endpoint.available = available
         if not available:
-            # A restarted engine comes back through describe(); until then it holds no memory.
+            # A restarted engine comes back through describe(); until then it holds no memory and runs nothing.
+            endpoint.drop_orphans()
             endpoint.set_resident(False)
             endpoint.unloading = False
             return []
@@ -174,8 +216,10 @@ class SlotScheduler:
 
     def describe(self, endpoint_id: str, footprint: Footprint, resident: bool) -> list[Update]:
         """What the endpoint reports of itself: the cost of its model, and whether it is loaded now."""
-        endpoint = self._endpoints[endpoint_id]
-        endpoint.footprint = footprint
+        endpoint = self._roster.endpoints.get(endpoint_id)
+        if endpoint is None:
+            return []
+        endpoint.set_footprint(footprint)
         endpoint.set_resident(resident or bool(endpoint.slots_in_use))
         endpoint.device.reassess(self._clock())
         return self._drain()
@@ -184,35 +228,35 @@ class SlotScheduler:
         self, device_id: str, used_bytes: int, total_bytes: int, temperature_celsius: float | None = None
     ) -> list[Update]:
         """A reading from the node's monitor: the device's measured memory and temperature."""
-        device = self._devices.get(device_id)
-        if device is None:
-            device = self._devices[device_id] = Device(device_id, self._pressure)
-            self._adopt_endpoints(device)
+        device = self._roster.device(device_id)
         device.observe(used_bytes, total_bytes, temperature_celsius, self._clock())
         return self._drain()
 
     def tick(self) -> list[Update]:
         """Called often: drops expired asks, lets time-based states pass, and unloads models idle too long."""
-        self._reassess(self._all_devices())
+        self._reassess(self._roster.all_devices())
         self._callers.forget_idle(self._clock())
-        idle = idle_past_keep_alive(list(self._endpoints.values()), self._clock())
+        idle = idle_past_keep_alive(list(self._roster.endpoints.values()), self._clock())
         return [*self._drain(), *self._unload(idle, "idle")]
 
     def unloaded(self, endpoint_id: str) -> list[Update]:
-        endpoint = self._endpoints[endpoint_id]
+        endpoint = self._roster.endpoints.get(endpoint_id)
+        if endpoint is None:
+            return []
         endpoint.unloading = False
         endpoint.set_resident(False)
         endpoint.device.reassess(self._clock())
         return self._drain()
 
     def unload_failed(self, endpoint_id: str) -> list[Update]:
-        self._endpoints[endpoint_id].unloading = False
+        if endpoint_id in self._roster.endpoints:
+            self._roster.endpoints[endpoint_id].unloading = False
         return self._drain()
 
     # --- reading the state ------------------------------------------------------------------------------------
 
     def pressure_level(self, device_id: str) -> PressureLevel | None:
-        device = self._devices.get(device_id)
+        device = self._roster.devices.get(device_id)
         return device.level if device is not None else None
 
     def expire(self) -> list[Expired]:
@@ -227,7 +271,7 @@ class SlotScheduler:
 
     def retry_after_seconds(self, model: str) -> float:
         """How long until a new ask for the model could be admitted, from how fast slots have been freeing."""
-        slots = sum(endpoint.spec.total_slots for endpoint in self._endpoints_of(model)) or 1
+        slots = sum(endpoint.spec.total_slots for endpoint in self._roster.of_model(model)) or 1
         waiting = sum(1 for waiting in self._queue.in_order() if waiting.ask.model == model)
         estimate = self._mean_hold * (waiting + 1) / slots
         return min(max(estimate, _MIN_RETRY_SECONDS), _MAX_RETRY_SECONDS)
@@ -245,7 +289,7 @@ class SlotScheduler:
                 endpoint.health.failure_rate,
                 endpoint.device.device_id,
             )
-            for endpoint in self._endpoints.values()
+            for endpoint in self._roster.endpoints.values()
         )
         devices = tuple(
             DeviceSnapshot(
@@ -256,8 +300,9 @@ class SlotScheduler:
                 device.ledger.reserved_bytes,
                 device.ledger.peak_reserved_bytes,
                 device.ledger.measured_used_bytes,
+                device.silent,
             )
-            for device in self._all_devices()
+            for device in self._roster.all_devices()
         )
         return SchedulerSnapshot(endpoints, self._queue.depth_by_priority(), devices)
 
@@ -268,7 +313,7 @@ class SlotScheduler:
         primary = self._startable(ask.model, ask)
         if primary or not ask.fallback_models:
             return best(primary)
-        levels = {endpoint.device.level for endpoint in self._endpoints_of(ask.model)}
+        levels = {endpoint.device.level for endpoint in self._roster.of_model(ask.model)}
         if not levels & {PressureLevel.HIGH, PressureLevel.CRITICAL}:
             return None
         for model in ask.fallback_models:
@@ -279,7 +324,9 @@ class SlotScheduler:
 
     def _startable(self, model: str, ask: Ask) -> list[TrackedEndpoint]:
         now = self._clock()
-        startable = [e for e in self._endpoints_of(model) if may_start_on(e, ask.priority, now, self._neighbours(e))]
+        startable = [
+            e for e in self._roster.of_model(model) if may_start_on(e, ask.priority, now, self._roster.neighbours(e))
+        ]
         if self._background_yields and ask.priority is Priority.LOW:
             startable = [e for e in startable if _spare_slot_left(e) and not self._urgent_work_near(e)]
         return startable
@@ -288,18 +335,18 @@ class SlotScheduler:
 
     def _urgent_work_near(self, endpoint: TrackedEndpoint) -> bool:
         """Whether anything above LOW runs, or waits, on the endpoint's device."""
-        near = {other.spec.endpoint_id for other in self._neighbours(endpoint)}
+        near = {other.spec.endpoint_id for other in self._roster.neighbours(endpoint)}
         if any(held.endpoint_id in near and held.priority > Priority.LOW for held in self._held.values()):
             return True
-        models = {self._endpoints[endpoint_id].spec.model for endpoint_id in near}
+        models = {self._roster.endpoints[endpoint_id].spec.model for endpoint_id in near}
         return any(w.ask.priority > Priority.LOW and w.ask.model in models for w in self._queue.in_order())
 
     def _recalls_for(self, ask: Ask) -> list[Recall]:
         """The LOW slots to take back for an urgent ask: every one on the devices its models run on."""
         if not self._background_yields or ask.priority is Priority.LOW:
             return []
-        near = {other.spec.endpoint_id for model in ask.models for e in self._endpoints_of(model)
-                for other in self._neighbours(e)}  # fmt: skip
+        near = {other.spec.endpoint_id for model in ask.models for e in self._roster.of_model(model)
+                for other in self._roster.neighbours(e)}  # fmt: skip
         recalls = [
             Recall(held.ticket_id, slot_id)
             for slot_id, held in self._held.items()
@@ -307,9 +354,6 @@ class SlotScheduler:
         ]
         self._recalled.update(recall.slot_id for recall in recalls)
         return recalls
-
-    def _neighbours(self, endpoint: TrackedEndpoint) -> list[TrackedEndpoint]:
-        return [other for other in self._endpoints.values() if other.device is endpoint.device]
 
     def _refuse_if_no_device_admits(self, ask: Ask, endpoints: list[TrackedEndpoint]) -> None:
         devices = {id(endpoint.device): endpoint.device for endpoint in endpoints if endpoint.available}
@@ -391,35 +435,17 @@ class SlotScheduler:
 
     def _evict_for(self, ask: Ask) -> list[Unload]:
         """Unloads least recently used idle models when the ask's model is not loaded and does not fit."""
-        endpoints = self._endpoints_of(ask.model)
+        endpoints = self._roster.of_model(ask.model)
         target = next((e for e in endpoints if e.available and not e.resident), None)
         if target is None or any(e.resident for e in endpoints):
             return []
-        victims = eviction_victims(target, [e for e in self._neighbours(target) if e is not target])
+        victims = eviction_victims(target, [e for e in self._roster.neighbours(target) if e is not target])
         return self._unload(victims, "evicted")
 
     def _unload(self, endpoints: list[TrackedEndpoint], reason: str) -> list[Unload]:
         for endpoint in endpoints:
             endpoint.unloading = True
         return [Unload(endpoint.endpoint_id, reason) for endpoint in endpoints]
-
-    # --- devices ---------------------------------------------------------------------------------------------------
-
-    def _all_devices(self) -> list[Device]:
-        return list(self._devices.values()) or [self._unmeasured]
-
-    def _adopt_endpoints(self, device: Device) -> None:
-        """Moves the endpoints that live on a newly seen device, with their weights and running requests, onto it."""
-        first = len(self._devices) == 1
-        for endpoint in self._endpoints.values():
-            wanted = endpoint.spec.device_id
-            matches = device.device_id == wanted or device.device_id.endswith(f"/{wanted}") if wanted else first
-            if endpoint.device is not self._unmeasured or not matches:
-                continue
-            endpoint.move_to(device)
-
-    def _endpoints_of(self, model: str) -> list[TrackedEndpoint]:
-        return [endpoint for endpoint in self._endpoints.values() if endpoint.spec.model == model]
 
     def _position_of(self, ticket_id: str) -> Queued:
         order = self._queue.in_order()

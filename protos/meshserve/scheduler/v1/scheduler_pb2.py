@@ -26,25 +26,25 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&meshserve/scheduler/v1/scheduler.proto\x12\x16meshserve.scheduler.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xed\x01\n\x07SlotAsk\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\x0f\x66\x61llback_models\x18\x02 \x03(\t\x12\x32\n\x08priority\x18\x03 \x01(\x0e\x32 .meshserve.scheduler.v1.Priority\x12\x11\n\tcaller_id\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x05\x12\x12\n\nmax_tokens\x18\x07 \x01(\x05\x12\x34\n\x06limits\x18\x08 \x01(\x0b\x32$.meshserve.scheduler.v1.CallerLimits\"\x96\x01\n\x0c\x43\x61llerLimits\x12\x1b\n\x13requests_per_minute\x18\x01 \x01(\x05\x12\x19\n\x11tokens_per_minute\x18\x02 \x01(\x05\x12\x16\n\x0emax_concurrent\x18\x03 \x01(\x05\x12\x36\n\x0cmax_priority\x18\x04 \x01(\x0e\x32 .meshserve.scheduler.v1.Priority\"\xa8\x01\n\x0bSlotRelease\x12\x34\n\x07outcome\x18\x01 \x01(\x0e\x32#.meshserve.scheduler.v1.SlotOutcome\x12\x36\n\x13time_to_first_token\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\routput_tokens\x18\x03 \x01(\x05\x12\x14\n\x0cinput_tokens\x18\x04 \x01(\x05\"\x86\x01\n\x12\x41\x63quireSlotRequest\x12.\n\x03\x61sk\x18\x01 \x01(\x0b\x32\x1f.meshserve.scheduler.v1.SlotAskH\x00\x12\x36\n\x07release\x18\x02 \x01(\x0b\x32#.meshserve.scheduler.v1.SlotReleaseH\x00\x42\x08\n\x06\x61\x63tion\"6\n\rQueuePosition\x12\x10\n\x08position\x18\x01 \x01(\x05\x12\x13\n\x0bqueue_depth\x18\x02 \x01(\x05\"R\n\x08\x45ndpoint\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x11\n\tdevice_id\x18\x04 \x01(\t\"\xcd\x01\n\tSlotGrant\x12\x0f\n\x07slot_id\x18\x01 \x01(\t\x12\x32\n\x08\x65ndpoint\x18\x02 \x01(\x0b\x32 .meshserve.scheduler.v1.Endpoint\x12\r\n\x05model\x18\x03 \x01(\t\x12=\n\x0epressure_level\x18\x04 \x01(\x0e\x32%.meshserve.scheduler.v1.PressureLevel\x12-\n\nqueue_wait\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xc6\x01\n\x13\x41\x63quireSlotResponse\x12\x37\n\x06queued\x18\x01 \x01(\x0b\x32%.meshserve.scheduler.v1.QueuePositionH\x00\x12\x34\n\x07granted\x18\x02 \x01(\x0b\x32!.meshserve.scheduler.v1.SlotGrantH\x00\x12\x36\n\x08recalled\x18\x03 \x01(\x0b\x32\".meshserve.scheduler.v1.SlotRecallH\x00\x42\x08\n\x06update\"\x1d\n\nSlotRecall\x12\x0f\n\x07slot_id\x18\x01 \x01(\t\"\x1a\n\x18GetSchedulerStateRequest\"\xc2\x04\n\x0b\x44\x65viceState\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x02 \x01(\x03\x12\x16\n\x0ereserved_bytes\x18\x03 \x01(\x03\x12\x1b\n\x13measured_used_bytes\x18\x04 \x01(\x03\x12=\n\x0epressure_level\x18\x05 \x01(\x0e\x32%.meshserve.scheduler.v1.PressureLevel\x12 \n\x13temperature_celsius\x18\x06 \x01(\x02H\x00\x88\x01\x01\x12-\n\tread_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tnode_name\x18\x08 \x01(\t\x12\x30\n\x04kind\x18\t \x01(\x0e\x32\".meshserve.scheduler.v1.DeviceKind\x12\x0c\n\x04name\x18\n \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\x0b \x01(\x03\x12 \n\x13utilization_percent\x18\x0c \x01(\x02H\x01\x88\x01\x01\x12\x18\n\x0bpower_watts\x18\r \x01(\x02H\x02\x88\x01\x01\x12\x1b\n\x13peak_reserved_bytes\x18\x0e \x01(\x03\x12;\n\rthermal_state\x18\x0f \x01(\x0e\x32$.meshserve.scheduler.v1.ThermalStateB\x16\n\x14_temperature_celsiusB\x16\n\x14_utilization_percentB\x0e\n\x0c_power_watts\"O\n\nQueueDepth\x12\x32\n\x08priority\x18\x01 \x01(\x0e\x32 .meshserve.scheduler.v1.Priority\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\x05\"\xe2\x02\n\rEndpointState\x12\x32\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32 .meshserve.scheduler.v1.Endpoint\x12\x13\n\x0btotal_slots\x18\x02 \x01(\x05\x12\x12\n\nused_slots\x18\x03 \x01(\x05\x12\x10\n\x08resident\x18\x04 \x01(\x08\x12\x14\n\x0c\x63ircuit_open\x18\x05 \x01(\x08\x12\x36\n\x06health\x18\x06 \x01(\x0e\x32&.meshserve.scheduler.v1.EndpointHealth\x12\x0e\n\x06\x65ngine\x18\x07 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x08 \x01(\x05\x12\x1e\n\x16memory_footprint_bytes\x18\t \x01(\x03\x12\x36\n\x13\x66irst_token_latency\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x66\x61ilure_rate\x18\x0b \x01(\x02\"\xbe\x01\n\x19GetSchedulerStateResponse\x12\x34\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32#.meshserve.scheduler.v1.DeviceState\x12\x31\n\x05queue\x18\x02 \x03(\x0b\x32\".meshserve.scheduler.v1.QueueDepth\x12\x38\n\tendpoints\x18\x03 \x03(\x0b\x32%.meshserve.scheduler.v1.EndpointState*u\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPRIORITY_LOW\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x11\n\rPRIORITY_HIGH\x10\x03\x12\x15\n\x11PRIORITY_CRITICAL\x10\x04*\xb6\x01\n\rPressureLevel\x12\x1e\n\x1aPRESSURE_LEVEL_UNSPECIFIED\x10\x00\x12\x16\n\x12PRESSURE_LEVEL_LOW\x10\x01\x12\x19\n\x15PRESSURE_LEVEL_NORMAL\x10\x02\x12\x17\n\x13PRESSURE_LEVEL_HIGH\x10\x03\x12\x1b\n\x17PRESSURE_LEVEL_CRITICAL\x10\x04\x12\x1c\n\x18PRESSURE_LEVEL_EMERGENCY\x10\x05*\x9c\x01\n\x0bSlotOutcome\x12\x1c\n\x18SLOT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16SLOT_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n\x13SLOT_OUTCOME_FAILED\x10\x02\x12\x1a\n\x16SLOT_OUTCOME_CANCELLED\x10\x03\x12\x1e\n\x1aSLOT_OUTCOME_OUT_OF_MEMORY\x10\x04*T\n\nDeviceKind\x12\x1b\n\x17\x44\x45VICE_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44\x45VICE_KIND_GPU\x10\x01\x12\x14\n\x10\x44\x45VICE_KIND_HOST\x10\x02*\x90\x01\n\x0e\x45ndpointHealth\x12\x1f\n\x1b\x45NDPOINT_HEALTH_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45NDPOINT_HEALTH_SERVING\x10\x01\x12\x1f\n\x1b\x45NDPOINT_HEALTH_NOT_SERVING\x10\x02\x12\x1f\n\x1b\x45NDPOINT_HEALTH_UNREACHABLE\x10\x03*\x92\x01\n\x0cThermalState\x12\x1d\n\x19THERMAL_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14THERMAL_STATE_NORMAL\x10\x01\x12\x18\n\x14THERMAL_STATE_REDUCE\x10\x02\x12\x17\n\x13THERMAL_STATE_PAUSE\x10\x03\x12\x16\n\x12THERMAL_STATE_STOP\x10\x04\x32\xf8\x01\n\x10SchedulerService\x12j\n\x0b\x41\x63quireSlot\x12*.meshserve.scheduler.v1.AcquireSlotRequest\x1a+.meshserve.scheduler.v1.AcquireSlotResponse(\x01\x30\x01\x12x\n\x11GetSchedulerState\x12\x30.meshserve.scheduler.v1.GetSchedulerStateRequest\x1a\x31.meshserve.scheduler.v1.GetSchedulerStateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&meshserve/scheduler/v1/scheduler.proto\x12\x16meshserve.scheduler.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xed\x01\n\x07SlotAsk\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\x0f\x66\x61llback_models\x18\x02 \x03(\t\x12\x32\n\x08priority\x18\x03 \x01(\x0e\x32 .meshserve.scheduler.v1.Priority\x12\x11\n\tcaller_id\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x05\x12\x12\n\nmax_tokens\x18\x07 \x01(\x05\x12\x34\n\x06limits\x18\x08 \x01(\x0b\x32$.meshserve.scheduler.v1.CallerLimits\"\x96\x01\n\x0c\x43\x61llerLimits\x12\x1b\n\x13requests_per_minute\x18\x01 \x01(\x05\x12\x19\n\x11tokens_per_minute\x18\x02 \x01(\x05\x12\x16\n\x0emax_concurrent\x18\x03 \x01(\x05\x12\x36\n\x0cmax_priority\x18\x04 \x01(\x0e\x32 .meshserve.scheduler.v1.Priority\"\xa8\x01\n\x0bSlotRelease\x12\x34\n\x07outcome\x18\x01 \x01(\x0e\x32#.meshserve.scheduler.v1.SlotOutcome\x12\x36\n\x13time_to_first_token\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\routput_tokens\x18\x03 \x01(\x05\x12\x14\n\x0cinput_tokens\x18\x04 \x01(\x05\"\x86\x01\n\x12\x41\x63quireSlotRequest\x12.\n\x03\x61sk\x18\x01 \x01(\x0b\x32\x1f.meshserve.scheduler.v1.SlotAskH\x00\x12\x36\n\x07release\x18\x02 \x01(\x0b\x32#.meshserve.scheduler.v1.SlotReleaseH\x00\x42\x08\n\x06\x61\x63tion\"6\n\rQueuePosition\x12\x10\n\x08position\x18\x01 \x01(\x05\x12\x13\n\x0bqueue_depth\x18\x02 \x01(\x05\"e\n\x08\x45ndpoint\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x11\n\tdevice_id\x18\x04 \x01(\t\x12\x11\n\tnode_name\x18\x05 \x01(\t\"\xcd\x01\n\tSlotGrant\x12\x0f\n\x07slot_id\x18\x01 \x01(\t\x12\x32\n\x08\x65ndpoint\x18\x02 \x01(\x0b\x32 .meshserve.scheduler.v1.Endpoint\x12\r\n\x05model\x18\x03 \x01(\t\x12=\n\x0epressure_level\x18\x04 \x01(\x0e\x32%.meshserve.scheduler.v1.PressureLevel\x12-\n\nqueue_wait\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xf8\x01\n\x13\x41\x63quireSlotResponse\x12\x37\n\x06queued\x18\x01 \x01(\x0b\x32%.meshserve.scheduler.v1.QueuePositionH\x00\x12\x34\n\x07granted\x18\x02 \x01(\x0b\x32!.meshserve.scheduler.v1.SlotGrantH\x00\x12\x36\n\x08recalled\x18\x03 \x01(\x0b\x32\".meshserve.scheduler.v1.SlotRecallH\x00\x12\x30\n\x04lost\x18\x04 \x01(\x0b\x32 .meshserve.scheduler.v1.SlotLostH\x00\x42\x08\n\x06update\"+\n\x08SlotLost\x12\x0f\n\x07slot_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1d\n\nSlotRecall\x12\x0f\n\x07slot_id\x18\x01 \x01(\t\"\x1a\n\x18GetSchedulerStateRequest\"\xd2\x04\n\x0b\x44\x65viceState\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x02 \x01(\x03\x12\x16\n\x0ereserved_bytes\x18\x03 \x01(\x03\x12\x1b\n\x13measured_used_bytes\x18\x04 \x01(\x03\x12=\n\x0epressure_level\x18\x05 \x01(\x0e\x32%.meshserve.scheduler.v1.PressureLevel\x12 \n\x13temperature_celsius\x18\x06 \x01(\x02H\x00\x88\x01\x01\x12-\n\tread_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tnode_name\x18\x08 \x01(\t\x12\x30\n\x04kind\x18\t \x01(\x0e\x32\".meshserve.scheduler.v1.DeviceKind\x12\x0c\n\x04name\x18\n \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\x0b \x01(\x03\x12 \n\x13utilization_percent\x18\x0c \x01(\x02H\x01\x88\x01\x01\x12\x18\n\x0bpower_watts\x18\r \x01(\x02H\x02\x88\x01\x01\x12\x1b\n\x13peak_reserved_bytes\x18\x0e \x01(\x03\x12;\n\rthermal_state\x18\x0f \x01(\x0e\x32$.meshserve.scheduler.v1.ThermalState\x12\x0e\n\x06silent\x18\x10 \x01(\x08\x42\x16\n\x14_temperature_celsiusB\x16\n\x14_utilization_percentB\x0e\n\x0c_power_watts\"O\n\nQueueDepth\x12\x32\n\x08priority\x18\x01 \x01(\x0e\x32 .meshserve.scheduler.v1.Priority\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\x05\"\xe2\x02\n\rEndpointState\x12\x32\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32 .meshserve.scheduler.v1.Endpoint\x12\x13\n\x0btotal_slots\x18\x02 \x01(\x05\x12\x12\n\nused_slots\x18\x03 \x01(\x05\x12\x10\n\x08resident\x18\x04 \x01(\x08\x12\x14\n\x0c\x63ircuit_open\x18\x05 \x01(\x08\x12\x36\n\x06health\x18\x06 \x01(\x0e\x32&.meshserve.scheduler.v1.EndpointHealth\x12\x0e\n\x06\x65ngine\x18\x07 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x08 \x01(\x05\x12\x1e\n\x16memory_footprint_bytes\x18\t \x01(\x03\x12\x36\n\x13\x66irst_token_latency\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x66\x61ilure_rate\x18\x0b \x01(\x02\"\xbe\x01\n\x19GetSchedulerStateResponse\x12\x34\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32#.meshserve.scheduler.v1.DeviceState\x12\x31\n\x05queue\x18\x02 \x03(\x0b\x32\".meshserve.scheduler.v1.QueueDepth\x12\x38\n\tendpoints\x18\x03 \x03(\x0b\x32%.meshserve.scheduler.v1.EndpointState\"y\n\x14\x45ndpointRegistration\x12\x32\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32 .meshserve.scheduler.v1.Endpoint\x12\x13\n\x0btotal_slots\x18\x02 \x01(\x05\x12\x18\n\x10running_requests\x18\x03 \x01(\x05\"-\n\x11\x45ndpointHeartbeat\x12\x18\n\x10running_requests\x18\x01 \x01(\x05\"\xaa\x01\n\x17RegisterEndpointRequest\x12\x44\n\x0cregistration\x18\x01 \x01(\x0b\x32,.meshserve.scheduler.v1.EndpointRegistrationH\x00\x12>\n\theartbeat\x18\x02 \x01(\x0b\x32).meshserve.scheduler.v1.EndpointHeartbeatH\x00\x42\t\n\x07message\"f\n\x18RegisterEndpointResponse\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration*u\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPRIORITY_LOW\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x11\n\rPRIORITY_HIGH\x10\x03\x12\x15\n\x11PRIORITY_CRITICAL\x10\x04*\xb6\x01\n\rPressureLevel\x12\x1e\n\x1aPRESSURE_LEVEL_UNSPECIFIED\x10\x00\x12\x16\n\x12PRESSURE_LEVEL_LOW\x10\x01\x12\x19\n\x15PRESSURE_LEVEL_NORMAL\x10\x02\x12\x17\n\x13PRESSURE_LEVEL_HIGH\x10\x03\x12\x1b\n\x17PRESSURE_LEVEL_CRITICAL\x10\x04\x12\x1c\n\x18PRESSURE_LEVEL_EMERGENCY\x10\x05*\x9c\x01\n\x0bSlotOutcome\x12\x1c\n\x18SLOT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16SLOT_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n\x13SLOT_OUTCOME_FAILED\x10\x02\x12\x1a\n\x16SLOT_OUTCOME_CANCELLED\x10\x03\x12\x1e\n\x1aSLOT_OUTCOME_OUT_OF_MEMORY\x10\x04*T\n\nDeviceKind\x12\x1b\n\x17\x44\x45VICE_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44\x45VICE_KIND_GPU\x10\x01\x12\x14\n\x10\x44\x45VICE_KIND_HOST\x10\x02*\x90\x01\n\x0e\x45ndpointHealth\x12\x1f\n\x1b\x45NDPOINT_HEALTH_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45NDPOINT_HEALTH_SERVING\x10\x01\x12\x1f\n\x1b\x45NDPOINT_HEALTH_NOT_SERVING\x10\x02\x12\x1f\n\x1b\x45NDPOINT_HEALTH_UNREACHABLE\x10\x03*\x92\x01\n\x0cThermalState\x12\x1d\n\x19THERMAL_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14THERMAL_STATE_NORMAL\x10\x01\x12\x18\n\x14THERMAL_STATE_REDUCE\x10\x02\x12\x17\n\x13THERMAL_STATE_PAUSE\x10\x03\x12\x16\n\x12THERMAL_STATE_STOP\x10\x04\x32\xf3\x02\n\x10SchedulerService\x12j\n\x0b\x41\x63quireSlot\x12*.meshserve.scheduler.v1.AcquireSlotRequest\x1a+.meshserve.scheduler.v1.AcquireSlotResponse(\x01\x30\x01\x12x\n\x11GetSchedulerState\x12\x30.meshserve.scheduler.v1.GetSchedulerStateRequest\x1a\x31.meshserve.scheduler.v1.GetSchedulerStateResponse\x12y\n\x10RegisterEndpoint\x12/.meshserve.scheduler.v1.RegisterEndpointRequest\x1a\x30.meshserve.scheduler.v1.RegisterEndpointResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'meshserve.scheduler.v1.scheduler_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRIORITY']._serialized_start=2652
-  _globals['_PRIORITY']._serialized_end=2769
-  _globals['_PRESSURELEVEL']._serialized_start=2772
-  _globals['_PRESSURELEVEL']._serialized_end=2954
-  _globals['_SLOTOUTCOME']._serialized_start=2957
-  _globals['_SLOTOUTCOME']._serialized_end=3113
-  _globals['_DEVICEKIND']._serialized_start=3115
-  _globals['_DEVICEKIND']._serialized_end=3199
-  _globals['_ENDPOINTHEALTH']._serialized_start=3202
-  _globals['_ENDPOINTHEALTH']._serialized_end=3346
-  _globals['_THERMALSTATE']._serialized_start=3349
-  _globals['_THERMALSTATE']._serialized_end=3495
+  _globals['_PRIORITY']._serialized_start=3229
+  _globals['_PRIORITY']._serialized_end=3346
+  _globals['_PRESSURELEVEL']._serialized_start=3349
+  _globals['_PRESSURELEVEL']._serialized_end=3531
+  _globals['_SLOTOUTCOME']._serialized_start=3534
+  _globals['_SLOTOUTCOME']._serialized_end=3690
+  _globals['_DEVICEKIND']._serialized_start=3692
+  _globals['_DEVICEKIND']._serialized_end=3776
+  _globals['_ENDPOINTHEALTH']._serialized_start=3779
+  _globals['_ENDPOINTHEALTH']._serialized_end=3923
+  _globals['_THERMALSTATE']._serialized_start=3926
+  _globals['_THERMALSTATE']._serialized_end=4072
   _globals['_SLOTASK']._serialized_start=132
   _globals['_SLOTASK']._serialized_end=369
   _globals['_CALLERLIMITS']._serialized_start=372
@@ -56,23 +56,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUEUEPOSITION']._serialized_start=832
   _globals['_QUEUEPOSITION']._serialized_end=886
   _globals['_ENDPOINT']._serialized_start=888
-  _globals['_ENDPOINT']._serialized_end=970
-  _globals['_SLOTGRANT']._serialized_start=973
-  _globals['_SLOTGRANT']._serialized_end=1178
-  _globals['_ACQUIRESLOTRESPONSE']._serialized_start=1181
-  _globals['_ACQUIRESLOTRESPONSE']._serialized_end=1379
-  _globals['_SLOTRECALL']._serialized_start=1381
-  _globals['_SLOTRECALL']._serialized_end=1410
-  _globals['_GETSCHEDULERSTATEREQUEST']._serialized_start=1412
-  _globals['_GETSCHEDULERSTATEREQUEST']._serialized_end=1438
-  _globals['_DEVICESTATE']._serialized_start=1441
-  _globals['_DEVICESTATE']._serialized_end=2019
-  _globals['_QUEUEDEPTH']._serialized_start=2021
-  _globals['_QUEUEDEPTH']._serialized_end=2100
-  _globals['_ENDPOINTSTATE']._serialized_start=2103
-  _globals['_ENDPOINTSTATE']._serialized_end=2457
-  _globals['_GETSCHEDULERSTATERESPONSE']._serialized_start=2460
-  _globals['_GETSCHEDULERSTATERESPONSE']._serialized_end=2650
-  _globals['_SCHEDULERSERVICE']._serialized_start=3498
-  _globals['_SCHEDULERSERVICE']._serialized_end=3746
+  _globals['_ENDPOINT']._serialized_end=989
+  _globals['_SLOTGRANT']._serialized_start=992
+  _globals['_SLOTGRANT']._serialized_end=1197
+  _globals['_ACQUIRESLOTRESPONSE']._serialized_start=1200
+  _globals['_ACQUIRESLOTRESPONSE']._serialized_end=1448
+  _globals['_SLOTLOST']._serialized_start=1450
+  _globals['_SLOTLOST']._serialized_end=1493
+  _globals['_SLOTRECALL']._serialized_start=1495
+  _globals['_SLOTRECALL']._serialized_end=1524
+  _globals['_GETSCHEDULERSTATEREQUEST']._serialized_start=1526
+  _globals['_GETSCHEDULERSTATEREQUEST']._serialized_end=1552
+  _globals['_DEVICESTATE']._serialized_start=1555
+  _globals['_DEVICESTATE']._serialized_end=2149
+  _globals['_QUEUEDEPTH']._serialized_start=2151
+  _globals['_QUEUEDEPTH']._serialized_end=2230
+  _globals['_ENDPOINTSTATE']._serialized_start=2233
+  _globals['_ENDPOINTSTATE']._serialized_end=2587
+  _globals['_GETSCHEDULERSTATERESPONSE']._serialized_start=2590
+  _globals['_GETSCHEDULERSTATERESPONSE']._serialized_end=2780
+  _globals['_ENDPOINTREGISTRATION']._serialized_start=2782
+  _globals['_ENDPOINTREGISTRATION']._serialized_end=2903
+  _globals['_ENDPOINTHEARTBEAT']._serialized_start=2905
+  _globals['_ENDPOINTHEARTBEAT']._serialized_end=2950
+  _globals['_REGISTERENDPOINTREQUEST']._serialized_start=2953
+  _globals['_REGISTERENDPOINTREQUEST']._serialized_end=3123
+  _globals['_REGISTERENDPOINTRESPONSE']._serialized_start=3125
+  _globals['_REGISTERENDPOINTRESPONSE']._serialized_end=3227
+  _globals['_SCHEDULERSERVICE']._serialized_start=4075
+  _globals['_SCHEDULERSERVICE']._serialized_end=4446
 # @@protoc_insertion_point(module_scope)

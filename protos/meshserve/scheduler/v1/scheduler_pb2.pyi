@@ -146,16 +146,18 @@ class QueuePosition(_message.Message):
     def __init__(self, position: _Optional[int] = ..., queue_depth: _Optional[int] = ...) -> None: ...
 
 class Endpoint(_message.Message):
-    __slots__ = ("endpoint_id", "model", "address", "device_id")
+    __slots__ = ("endpoint_id", "model", "address", "device_id", "node_name")
     ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_NAME_FIELD_NUMBER: _ClassVar[int]
     endpoint_id: str
     model: str
     address: str
     device_id: str
-    def __init__(self, endpoint_id: _Optional[str] = ..., model: _Optional[str] = ..., address: _Optional[str] = ..., device_id: _Optional[str] = ...) -> None: ...
+    node_name: str
+    def __init__(self, endpoint_id: _Optional[str] = ..., model: _Optional[str] = ..., address: _Optional[str] = ..., device_id: _Optional[str] = ..., node_name: _Optional[str] = ...) -> None: ...
 
 class SlotGrant(_message.Message):
     __slots__ = ("slot_id", "endpoint", "model", "pressure_level", "queue_wait")
@@ -172,14 +174,24 @@ class SlotGrant(_message.Message):
     def __init__(self, slot_id: _Optional[str] = ..., endpoint: _Optional[_Union[Endpoint, _Mapping]] = ..., model: _Optional[str] = ..., pressure_level: _Optional[_Union[PressureLevel, str]] = ..., queue_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class AcquireSlotResponse(_message.Message):
-    __slots__ = ("queued", "granted", "recalled")
+    __slots__ = ("queued", "granted", "recalled", "lost")
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     GRANTED_FIELD_NUMBER: _ClassVar[int]
     RECALLED_FIELD_NUMBER: _ClassVar[int]
+    LOST_FIELD_NUMBER: _ClassVar[int]
     queued: QueuePosition
     granted: SlotGrant
     recalled: SlotRecall
-    def __init__(self, queued: _Optional[_Union[QueuePosition, _Mapping]] = ..., granted: _Optional[_Union[SlotGrant, _Mapping]] = ..., recalled: _Optional[_Union[SlotRecall, _Mapping]] = ...) -> None: ...
+    lost: SlotLost
+    def __init__(self, queued: _Optional[_Union[QueuePosition, _Mapping]] = ..., granted: _Optional[_Union[SlotGrant, _Mapping]] = ..., recalled: _Optional[_Union[SlotRecall, _Mapping]] = ..., lost: _Optional[_Union[SlotLost, _Mapping]] = ...) -> None: ...
+
+class SlotLost(_message.Message):
+    __slots__ = ("slot_id", "reason")
+    SLOT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    slot_id: str
+    reason: str
+    def __init__(self, slot_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class SlotRecall(_message.Message):
     __slots__ = ("slot_id",)
@@ -192,7 +204,7 @@ class GetSchedulerStateRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DeviceState(_message.Message):
-    __slots__ = ("device_id", "capacity_bytes", "reserved_bytes", "measured_used_bytes", "pressure_level", "temperature_celsius", "read_time", "node_name", "kind", "name", "memory_total_bytes", "utilization_percent", "power_watts", "peak_reserved_bytes", "thermal_state")
+    __slots__ = ("device_id", "capacity_bytes", "reserved_bytes", "measured_used_bytes", "pressure_level", "temperature_celsius", "read_time", "node_name", "kind", "name", "memory_total_bytes", "utilization_percent", "power_watts", "peak_reserved_bytes", "thermal_state", "silent")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
     RESERVED_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -208,6 +220,7 @@ class DeviceState(_message.Message):
     POWER_WATTS_FIELD_NUMBER: _ClassVar[int]
     PEAK_RESERVED_BYTES_FIELD_NUMBER: _ClassVar[int]
     THERMAL_STATE_FIELD_NUMBER: _ClassVar[int]
+    SILENT_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     capacity_bytes: int
     reserved_bytes: int
@@ -223,7 +236,8 @@ class DeviceState(_message.Message):
     power_watts: float
     peak_reserved_bytes: int
     thermal_state: ThermalState
-    def __init__(self, device_id: _Optional[str] = ..., capacity_bytes: _Optional[int] = ..., reserved_bytes: _Optional[int] = ..., measured_used_bytes: _Optional[int] = ..., pressure_level: _Optional[_Union[PressureLevel, str]] = ..., temperature_celsius: _Optional[float] = ..., read_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., node_name: _Optional[str] = ..., kind: _Optional[_Union[DeviceKind, str]] = ..., name: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., utilization_percent: _Optional[float] = ..., power_watts: _Optional[float] = ..., peak_reserved_bytes: _Optional[int] = ..., thermal_state: _Optional[_Union[ThermalState, str]] = ...) -> None: ...
+    silent: bool
+    def __init__(self, device_id: _Optional[str] = ..., capacity_bytes: _Optional[int] = ..., reserved_bytes: _Optional[int] = ..., measured_used_bytes: _Optional[int] = ..., pressure_level: _Optional[_Union[PressureLevel, str]] = ..., temperature_celsius: _Optional[float] = ..., read_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., node_name: _Optional[str] = ..., kind: _Optional[_Union[DeviceKind, str]] = ..., name: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., utilization_percent: _Optional[float] = ..., power_watts: _Optional[float] = ..., peak_reserved_bytes: _Optional[int] = ..., thermal_state: _Optional[_Union[ThermalState, str]] = ..., silent: _Optional[bool] = ...) -> None: ...
 
 class QueueDepth(_message.Message):
     __slots__ = ("priority", "depth")
@@ -268,3 +282,35 @@ class GetSchedulerStateResponse(_message.Message):
     queue: _containers.RepeatedCompositeFieldContainer[QueueDepth]
     endpoints: _containers.RepeatedCompositeFieldContainer[EndpointState]
     def __init__(self, devices: _Optional[_Iterable[_Union[DeviceState, _Mapping]]] = ..., queue: _Optional[_Iterable[_Union[QueueDepth, _Mapping]]] = ..., endpoints: _Optional[_Iterable[_Union[EndpointState, _Mapping]]] = ...) -> None: ...
+
+class EndpointRegistration(_message.Message):
+    __slots__ = ("endpoint", "total_slots", "running_requests")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    endpoint: Endpoint
+    total_slots: int
+    running_requests: int
+    def __init__(self, endpoint: _Optional[_Union[Endpoint, _Mapping]] = ..., total_slots: _Optional[int] = ..., running_requests: _Optional[int] = ...) -> None: ...
+
+class EndpointHeartbeat(_message.Message):
+    __slots__ = ("running_requests",)
+    RUNNING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    running_requests: int
+    def __init__(self, running_requests: _Optional[int] = ...) -> None: ...
+
+class RegisterEndpointRequest(_message.Message):
+    __slots__ = ("registration", "heartbeat")
+    REGISTRATION_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    registration: EndpointRegistration
+    heartbeat: EndpointHeartbeat
+    def __init__(self, registration: _Optional[_Union[EndpointRegistration, _Mapping]] = ..., heartbeat: _Optional[_Union[EndpointHeartbeat, _Mapping]] = ...) -> None: ...
+
+class RegisterEndpointResponse(_message.Message):
+    __slots__ = ("endpoint_id", "heartbeat_interval")
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    endpoint_id: str
+    heartbeat_interval: _duration_pb2.Duration
+    def __init__(self, endpoint_id: _Optional[str] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...

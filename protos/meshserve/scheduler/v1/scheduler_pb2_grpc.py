@@ -45,6 +45,11 @@ class SchedulerServiceStub:
                 request_serializer=meshserve_dot_scheduler_dot_v1_dot_scheduler__pb2.GetSchedulerStateRequest.SerializeToString,
                 response_deserializer=meshserve_dot_scheduler_dot_v1_dot_scheduler__pb2.GetSchedulerStateResponse.FromString,
                 _registered_method=True)
+        self.RegisterEndpoint = channel.stream_stream(
+                '/meshserve.scheduler.v1.SchedulerService/RegisterEndpoint',
+                request_serializer=meshserve_dot_scheduler_dot_v1_dot_scheduler__pb2.RegisterEndpointRequest.SerializeToString,
+                response_deserializer=meshserve_dot_scheduler_dot_v1_dot_scheduler__pb2.RegisterEndpointResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServiceServicer:
@@ -69,6 +74,17 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterEndpoint(self, request_iterator, context):
+        """RegisterEndpoint is how an inference endpoint joins the mesh, from any node. The endpoint sends
+        one EndpointRegistration, then an EndpointHeartbeat at the interval the scheduler answers with;
+        the scheduler answers each message it accepts. The endpoint is part of the mesh while the stream
+        lives and beats: one silent for three intervals is dropped, and the slots held on it are lost.
+        Only the inference identity may call it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -81,6 +97,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.GetSchedulerState,
                     request_deserializer=meshserve_dot_scheduler_dot_v1_dot_scheduler__pb2.GetSchedulerStateRequest.FromString,
                     response_serializer=meshserve_dot_scheduler_dot_v1_dot_scheduler__pb2.GetSchedulerStateResponse.SerializeToString,
+            ),
+            'RegisterEndpoint': grpc.stream_stream_rpc_method_handler(
+                    servicer.RegisterEndpoint,
+                    request_deserializer=meshserve_dot_scheduler_dot_v1_dot_scheduler__pb2.RegisterEndpointRequest.FromString,
+                    response_serializer=meshserve_dot_scheduler_dot_v1_dot_scheduler__pb2.RegisterEndpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -138,6 +159,33 @@ class SchedulerService:
             '/meshserve.scheduler.v1.SchedulerService/GetSchedulerState',
             meshserve_dot_scheduler_dot_v1_dot_scheduler__pb2.GetSchedulerStateRequest.SerializeToString,
             meshserve_dot_scheduler_dot_v1_dot_scheduler__pb2.GetSchedulerStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterEndpoint(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/meshserve.scheduler.v1.SchedulerService/RegisterEndpoint',
+            meshserve_dot_scheduler_dot_v1_dot_scheduler__pb2.RegisterEndpointRequest.SerializeToString,
+            meshserve_dot_scheduler_dot_v1_dot_scheduler__pb2.RegisterEndpointResponse.FromString,
             options,
             channel_credentials,
             insecure,
