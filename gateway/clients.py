@@ -160,6 +160,7 @@ class InferenceClients:
     def __init__(self, tls: TlsFiles | None) -> None:
         self._tls = tls
         self._stubs: dict[str, tuple[grpc.aio.Channel, inference_pb2_grpc.InferenceServiceStub]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def generate(
         self, address: str, model: str, request: GenerationRequest, timeout: float | None
@@ -175,6 +176,13 @@ class InferenceClients:
                 raise failed_call(span, error, "inference") from None
             finally:
                 call.cancel()
+
+    def forget(self, address: str) -> None:
+        channel, _ = self._stubs.pop(address, (None, None))
+        if channel is not None:
+            closing = asyncio.get_running_loop().create_task(channel.close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
 
     def _stub(self, address: str) -> inference_pb2_grpc.InferenceServiceStub:
         if address not in self._stubs:

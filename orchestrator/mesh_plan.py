@@ -130,10 +130,13 @@ def plan_mesh(
     """The children in start order; they are stopped in reverse."""
     if clashes := port_clashes(settings, mesh):
         raise PortClashError("; ".join(clashes))
-    endpoints = inference_addresses(settings, mesh)
-    return [
+    endpoints = inference_addresses(settings, mesh) if settings.local_node else []
+    local_node = [
         _gpu_monitor(settings, certs["gpu-monitor"]),
         *(_inference(settings, n, model, address, certs["inference"]) for n, (model, address) in enumerate(endpoints)),
+    ]
+    return [
+        *(local_node if settings.local_node else []),
         _scheduler(settings, certs["scheduler"]),
         _auth(settings, certs["auth"]),
         *(_gateway(settings, n, certs["gateway"]) for n in range(settings.gateway_replicas)),
@@ -166,11 +169,12 @@ def _inference(settings: LauncherSettings, index: int, model: str, address: str,
 
 def _scheduler(settings: LauncherSettings, tls: TlsFiles) -> ChildSpec:
     address = settings.address(settings.scheduler_port)
+    monitors = [*([settings.address(settings.gpu_monitor_port)] if settings.local_node else []), *settings.monitors]
     argv = _python_module(
         "orchestrator.scheduler",
         "--config", str(settings.config),
-        "--listen", address,
-        "--monitor", settings.address(settings.gpu_monitor_port),
+        "--listen", f"{settings.scheduler_host or settings.host}:{settings.scheduler_port}",
+        *(flag for monitor in monitors for flag in ("--monitor", monitor)),
         "--max-queue", str(settings.max_queue),
         *_metrics_flags(settings, settings.scheduler_metrics_port),
         *_tls_flags(tls),

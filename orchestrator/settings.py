@@ -31,6 +31,14 @@ class LauncherSettings(BaseSettings):
     auth_port: int = 50045
     # The inference service of the n-th configured model listens on this port plus n.
     inference_base_port: int = 50061
+    # Whether this machine is a node of its own mesh: runs its GPU monitor and an inference service per model.
+    # False runs only the control plane (edge, gateways, scheduler, auth, OpenAI front, jobs) for nodes
+    # elsewhere, whose endpoints register with the scheduler and whose monitors are named in `monitors`.
+    local_node: bool = True
+    # Other nodes' GPU monitors the scheduler follows, as HOST:PORT or dns:NAME:PORT, as a JSON list.
+    monitors: list[str] = []
+    # Where the scheduler listens; other nodes' endpoints register there, so "0.0.0.0" when there are any.
+    scheduler_host: str = ""
     startup_timeout_seconds: float = 300.0
     # Requests that may wait in the scheduler's queue; past it they are refused with 429.
     max_queue: int = 64

@@ -77,13 +77,21 @@ stream_interval = {stream_interval}
 class ServiceProcess:
     """A service started as a real process, with its output in a log file."""
 
-    def __init__(self, name: str, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        within: tuple[str, ...] = (),
+    ) -> None:
+        """`within` is a command the interpreter runs under, such as `ip netns exec NAME` for a test's host."""
         self.name = name
         self.address = ""
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, *args],
+            [*within, sys.executable, *args],
             cwd=REPO_ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,

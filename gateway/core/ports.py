@@ -66,3 +66,8 @@ class InferenceClient(Protocol):
     ) -> AsyncIterator[GenerationChunk]:
         """Streams a completion from one endpoint; raises MeshError on failure."""
         ...
+
+    def forget(self, address: str) -> None:
+        """The endpoint at `address` left the mesh: a later call there opens a fresh connection, rather than
+        one that may have died with the network between."""
+        ...

@@ -95,6 +95,8 @@ class GatewayCore:
                 outcome = SlotOutcome.SUCCEEDED
             except MeshError as error:
                 outcome = outcome_of(error)
+                if error.reason == ENDPOINT_LOST:
+                    self._inference.forget(grant.address)
                 raise
             finally:
                 # Also when the caller goes away mid-stream: the outcome stays CANCELLED, which says

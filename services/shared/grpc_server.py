@@ -36,6 +36,10 @@ def create_server(interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> gr
             # which fails every call on that channel; pings once a second are cheap, so allow them.
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+            # And the server pings its callers: one cut off by the network is noticed within 15 s, and the
+            # work it was streaming is cancelled rather than left holding an engine's slot.
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
             # grpc sets SO_REUSEPORT by default, so a second server (Envoy sets it too) could bind the same
             # port and the kernel would split the callers between them. Off, a taken port fails at start.
             ("grpc.so_reuseport", 0),

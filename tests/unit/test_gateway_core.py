@@ -315,6 +315,10 @@ class StallingInference:
 
     def __init__(self) -> None:
         self.stalled = asyncio.Event()
+        self.forgotten: list[str] = []
+
+    def forget(self, address: str) -> None:
+        self.forgotten.append(address)
 
     async def generate(
         self, address: str, model: str, request: GenerationRequest, timeout: float | None
@@ -343,7 +347,8 @@ async def test_a_recalled_low_slot_stops_its_generation_and_says_to_ask_again(op
 async def test_a_slot_lost_with_its_endpoint_fails_the_stream_at_once_whatever_its_priority(priority: Priority) -> None:
     clock = Clock()
     slots = FakeSlots(clock)
-    core = GatewayCore(MODELS, slots, StallingInference(), clock)
+    inference = StallingInference()
+    core = GatewayCore(MODELS, slots, inference, clock)
     async with aclosing(core.generate(request(priority=priority), None)) as stream:
         assert (await anext(stream)).chunk.text == "a"
         # The endpoint will never send its next token: the scheduler's word ends the wait.
@@ -353,6 +358,8 @@ async def test_a_slot_lost_with_its_endpoint_fails_the_stream_at_once_whatever_i
     assert failed.value.reason == "ENDPOINT_LOST" and failed.value.kind is ErrorKind.UNAVAILABLE
     assert "left the mesh" in failed.value.message and failed.value.retry_after_seconds == 1.0
     assert slots.only_release.outcome is SlotOutcome.CANCELLED
+    # A connection to an endpoint that vanished may be dead without knowing it: the next call opens a new one.
+    assert inference.forgotten == ["small.endpoint:1"]
 
 
 async def test_a_low_caller_that_goes_away_mid_token_closes_the_stream_cleanly() -> None:

@@ -1,3 +1,4 @@
+import socket
 from pathlib import Path
 
 import pytest
@@ -20,3 +21,19 @@ def test_flags_and_environment_configure_the_service(monkeypatch: pytest.MonkeyP
     assert settings.listen == "127.0.0.1:7000"
     assert settings.model == "m"
     assert settings.tls_files().cert == Path("c.pem")
+
+
+def test_an_endpoint_that_registers_advertises_an_address_others_reach() -> None:
+    with pytest.raises(ValidationError, match="advertise"):
+        InferenceSettings(_cli_parse_args=["--plaintext", "--listen", "0.0.0.0:50061", "--scheduler", "s:50051"])
+    registering = InferenceSettings(_cli_parse_args=["--plaintext", "--listen", "0.0.0.0:50061",
+                                                     "--scheduler", "s:50051", "--advertise", "10.0.0.7:50061"])  # fmt: skip
+    assert registering.advertised_address() == "10.0.0.7:50061"
+    # Not registering, nothing is advertised: the scheduler was given the address.
+    assert InferenceSettings(_cli_parse_args=["--plaintext", "--listen", "0.0.0.0:50061"]).scheduler == ""
+
+
+def test_the_node_name_defaults_to_the_host_and_cannot_break_a_device_id() -> None:
+    assert InferenceSettings(_cli_parse_args=["--plaintext"]).node_name == socket.gethostname()
+    with pytest.raises(ValidationError, match="node_name"):
+        InferenceSettings(_cli_parse_args=["--plaintext", "--node-name", "a/b"])

@@ -77,3 +77,35 @@ def test_gateway_replicas_get_consecutive_ports_and_every_caller_knows_them_all(
         assert argv[argv.index("--gateway") + 1] == ",".join(addresses), caller
     edge = edge_writer_argv(settings, CERTS["edge"])
     assert [edge[n + 1] for n, flag in enumerate(edge) if flag == "--gateway"] == addresses
+
+
+def _argv(children: list, name: str) -> tuple[str, ...]:
+    return next(child.argv for child in children if child.name == name)
+
+
+def test_each_local_endpoint_registers_with_the_scheduler_which_follows_the_local_monitor() -> None:
+    settings = LauncherSettings()
+    children = plan_mesh(settings, mesh_of(2), CERTS, Path("envoy.json"))
+    for model in ("model-0", "model-1"):
+        argv = _argv(children, f"inference-{model}")
+        assert argv[argv.index("--scheduler") + 1] == f"127.0.0.1:{settings.scheduler_port}"
+    scheduler = _argv(children, "scheduler")
+    assert "--endpoints" not in scheduler
+    assert [scheduler[i + 1] for i, arg in enumerate(scheduler) if arg == "--monitor"] == [
+        f"127.0.0.1:{settings.gpu_monitor_port}"
+    ]
+
+
+def test_a_control_plane_alone_runs_no_node_and_follows_the_nodes_monitors() -> None:
+    settings = LauncherSettings(local_node=False, monitors=["10.1.1.2:50071", "dns:monitors.example:50071"],
+                                scheduler_host="0.0.0.0")  # fmt: skip
+    children = plan_mesh(settings, mesh_of(2), CERTS, Path("envoy.json"))
+    names = [child.name for child in children]
+    assert "gpu-monitor" not in names and not any(name.startswith("inference") for name in names)
+    scheduler = _argv(children, "scheduler")
+    assert [scheduler[i + 1] for i, arg in enumerate(scheduler) if arg == "--monitor"] == settings.monitors
+    assert scheduler[scheduler.index("--listen") + 1] == f"0.0.0.0:{settings.scheduler_port}"
+    # Health is still asked on loopback, which a scheduler listening everywhere answers too.
+    assert next(child for child in children if child.name == "scheduler").health_address == (
+        f"127.0.0.1:{settings.scheduler_port}"
+    )

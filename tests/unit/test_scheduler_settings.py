@@ -50,3 +50,11 @@ def test_a_level_policy_can_be_replaced_and_the_others_keep_their_defaults() -> 
 def test_a_policy_that_makes_no_sense_is_refused_at_start(flags: tuple[str, ...]) -> None:
     with pytest.raises(ValidationError):
         settings(*flags)
+
+
+def test_monitors_are_addresses_or_dns_names_one_flag_each() -> None:
+    parsed = settings("--monitor", "10.0.0.1:50071", "--monitor", "dns:gpu-monitor.meshserve.svc:50071")
+    assert parsed.monitor == ["10.0.0.1:50071", "dns:gpu-monitor.meshserve.svc:50071"]
+    for bad in ("10.0.0.1", "dns:gpu-monitor", "host:port"):
+        with pytest.raises(ValidationError, match="HOST:PORT or dns:NAME:PORT"):
+            settings("--monitor", bad)
