@@ -26,8 +26,8 @@ def test_flags_and_environment_configure_the_service(monkeypatch: pytest.MonkeyP
 def test_an_endpoint_that_registers_advertises_an_address_others_reach() -> None:
     with pytest.raises(ValidationError, match="advertise"):
         InferenceSettings(_cli_parse_args=["--plaintext", "--listen", "0.0.0.0:50061", "--scheduler", "s:50051"])
-    registering = InferenceSettings(_cli_parse_args=["--plaintext", "--listen", "0.0.0.0:50061",
-                                                     "--scheduler", "s:50051", "--advertise", "10.0.0.7:50061"])  # fmt: skip
+    flags = ["--plaintext", "--listen", "0.0.0.0:50061", "--scheduler", "s:50051", "--advertise", "10.0.0.7:50061"]
+    registering = InferenceSettings(_cli_parse_args=flags)
     assert registering.advertised_address() == "10.0.0.7:50061"
     # Not registering, nothing is advertised: the scheduler was given the address.
     assert InferenceSettings(_cli_parse_args=["--plaintext", "--listen", "0.0.0.0:50061"]).scheduler == ""
