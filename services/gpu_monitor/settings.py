@@ -6,12 +6,12 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.gpu_monitor.core.interval import MAX_INTERVAL_SECONDS, MIN_INTERVAL_SECONDS
 from services.gpu_monitor.core.sources import SourceMode
-from services.shared.service_settings import ServiceSettings
+from services.shared.service_settings import NodeName, ServiceSettings
 
 
 class GpuMonitorSettings(ServiceSettings):
@@ -21,7 +21,7 @@ class GpuMonitorSettings(ServiceSettings):
 
     listen: str = "127.0.0.1:50071"
     # Names the node in every device_id ("<node>/gpu0", "<node>/host"), so it must be unique in the mesh.
-    node_name: str = Field(default_factory=socket.gethostname)
+    node_name: NodeName = Field(default_factory=socket.gethostname)
     # auto: NVML where it initialises and reports a GPU, else host memory; nvml: fail without a GPU.
     # replay: a drill, playing back the readings recorded in replay_file.
     source: Literal["auto", "nvml", "host", "replay"] = "auto"
@@ -30,13 +30,6 @@ class GpuMonitorSettings(ServiceSettings):
     interval_seconds: float = Field(default=1.0, ge=MIN_INTERVAL_SECONDS, le=MAX_INTERVAL_SECONDS)
     # The scheduler watches readings; operators may read them with the cli certificate.
     allowed_callers: list[str] = ["scheduler", "cli"]
-
-    @field_validator("node_name")
-    @classmethod
-    def _node_name_fits_a_device_id(cls, value: str) -> str:
-        if not value or "/" in value:
-            raise ValueError("node_name must be non-empty and contain no '/', as it is the first part of device ids")
-        return value
 
     def source_mode(self) -> SourceMode:
         return SourceMode(self.source)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.shared.service_settings import ServiceSettings
+from services.shared.service_settings import NodeName, ServiceSettings
 
 
 class InferenceSettings(ServiceSettings):
@@ -29,14 +29,7 @@ class InferenceSettings(ServiceSettings):
     advertise: str = ""
     # The node, named as its GPU monitor names it (both default to the host name), so the scheduler puts
     # this endpoint on that node's device.
-    node_name: str = Field(default_factory=socket.gethostname)
-
-    @field_validator("node_name")
-    @classmethod
-    def _node_name_fits_a_device_id(cls, value: str) -> str:
-        if not value or "/" in value:
-            raise ValueError("node_name must be non-empty and contain no '/', as it is the first part of device ids")
-        return value
+    node_name: NodeName = Field(default_factory=socket.gethostname)
 
     @model_validator(mode="after")
     def _reachable_when_registering(self) -> InferenceSettings:

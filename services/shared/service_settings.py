@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AfterValidator, AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.shared.tls import TlsFiles
 from telemetry.tracing import TracingSettings
+
+
+def _fits_a_device_id(value: str) -> str:
+    if not value or "/" in value:
+        raise ValueError("node_name must be non-empty and contain no '/', as it is the first part of device ids")
+    return value
+
+
+# A node's name, which begins each of its device ids ("<node>/gpu0"): its GPU monitor and its inference
+# services give the same one, so the scheduler puts the endpoints on that node's devices.
+NodeName = Annotated[str, AfterValidator(_fits_a_device_id)]
 
 
 class ServiceSettings(BaseSettings):
