@@ -96,10 +96,11 @@ async def serve(settings: InferenceSettings) -> int:
             log.info("%s is loaded and SERVING", model.name)
             log.info("stopping on %s", (await signalled).name)
     core.mark_stopping()
-    if registration is not None:
-        # Leaving first: the scheduler stops granting here before the server stops answering.
-        registration.cancel()
+    # NOT_SERVING first, which stops the scheduler granting here while running streams finish; the
+    # registration ends after them, so the scheduler does not call their slots lost while they drain.
     await stop_gracefully(server, health, settings.shutdown_grace_seconds)
+    if registration is not None:
+        registration.cancel()
     if loading.done() and loading.exception() is None:
         await engine.close()
     log.info("stopped")

@@ -44,12 +44,30 @@ class Startup:
     refusal_while_loading: grpc.RpcError | None = None
 
 
+# Retry a refused connection within milliseconds, not after grpc's default second or more: the watch must
+# be answered while the model still loads, which takes about a second.
+_FAST_RECONNECT = (("grpc.initial_reconnect_backoff_ms", 10), ("grpc.max_reconnect_backoff_ms", 50))
+
+
 def secure_channel(address: str, tls: TlsFiles) -> grpc.Channel:
-    return grpc.secure_channel(address, channel_credentials(tls))
+    return grpc.secure_channel(address, channel_credentials(tls), options=_FAST_RECONNECT)
+
+
+def wait_for_port(address: str, process: ServiceProcess, timeout: float = 90) -> None:
+    """Until the server accepts connections, so the watch's first call finds it listening."""
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.process.poll() is None:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.005)
 
 
 def watch_startup(startup: Startup) -> None:
     """Polls health from the first answer to SERVING, trying a request while the model loads."""
+    wait_for_port(startup.address, startup.process)
     with secure_channel(startup.address, startup.certs["gateway"]) as channel:
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
         deadline = time.monotonic() + 90
