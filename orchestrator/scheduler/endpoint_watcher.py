@@ -8,6 +8,7 @@ or register, until they leave.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from dataclasses import dataclass
 from enum import Enum
@@ -52,7 +53,9 @@ class EndpointWatcher:
         self.unfollow(spec.endpoint_id)
         self._specs[spec.endpoint_id] = spec
         self.reports[spec.endpoint_id] = EndpointReport()
-        self._following[spec.endpoint_id] = asyncio.get_running_loop().create_task(self._follow(spec))
+        # A context of its own: it outlives the registration call it starts in, whose trace is not its own.
+        following = asyncio.get_running_loop().create_task(self._follow(spec), context=contextvars.Context())
+        self._following[spec.endpoint_id] = following
 
     def unfollow(self, endpoint_id: str) -> None:
         task = self._following.pop(endpoint_id, None)

@@ -59,8 +59,14 @@ class SchedulerRegistration:
             except grpc.aio.AioRpcError as error:
                 if self.registered.is_set():
                     log.warning("registration with the scheduler at %s ended: %s", self._address, error.code().name)
+            except asyncio.InvalidStateError:
+                # A write to a call that has just ended: the scheduler went away between two beats.
+                log.warning("registration with the scheduler at %s ended", self._address)
             except TimeoutError:
                 log.warning("the scheduler at %s is silent; registering again", self._address)
+            except Exception:
+                # Whatever else breaks one attempt, the endpoint must keep trying: unregistered, it serves no one.
+                log.exception("registration with the scheduler at %s failed; trying again", self._address)
             self.registered.clear()
             await asyncio.sleep(_RETRY_SECONDS)
 

@@ -15,8 +15,9 @@ from meshserve.scheduler.v1 import scheduler_pb2
 
 from services.shared.status_details import details_of
 from tests.e2e.conftest import Mesh
+from tests.e2e.sse import SseReply
 from tests.e2e.test_mesh_failures import pid_of
-from tests.e2e.test_mesh_scheduling import LONG, queued, scheduler_state, wait_for
+from tests.e2e.test_mesh_scheduling import LONG, in_background, queued, scheduler_state, wait_for
 
 SCHEDULER = ("orchestrator.scheduler", "scheduler")
 # The launcher restarts a process half a second after it dies, and the endpoints register again within a
@@ -42,23 +43,26 @@ def test_a_restarted_scheduler_counts_the_work_already_running_and_never_over_ad
         old_pid = pid_of(mesh, SCHEDULER)
         os.kill(old_pid, signal.SIGKILL)
         # The endpoint registers again with the new scheduler, saying what it runs.
-        wait_for(lambda: len(serving_endpoints(mesh)) == 1, "the endpoint back", timeout=REFUSES_FOR_AT_MOST_SECONDS)
+        wait_for(
+            lambda: len(serving_endpoints(mesh)) == 1, REFUSES_FOR_AT_MOST_SECONDS, "the endpoint back", every=0.05
+        )
         assert pid_of(mesh, SCHEDULER) != old_pid
+        # And the gateway has found it again (until then, it refuses with 503 SCHEDULER_UNAVAILABLE).
+        mesh.wait_healthy(timeout=REFUSES_FOR_AT_MOST_SECONDS)
         # The work granted before the restart still streams, and the new scheduler counts it as held.
         for stream in held:
             assert "text" in stream.next_event()
         (endpoint,) = serving_endpoints(mesh)
         assert endpoint.used_slots == 2
         # So a new request waits rather than being granted a third slot on a two-slot engine.
-        waiting = mesh.open_stream({"prompt": "Hello", "max_tokens": 4})
-        wait_for(lambda: queued(mesh) == 1, "the new request to wait", timeout=60)
+        replies: dict[str, SseReply] = {}
+        waiting = in_background(mesh, {"prompt": "Hello", "max_tokens": 4}, replies, "waiting")
+        wait_for(lambda: queued(mesh) == 1, 60, "the new request to wait", every=0.05)
         held.pop().close()
         # The engine's heartbeat says one request ended: its slot passes to the one that waited.
-        events = [waiting.next_event()]
-        while "finish_reason" not in events[-1]:
-            events.append(waiting.next_event())
-        assert events[-1]["usage"]["output_tokens"] == 4
-        waiting.close()
+        waiting.join(timeout=120)
+        assert replies["waiting"].status == 200, replies["waiting"].body
+        assert replies["waiting"].events[-1]["usage"]["output_tokens"] == 4
     finally:
         for stream in held:
             stream.close()

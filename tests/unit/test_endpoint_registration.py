@@ -58,12 +58,58 @@ class ModelInfoOnly(inference_pb2_grpc.InferenceServiceServicer):
 
 
 @dataclass
-class Mesh:
+class Scheduler:
+    """The scheduler's shell and servicer over a fresh state machine, as a scheduler process starts."""
+
     broker: SlotBroker
     registry: EndpointRegistry
-    scheduler_address: str
+    watcher: EndpointWatcher
+    server: grpc.aio.Server
+    address: str
+
+    @classmethod
+    async def start(
+        cls, certs: dict[str, TlsFiles], heartbeat_seconds: float, address: str = "127.0.0.1:0"
+    ) -> Scheduler:
+        broker = SlotBroker(SlotScheduler([], 10, models=["m"]))
+        watcher = EndpointWatcher(broker, certs["scheduler"])
+        registry = EndpointRegistry(broker, watcher, lambda model: None, heartbeat_seconds=heartbeat_seconds)
+        reporter = StateReporter(broker, watcher, MonitorDirectory(broker, [], None))
+        server = create_server([SpiffeAuthorizationInterceptor(["gateway"], {REGISTER_ENDPOINT: ["inference"]})])
+        servicer = SchedulerServicer(broker, reporter, registry)
+        scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(servicer, server)
+        port = bind(server, address, certs["scheduler"])
+        await server.start()
+        return cls(broker, registry, watcher, server, f"127.0.0.1:{port}")
+
+    async def stop(self) -> None:
+        self.watcher.stop()
+        await self.server.stop(None)
+
+
+@dataclass
+class Mesh:
+    scheduler: Scheduler
     endpoint_address: str
     certs: dict[str, TlsFiles]
+    heartbeat_seconds: float
+
+    @property
+    def broker(self) -> SlotBroker:
+        return self.scheduler.broker
+
+    @property
+    def registry(self) -> EndpointRegistry:
+        return self.scheduler.registry
+
+    @property
+    def scheduler_address(self) -> str:
+        return self.scheduler.address
+
+    async def restart_scheduler(self) -> None:
+        """The scheduler dies and a new one, knowing nothing, starts on the same address."""
+        await self.scheduler.stop()
+        self.scheduler = await Scheduler.start(self.certs, self.heartbeat_seconds, self.scheduler.address)
 
     def endpoints(self) -> tuple[EndpointSnapshot, ...]:
         return self.broker.snapshot().endpoints
@@ -92,18 +138,11 @@ async def mesh(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
     endpoint_address = await start(endpoint, certs["inference"])
 
-    broker = SlotBroker(SlotScheduler([], 10, models=["m"]))
-    watcher = EndpointWatcher(broker, certs["scheduler"])
-    registry = EndpointRegistry(broker, watcher, lambda model: None, heartbeat_seconds=heartbeat_seconds)
-    reporter = StateReporter(broker, watcher, MonitorDirectory(broker, [], None))
-    scheduler = create_server([SpiffeAuthorizationInterceptor(["gateway"], {REGISTER_ENDPOINT: ["inference"]})])
-    scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(SchedulerServicer(broker, reporter, registry), scheduler)
-    scheduler_address = await start(scheduler, certs["scheduler"])
+    mesh = Mesh(await Scheduler.start(certs, heartbeat_seconds), endpoint_address, certs, heartbeat_seconds)
     try:
-        yield Mesh(broker, registry, scheduler_address, endpoint_address, certs)
+        yield mesh
     finally:
-        watcher.stop()
-        await scheduler.stop(None)
+        await mesh.scheduler.stop()
         await endpoint.stop(None)
 
 
@@ -133,6 +172,19 @@ async def beat(call: grpc.aio.StreamStreamCall, interval: float, stop: asyncio.E
         await call.write(pb.RegisterEndpointRequest(heartbeat=pb.EndpointHeartbeat(running_requests=1)))
         await call.read()
         await asyncio.sleep(interval)  # the heartbeat's pace
+
+
+@pytest.mark.parametrize("mesh", [SILENCE_TEST_HEARTBEAT_SECONDS], indirect=True)
+async def test_an_endpoint_registers_again_with_a_restarted_scheduler_bringing_its_running_work(mesh: Mesh) -> None:
+    task = asyncio.create_task(mesh.registration(lambda: 1).run())
+    try:
+        await until(mesh.serving, "registered and serving")
+        await mesh.restart_scheduler()
+        assert mesh.endpoints() == ()
+        await until(mesh.serving, "registered again")
+        assert [endpoint.used_slots for endpoint in mesh.endpoints()] == [1]
+    finally:
+        await running(task)
 
 
 @pytest.mark.parametrize("mesh", [SILENCE_TEST_HEARTBEAT_SECONDS], indirect=True)
