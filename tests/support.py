@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -188,3 +189,14 @@ def write_drill_reading(path: Path, used_bytes: int, total_bytes: int) -> None:
     next_version = path.with_suffix(".next")
     next_version.write_text(json.dumps({"at_seconds": 0, "devices": [device]}) + "\n")
     next_version.replace(path)
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Polls a condition of an in-process server's state, which changes on the server's own schedule;
+    `timeout` is a deadline for a busy machine, not a figure under test."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"not {what} after {timeout}s")
+        await asyncio.sleep(0.01)

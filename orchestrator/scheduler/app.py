@@ -48,11 +48,13 @@ def keep_alive_lookup(mesh: MeshConfig) -> Callable[[str], float | None]:
 
 def endpoint_specs(settings: SchedulerSettings, mesh: MeshConfig) -> list[EndpointSpec]:
     """The endpoints given by flag, which do not register themselves."""
+    keep_alive_of = keep_alive_lookup(mesh)
     specs = []
     for model, address in settings.endpoint_addresses():
         config = mesh.model(model)
-        keep_alive = keep_alive_lookup(mesh)(model)
-        specs.append(EndpointSpec(f"{model}@{address}", model, address, config.slots, config.device, keep_alive))
+        specs.append(
+            EndpointSpec(f"{model}@{address}", model, address, config.slots, config.device, keep_alive_of(model))
+        )
     return specs
 
 

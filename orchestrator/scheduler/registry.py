@@ -39,7 +39,8 @@ class EndpointRegistry:
         self._broker = broker
         self._watcher = watcher
         self._keep_alive_of = keep_alive_of
-        self._heartbeat_seconds = heartbeat_seconds
+        self._heartbeat = duration_pb2.Duration()
+        self._heartbeat.FromNanoseconds(int(heartbeat_seconds * 1e9))
         self._silence_seconds = heartbeat_seconds * silent_after_intervals
         # The live registration of each endpoint; set when a newer one replaces it.
         self._current: dict[str, asyncio.Event] = {}
@@ -111,6 +112,4 @@ class EndpointRegistry:
         self._broker.endpoint_left(endpoint_id, f"endpoint {endpoint_id} left the mesh: {reason}")
 
     def _ack(self, endpoint_id: str) -> pb.RegisterEndpointResponse:
-        interval = duration_pb2.Duration()
-        interval.FromNanoseconds(int(self._heartbeat_seconds * 1e9))
-        return pb.RegisterEndpointResponse(endpoint_id=endpoint_id, heartbeat_interval=interval)
+        return pb.RegisterEndpointResponse(endpoint_id=endpoint_id, heartbeat_interval=self._heartbeat)

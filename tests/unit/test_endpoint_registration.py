@@ -36,19 +36,11 @@ from services.shared.channels import open_channel
 from services.shared.domain import Priority
 from services.shared.grpc_server import add_health_and_reflection, bind, create_server
 from services.shared.tls import TlsFiles
+from tests.support import until
 
 # Long enough that no test's own steps, on a busy machine, are taken for silence; the silence test beats itself.
 HEARTBEAT_SECONDS = 2.0
 SILENCE_TEST_HEARTBEAT_SECONDS = 0.2
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    """Polls the scheduler's state, which changes on its own schedule."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not {what} after {timeout}s")
-        await asyncio.sleep(0.01)
 
 
 class ModelInfoOnly(inference_pb2_grpc.InferenceServiceServicer):

@@ -18,6 +18,7 @@ from orchestrator.scheduler.core.scheduler import SlotScheduler
 from orchestrator.scheduler.device_watcher import DeviceWatcher
 from orchestrator.scheduler.monitors import MonitorDirectory, monitor_addresses, resolve_host
 from services.shared.grpc_server import create_server
+from tests.support import until
 
 GIB = 1024**3
 
@@ -42,14 +43,6 @@ class MutableMonitor(gpumonitor_pb2_grpc.GpuMonitorServiceServicer):
             reading = gpb.DeviceReading(device=device, memory_total_bytes=16 * GIB, memory_used_bytes=GIB)
             yield gpb.WatchReadingsResponse(node_name=self.node, readings=[reading])
             await asyncio.sleep(interval)  # the monitor's own pace
-
-
-async def until(condition, what: str, timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not {what} after {timeout}s")
-        await asyncio.sleep(0.01)
 
 
 def silent_devices(broker: SlotBroker) -> dict[str, bool]:

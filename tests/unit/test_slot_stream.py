@@ -27,22 +27,9 @@ from orchestrator.scheduler.state_report import StateReporter
 from services.shared.domain import FinishReason, GenerationRequest, Priority, SamplingParams, SlotOutcome, Usage
 from services.shared.errors import ErrorKind, MeshError, unavailable
 from services.shared.grpc_server import create_server
+from tests.support import until
 
 SPEC = EndpointSpec("m@e0", "m", "127.0.0.1:1", total_slots=1)
-
-
-def until(condition, what: str, timeout: float = 30.0):
-    """Polls a condition of the server's state, which changes on the server's own schedule."""
-
-    async def wait() -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not condition():
-            if loop.time() > deadline:
-                raise AssertionError(f"not {what} after {timeout}s")
-            await asyncio.sleep(0.01)
-
-    return wait()
 
 
 class Scheduler:
