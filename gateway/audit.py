@@ -16,7 +16,7 @@ from opentelemetry import trace
 
 from gateway.core.service import GatewayChunk, GatewayRequest
 from services.shared.audit_log import AuditLog
-from services.shared.errors import HTTP_STATUS, MeshError
+from services.shared.errors import MeshError, http_status_of
 from services.shared.identity import Identity
 from services.store.records import AuditRecord
 from telemetry.spans import trace_id_of
@@ -59,7 +59,7 @@ class RequestAudit:
                     yield item
             outcome, status, reason = "ok", 200, ""
         except MeshError as error:
-            outcome, status, reason = "refused", HTTP_STATUS.get(error.kind, 500), error.reason
+            outcome, status, reason = "refused", http_status_of(error), error.reason
             raise
         except (asyncio.CancelledError, GeneratorExit):
             outcome, status, reason = "cancelled", CLIENT_CLOSED, "CLIENT_CLOSED"
@@ -85,7 +85,7 @@ class RequestAudit:
         try:
             yield
         except MeshError as error:
-            self._log.record(_record(call, "refused", HTTP_STATUS.get(error.kind, 500), error.reason))
+            self._log.record(_record(call, "refused", http_status_of(error), error.reason))
             raise
         except Exception:
             self._log.record(_record(call, "error", 500, "INTERNAL"))

@@ -13,7 +13,7 @@ from google.rpc import code_pb2, status_pb2
 from gateway.auth.core.routes import is_grpc
 from gateway.auth.wire import ext_authz_pb2 as wire
 from gateway.openai.errors import from_mesh_error
-from services.shared.errors import HTTP_STATUS, ErrorKind, MeshError
+from services.shared.errors import ErrorKind, MeshError, http_status_of
 from services.shared.identity import (
     CLIENT_HEADERS,
     IDENTITY_HEADER,
@@ -45,7 +45,7 @@ def let_in(identity: Identity | None, headers: Iterable[str]) -> wire.CheckRespo
 
 
 def refuse(error: MeshError, surface: Surface, content_type: str, challenge: str) -> wire.CheckResponse:
-    status = HTTP_STATUS.get(error.kind, 403)
+    status = http_status_of(error)
     response = wire.CheckResponse(status=_code(to_status_proto(error).code))
     denied = response.denied_response
     denied.status.code = status
@@ -62,6 +62,9 @@ def refuse(error: MeshError, surface: Surface, content_type: str, challenge: str
         status_proto.message = denied.body
         details = base64.b64encode(status_proto.SerializeToString()).decode().rstrip("=")
         denied.headers.append(_header(GRPC_STATUS_DETAILS, details))
+        # The code itself too: Envoy's own mapping from the HTTP status knows 401, 403 and 503, but reads
+        # 431 as UNKNOWN, where the caller must see RESOURCE_EXHAUSTED.
+        denied.headers.append(_header("grpc-status", str(status_proto.code)))
     else:
         denied.headers.append(_header("content-type", "application/json"))
         denied.body = json.dumps(_body(error, surface), separators=(",", ":"))

@@ -73,7 +73,7 @@ def _refusal_record(
         route=route,
         model="",
         priority="",
-        outcome="denied" if status in (401, 403) else "unavailable",
+        outcome=_outcome_of(status),
         status=status,
         reason=error.reason,
         input_tokens=0,
@@ -81,3 +81,10 @@ def _refusal_record(
         latency_ms=(time.monotonic() - started) * 1000,
         trace_id=trace_id_of(trace.get_current_span()),
     )
+
+
+def _outcome_of(status: int) -> str:
+    if status in (401, 403):
+        return "denied"
+    # The key store could not be reached; anything else (headers too large) is the request's own fault.
+    return "unavailable" if status >= 500 else "refused"

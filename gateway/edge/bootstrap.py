@@ -13,6 +13,7 @@ from envoy_data_plane.envoy.config.core.v3 import Node
 from gateway.edge.clusters import clusters
 from gateway.edge.config import EdgeConfig
 from gateway.edge.listeners import listeners
+from gateway.edge.protection import overload_manager
 from gateway.edge.secrets import secret_documents
 from gateway.edge.tracing import tracing_runtime
 from gateway.edge.typed import socket_address, to_json_dict
@@ -25,7 +26,9 @@ def build_bootstrap(config: EdgeConfig) -> dict[str, JsonValue]:
     bootstrap = Bootstrap(
         node=Node(id=NODE_ID, cluster=NODE_ID),
         static_resources=BootstrapStaticResources(listeners=listeners(config), clusters=clusters(config)),
-        admin=Admin(address=socket_address(config.admin_address)),
+        # Operators (and the edge's probes) reach the admin interface even when clients fill the connection cap.
+        admin=Admin(address=socket_address(config.admin_address), ignore_global_conn_limit=True),
+        overload_manager=overload_manager(config.limits),
         # Only the tracer's batching; without tracing, Envoy's defaults for everything.
         layered_runtime=tracing_runtime(config),
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from gateway.edge.auth import EdgeAuth
 from services.shared.certs import spiffe_id
+from services.shared.header_limits import EDGE_HEADER_CEILING_BYTES
 from services.shared.tls import TlsFiles
 
 # A (host, port) pair. Hosts are IP literals or DNS names.
@@ -19,6 +20,47 @@ OPENAI_CLUSTER = "openai"
 # The edge answers this path itself; the OpenAI front serves its own health on it too.
 HEALTH_PATH = "/healthz"
 OTEL_COLLECTOR_CLUSTER = "otel_collector"
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    """What one edge takes from its clients before it refuses or closes (protection.py)."""
+
+    # Envoy's heap: at shrink_heap_at of it memory is given back, at refuse_requests_at new requests get 503.
+    max_heap_bytes: int = 1024 * 1024 * 1024
+    shrink_heap_at: float = 0.90
+    refuse_requests_at: float = 0.95
+    # Open client connections, over both listeners; one past it is closed as soon as it is accepted.
+    max_connections: int = 10_000
+    # The codec's ceiling only: the authorization service refuses headers far below it, and answers in the
+    # surface's shape, which the codec cannot (services/shared/header_limits.py).
+    max_request_header_bytes: int = EDGE_HEADER_CEILING_BYTES
+    max_headers_count: int = 1000
+    # A REST or OpenAI request body, the same as the gateway's largest gRPC message.
+    max_request_body_bytes: int = 8 * 1024 * 1024
+    # A connection with no request for this long is closed.
+    idle_timeout: datetime.timedelta = datetime.timedelta(seconds=300)
+    # Against slowloris: a request's headers must all arrive within this, or it is answered 408 and closed.
+    request_headers_timeout: datetime.timedelta = datetime.timedelta(seconds=10)
+    # A TLS handshake not finished within this is cut off.
+    tls_handshake_timeout: datetime.timedelta = datetime.timedelta(seconds=10)
+    max_concurrent_streams: int = 100
+    # What Envoy buffers per connection before it stops reading from it (flow control, not a refusal).
+    per_connection_buffer_bytes: int = 32 * 1024
+
+    def __post_init__(self) -> None:
+        if not 0 < self.shrink_heap_at < self.refuse_requests_at <= 1:
+            raise ValueError("heap thresholds must satisfy 0 < shrink_heap_at < refuse_requests_at <= 1")
+        # Envoy's own bounds on its codec's header limit.
+        if not 1024 <= self.max_request_header_bytes <= 8192 * 1024 or self.max_request_header_bytes % 1024:
+            raise ValueError("max_request_header_bytes must be whole KiB, from 1 KiB to 8 MiB")
+        for name in ("max_heap_bytes", "max_connections", "max_headers_count", "max_request_body_bytes",
+                     "max_concurrent_streams", "per_connection_buffer_bytes"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("idle_timeout", "request_headers_timeout", "tls_handshake_timeout"):
+            if getattr(self, name) <= datetime.timedelta(0):
+                raise ValueError(f"{name} must be positive")
 
 
 @dataclass(frozen=True)
@@ -69,6 +111,7 @@ class EdgeConfig:
     # at every trace_flush_interval, whichever comes first (Envoy's defaults: 5 spans, 5 seconds).
     trace_flush_interval: datetime.timedelta = datetime.timedelta(seconds=1)
     trace_min_flush_spans: int = 5
+    limits: EdgeLimits = field(default_factory=EdgeLimits)
 
     def __post_init__(self) -> None:
         # Plain HTTP and the admin interface carry no authentication, so they never leave the machine.

@@ -4,9 +4,11 @@
 2. local_ratelimit sheds load before any work is done for a request.
 3. jwt_authn verifies bearer tokens, and ext_authz asks the authorization service who the caller is
    (auth.py): nothing unauthenticated goes further.
-4. grpc_json_transcoder turns REST calls into gRPC and gRPC answers back into JSON or SSE; gRPC
+4. buffer holds a REST or OpenAI body, up to its limit, and answers 413 past it (protection.py); it
+   comes after authentication, so an anonymous caller never gets a body buffered.
+5. grpc_json_transcoder turns REST calls into gRPC and gRPC answers back into JSON or SSE; gRPC
    calls (the public API, health, reflection) pass through it untouched.
-5. router sends gRPC to the gateway cluster and the OpenAI API to the openai cluster (routes.py).
+6. router sends gRPC to the gateway cluster and the OpenAI API to the openai cluster (routes.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from envoy_data_plane.envoy.type.v3 import FractionalPercent, FractionalPercentD
 from gateway.edge.auth import AUTH_CLUSTER, JWT_FILTER, ext_authz, jwt_authentication
 from gateway.edge.config import GATEWAY_CLUSTER, HEALTH_PATH, OPENAI_CLUSTER, EdgeConfig
 from gateway.edge.descriptors import GATEWAY_SERVICE, IDENTITY_SERVICE, JOBS_SERVICE
+from gateway.edge.protection import body_limit_filter
 from gateway.edge.typed import pack
 
 
@@ -38,6 +41,7 @@ def http_filters(config: EdgeConfig) -> list[HttpFilter]:
         HttpFilter(name="envoy.filters.http.health_check", typed_config=pack(_health_check(config))),
         HttpFilter(name="envoy.filters.http.local_ratelimit", typed_config=pack(_rate_limit(config))),
         *_identity_filters(config),
+        body_limit_filter(config.limits),
         HttpFilter(name="envoy.filters.http.grpc_json_transcoder", typed_config=pack(_transcoder(config))),
         HttpFilter(name="envoy.filters.http.router", typed_config=pack(Router())),
     ]

@@ -15,6 +15,7 @@ from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import CommonTls
 from gateway.edge.config import EdgeConfig
 from gateway.edge.filters import http_filters
 from gateway.edge.local_replies import local_reply_config
+from gateway.edge.protection import http2_protocol_options, http_protocol_options
 from gateway.edge.routes import route_configuration
 from gateway.edge.secrets import EDGE_SERVER_SECRET, sds_secret_config
 from gateway.edge.tracing import http_tracing
@@ -26,10 +27,12 @@ _DISABLED = datetime.timedelta(0)
 
 
 def listeners(config: EdgeConfig) -> list[Listener]:
+    buffer_limit = config.limits.per_connection_buffer_bytes
     plain = Listener(
         name=PLAIN_LISTENER,
         address=socket_address(config.plain_http_address),
         filter_chains=[FilterChain(filters=[_http_connection_manager(config, PLAIN_LISTENER)])],
+        per_connection_buffer_limit_bytes=buffer_limit,
     )
     tls = Listener(
         name=TLS_LISTENER,
@@ -38,8 +41,11 @@ def listeners(config: EdgeConfig) -> list[Listener]:
             FilterChain(
                 filters=[_http_connection_manager(config, TLS_LISTENER)],
                 transport_socket=_downstream_tls(config),
+                # A client that opens a connection and never finishes its handshake holds a slot of the cap.
+                transport_socket_connect_timeout=config.limits.tls_handshake_timeout,
             )
         ],
+        per_connection_buffer_limit_bytes=buffer_limit,
     )
     return [plain, tls]
 
@@ -69,6 +75,10 @@ def _http_connection_manager(config: EdgeConfig, stat_prefix: str) -> Filter:
         # A stream that says nothing for this long is dead; a slow but live token stream is not.
         stream_idle_timeout=config.stream_idle_timeout,
         request_timeout=_DISABLED,
+        request_headers_timeout=config.limits.request_headers_timeout,
+        max_request_headers_kb=config.limits.max_request_header_bytes // 1024,
+        common_http_protocol_options=http_protocol_options(config.limits),
+        http2_protocol_options=http2_protocol_options(config.limits),
         # None (no collector) leaves tracing out of the bootstrap altogether.
         tracing=http_tracing(config),
     )

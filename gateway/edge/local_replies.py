@@ -1,5 +1,6 @@
-"""Envoy's own replies (no gateway to reach, the rate limit, JSON that does not parse) in the shape of every
-other meshserve error: a google.rpc.Status as JSON, with an ErrorInfo whose reason says what happened.
+"""Envoy's own replies (no gateway to reach, the rate limit, an overload, a body or headers over the limit, a
+client too slow to send its headers, JSON that does not parse) in the shape of every other meshserve error:
+a google.rpc.Status as JSON, with an ErrorInfo whose reason says what happened.
 Under the OpenAI API's paths they take OpenAI's error envelope instead, so OpenAI clients can read them.
 
 Replies the gateway or the OpenAI front sends are not local replies and pass through untouched. Neither do
@@ -9,6 +10,8 @@ its own (the key store is down) must not read as Envoy's EDGE_UPSTREAM_UNAVAILAB
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from envoy_data_plane.envoy.config.accesslog.v3 import (
     AccessLogFilter,
     AndFilter,
@@ -17,6 +20,7 @@ from envoy_data_plane.envoy.config.accesslog.v3 import (
     HeaderFilter,
     MetadataFilter,
     OrFilter,
+    ResponseFlagFilter,
     StatusCodeFilter,
 )
 from envoy_data_plane.envoy.config.core.v3 import RuntimeUInt32, SubstitutionFormatString
@@ -39,26 +43,39 @@ from services.shared.identity import REFUSAL_METADATA_KEY
 
 # The namespace ext_authz puts the authorization service's dynamic metadata under.
 EXT_AUTHZ_NAMESPACE = "envoy.filters.http.ext_authz"
-# HTTP status of Envoy's reply -> (google.rpc.Code, ErrorInfo reason).
-LOCAL_ERRORS = {
-    400: (3, "MALFORMED_REQUEST"),
-    429: (8, "RATE_LIMITED"),
-    503: (14, "EDGE_UPSTREAM_UNAVAILABLE"),
-    504: (4, "UPSTREAM_TIMEOUT"),
-}
-# The same replies in OpenAI's envelope: HTTP status -> error type.
-OPENAI_ERROR_TYPES = {
-    400: "invalid_request_error",
-    429: "rate_limit_error",
-    503: "service_unavailable_error",
-    504: "timeout_error",
-}
+
+
+@dataclass(frozen=True)
+class LocalError:
+    """One kind of Envoy reply: its HTTP status, google.rpc.Code, ErrorInfo reason and OpenAI error type.
+
+    `flag` narrows it to replies with that Envoy response flag (OM: the overload manager refused it).
+    """
+
+    status: int
+    code: int
+    reason: str
+    openai_type: str
+    flag: str | None = None
+
+
+# The first that matches a reply wins, so a narrower one comes before the plain one of its status.
+LOCAL_ERRORS = (
+    LocalError(400, 3, "MALFORMED_REQUEST", "invalid_request_error"),
+    LocalError(408, 4, "REQUEST_HEADERS_TIMEOUT", "timeout_error"),
+    LocalError(413, 8, "REQUEST_TOO_LARGE", "invalid_request_error"),
+    LocalError(429, 8, "RATE_LIMITED", "rate_limit_error"),
+    LocalError(431, 8, "HEADERS_TOO_LARGE", "invalid_request_error"),
+    LocalError(503, 14, "EDGE_OVERLOADED", "service_unavailable_error", flag="OM"),
+    LocalError(503, 14, "EDGE_UPSTREAM_UNAVAILABLE", "service_unavailable_error"),
+    LocalError(504, 4, "UPSTREAM_TIMEOUT", "timeout_error"),
+)
 
 
 def local_reply_config() -> LocalReplyConfig:
     # The first mapper that matches wins, so the OpenAI paths' mappers come first.
-    openai = [_openai_mapper(status, kind, LOCAL_ERRORS[status][1]) for status, kind in OPENAI_ERROR_TYPES.items()]
-    native = [_mapper(status, code, reason) for status, (code, reason) in LOCAL_ERRORS.items()]
+    openai = [_openai_mapper(error) for error in LOCAL_ERRORS]
+    native = [_mapper(error) for error in LOCAL_ERRORS]
     return LocalReplyConfig(mappers=[_authorization_refusals_as_they_are(), *openai, *native])
 
 
@@ -73,15 +90,19 @@ def _authorization_refusals_as_they_are() -> ResponseMapper:
     return ResponseMapper(filter=AccessLogFilter(metadata_filter=marked))
 
 
-def _status_is(status: int) -> AccessLogFilter:
+def _reply_is(error: LocalError) -> AccessLogFilter:
     comparison = ComparisonFilter(
         op=ComparisonFilterOp.EQ,
-        value=RuntimeUInt32(default_value=status, runtime_key=f"meshserve.local_reply.status_{status}"),
+        value=RuntimeUInt32(default_value=error.status, runtime_key=f"meshserve.local_reply.status_{error.status}"),
     )
-    return AccessLogFilter(status_code_filter=StatusCodeFilter(comparison=comparison))
+    status = AccessLogFilter(status_code_filter=StatusCodeFilter(comparison=comparison))
+    if error.flag is None:
+        return status
+    flagged = AccessLogFilter(response_flag_filter=ResponseFlagFilter(flags=[error.flag]))
+    return AccessLogFilter(and_filter=AndFilter(filters=[status, flagged]))
 
 
-def _openai_mapper(status: int, kind: str, reason: str) -> ResponseMapper:
+def _openai_mapper(error: LocalError) -> ResponseMapper:
     under_prefix = [
         AccessLogFilter(
             header_filter=HeaderFilter(header=HeaderMatcher(name=":path", string_match=StringMatcher(prefix=prefix)))
@@ -89,30 +110,31 @@ def _openai_mapper(status: int, kind: str, reason: str) -> ResponseMapper:
         for prefix in OPENAI_PATH_PREFIXES
     ]
     on_openai_path = AccessLogFilter(or_filter=OrFilter(filters=under_prefix))
-    body = {"error": {"message": "%LOCAL_REPLY_BODY%", "type": kind, "param": None, "code": reason.lower()}}
+    body = {"error": {"message": "%LOCAL_REPLY_BODY%", "type": error.openai_type, "param": None,
+                      "code": error.reason.lower()}}  # fmt: skip
     return ResponseMapper(
-        filter=AccessLogFilter(and_filter=AndFilter(filters=[_status_is(status), on_openai_path])),
+        filter=AccessLogFilter(and_filter=AndFilter(filters=[_reply_is(error), on_openai_path])),
         body_format_override=SubstitutionFormatString(
             json_format=Struct.from_dict(body), content_type="application/json"
         ),
     )
 
 
-def _mapper(status: int, code: int, reason: str) -> ResponseMapper:
+def _mapper(error: LocalError) -> ResponseMapper:
     body = {
-        "code": code,
+        "code": error.code,
         "message": "%LOCAL_REPLY_BODY%",
         "details": [
             {
                 "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                "reason": reason,
+                "reason": error.reason,
                 "domain": ERROR_DOMAIN,
                 "metadata": {"source": "edge"},
             }
         ],
     }
     return ResponseMapper(
-        filter=_status_is(status),
+        filter=_reply_is(error),
         body_format_override=SubstitutionFormatString(
             json_format=Struct.from_dict(body), content_type="application/json"
         ),

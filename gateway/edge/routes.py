@@ -27,6 +27,7 @@ from envoy_data_plane.google.protobuf import Struct
 
 from gateway.edge.auth import AUTH_CLUSTER
 from gateway.edge.config import GATEWAY_CLUSTER, OPENAI_CLUSTER, EdgeConfig
+from gateway.edge.protection import unbuffered
 from gateway.public_api import GATEWAY_SERVICE_NAME, IDENTITY_SERVICE_NAME, JOBS_SERVICE_NAME, rest_bindings
 from services.shared.errors import ERROR_DOMAIN
 
@@ -46,13 +47,14 @@ OPENAI_PATH_PREFIXES = (
     "/v1/images/", "/v1/files", "/v1/batches", "/v1/moderations", "/v1/fine_tuning/", "/v1/assistants",
     "/v1/threads", "/v1/vector_stores", "/v1/uploads", "/v1/realtime",
 )  # fmt: skip
+UPLOAD_PATH = "/v1/files"
 # The OpenAI routes meshserve serves: (how the path matches, the methods it takes).
 _OPENAI_ROUTES = (
     (RouteMatch(path="/v1/chat/completions"), "POST"),
     (RouteMatch(path="/v1/completions"), "POST"),
     (RouteMatch(path="/v1/models"), "GET"),
     (RouteMatch(safe_regex=RegexMatcher(regex=r"^/v1/models/[^/]+$")), "GET"),
-    (RouteMatch(path="/v1/files"), "POST"),
+    (RouteMatch(path=UPLOAD_PATH), "POST"),
     (RouteMatch(safe_regex=RegexMatcher(regex=r"^/v1/files/[^/]+$")), "GET"),
     (RouteMatch(safe_regex=RegexMatcher(regex=r"^/v1/files/[^/]+/content$")), "GET"),
     (RouteMatch(path="/v1/batches"), "GET, POST"),
@@ -63,12 +65,15 @@ _OPENAI_ROUTES = (
 
 def route_configuration(config: EdgeConfig) -> RouteConfiguration:
     gateway = _forward(GATEWAY_CLUSTER, config)
-    routes = [Route(match=RouteMatch(prefix=prefix), route=gateway) for prefix in GRPC_PREFIXES]
+    # gRPC streams pass through unbuffered: the gateway bounds each message itself (RESOURCE_EXHAUSTED).
+    routes = [
+        Route(match=RouteMatch(prefix=prefix), route=gateway, typed_per_filter_config=unbuffered())
+        for prefix in GRPC_PREFIXES
+    ]
     if config.auth_endpoints:
         # The admin API (keys, audit) is the authorization service's own.
-        routes.append(
-            Route(match=RouteMatch(prefix=f"/{IDENTITY_SERVICE_NAME}/"), route=_forward(AUTH_CLUSTER, config))
-        )
+        admin = RouteMatch(prefix=f"/{IDENTITY_SERVICE_NAME}/")
+        routes.append(Route(match=admin, route=_forward(AUTH_CLUSTER, config), typed_per_filter_config=unbuffered()))
     if config.openai_endpoints:
         routes += _openai_routes(config)
     routes += [_wrong_method(RouteMatch(path=path), methods) for path, methods in _methods_by_literal_path().items()]
@@ -89,11 +94,19 @@ def _methods_by_literal_path() -> dict[str, str]:
 
 def _openai_routes(config: EdgeConfig) -> list[Route]:
     front = _forward(OPENAI_CLUSTER, config)
-    served = [Route(match=_with_method(match, method), route=front) for match, method in _OPENAI_ROUTES]
+    served = [
+        # A file upload streams to the front, which takes files far larger than the edge's body limit.
+        Route(match=_with_method(match, method), route=front, typed_per_filter_config=_uploads_unbuffered(match))
+        for match, method in _OPENAI_ROUTES
+    ]
     refused = [
         _answer(match, 405, _openai_body("method_not_allowed"), allow=method) for match, method in _OPENAI_ROUTES
     ]
     return [*served, *refused]
+
+
+def _uploads_unbuffered(match: RouteMatch) -> dict:
+    return unbuffered() if match.path == UPLOAD_PATH else {}
 
 
 def _with_method(match: RouteMatch, methods: str) -> RouteMatch:

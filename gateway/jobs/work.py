@@ -15,7 +15,7 @@ from typing import Any
 from google.protobuf import json_format
 from meshserve.gateway.v1 import gateway_pb2 as pb
 
-from services.shared.errors import HTTP_STATUS, MeshError
+from services.shared.errors import MeshError, http_status_of
 
 
 class JobKind(StrEnum):
@@ -57,7 +57,7 @@ class JobFailure:
 
     @classmethod
     def of(cls, error: MeshError) -> JobFailure:
-        return cls(error.reason, error.message, HTTP_STATUS.get(error.kind, 500))
+        return cls(error.reason, error.message, http_status_of(error))
 
 
 def encode_work(work: JobWork) -> str:

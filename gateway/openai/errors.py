@@ -10,9 +10,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from services.shared.errors import HTTP_STATUS, RATE_LIMIT_HEADER_PREFIX, ErrorKind, MeshError
+from services.shared.errors import RATE_LIMIT_HEADER_PREFIX, ErrorKind, MeshError, http_status_of
 
-# ErrorKind -> OpenAI error type; the HTTP status is the mesh's own (HTTP_STATUS).
+# ErrorKind -> OpenAI error type; the HTTP status is the mesh's own (http_status_of).
 _TYPE_OF_KIND = {
     ErrorKind.INVALID_ARGUMENT: "invalid_request_error",
     ErrorKind.FAILED_PRECONDITION: "invalid_request_error",
@@ -24,6 +24,8 @@ _TYPE_OF_KIND = {
     ErrorKind.UNAVAILABLE: "service_unavailable_error",
     ErrorKind.DEADLINE_EXCEEDED: "timeout_error",
 }
+# A status more precise than its kind's names its own type: headers too large are a bad request, not a rate limit.
+_TYPE_OF_STATUS = {413: "invalid_request_error", 431: "invalid_request_error"}
 # Reasons whose parameter the error's metadata does not name.
 _PARAM_OF_REASON = {
     "UNKNOWN_MODEL": "model",
@@ -71,7 +73,8 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 
 def from_mesh_error(error: MeshError, param_aliases: dict[str, str] | None = None) -> OpenAIError:
     """The envelope of a typed mesh error; `param_aliases` renames the mesh's field to the one the client sent."""
-    status, kind = HTTP_STATUS.get(error.kind, 500), _TYPE_OF_KIND.get(error.kind, "server_error")
+    status = http_status_of(error)
+    kind = _TYPE_OF_STATUS.get(status) or _TYPE_OF_KIND.get(error.kind, "server_error")
     param = error.metadata.get("field") or _PARAM_OF_REASON.get(error.reason)
     if param is not None and param_aliases:
         param = param_aliases.get(param, param)

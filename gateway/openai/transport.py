@@ -18,9 +18,13 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from services.shared.certs import spiffe_id
+from services.shared.header_limits import MESH_METADATA_LIMIT_BYTES
 from services.shared.tls import TlsFiles
 
 log = logging.getLogger("gateway.openai.transport")
+# The edge lets in headers up to the mesh's limit and adds its own (identity, tracing); h11's default of
+# 16 KiB would drop such a request's connection with no answer at all.
+_MAX_REQUEST_HEAD_BYTES = MESH_METADATA_LIMIT_BYTES + 8 * 1024
 
 
 def peer_spiffe_ids(transport: asyncio.BaseTransport) -> set[str]:
@@ -55,7 +59,7 @@ class EmbeddedServer(uvicorn.Server):
 def uvicorn_config(app, listen: str, tls: TlsFiles | None, allowed_callers: list[str], grace: float) -> uvicorn.Config:
     host, _, port = listen.rpartition(":")
     common = dict(host=host or "127.0.0.1", port=int(port), lifespan="off", log_config=None, access_log=False,
-                  timeout_graceful_shutdown=grace)  # fmt: skip
+                  timeout_graceful_shutdown=grace, h11_max_incomplete_event_size=_MAX_REQUEST_HEAD_BYTES)  # fmt: skip
     if tls is None:
         return uvicorn.Config(app, http="h11", **common)
     return uvicorn.Config(

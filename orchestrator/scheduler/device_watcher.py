@@ -17,13 +17,13 @@ from meshserve.gpumonitor.v1 import gpumonitor_pb2, gpumonitor_pb2_grpc
 
 from orchestrator.scheduler.broker import SlotBroker
 from services.shared.channels import open_channel
+from services.shared.liveness import SILENT_AFTER_INTERVALS
 from services.shared.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
 _RECONNECT_SECONDS = 0.5
 DEFAULT_INTERVAL_SECONDS = 0.5
-DEFAULT_SILENT_AFTER_INTERVALS = 3
 
 
 class DeviceWatcher:
@@ -33,7 +33,7 @@ class DeviceWatcher:
         monitor_address: str,
         tls: TlsFiles | None,
         interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
-        silent_after_intervals: int = DEFAULT_SILENT_AFTER_INTERVALS,
+        silent_after_intervals: int = SILENT_AFTER_INTERVALS,
     ) -> None:
         self._broker = broker
         self.address = monitor_address

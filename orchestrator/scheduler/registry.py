@@ -20,11 +20,11 @@ from orchestrator.scheduler.broker import SlotBroker
 from orchestrator.scheduler.convert import to_registered_spec
 from orchestrator.scheduler.endpoint_watcher import EndpointWatcher
 from services.shared.errors import ErrorKind, MeshError
+from services.shared.liveness import SILENT_AFTER_INTERVALS
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HEARTBEAT_SECONDS = 0.5
-DEFAULT_SILENT_AFTER_INTERVALS = 3
 
 
 class EndpointRegistry:
@@ -34,7 +34,7 @@ class EndpointRegistry:
         watcher: EndpointWatcher,
         keep_alive_of: Callable[[str], float | None],
         heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
-        silent_after_intervals: int = DEFAULT_SILENT_AFTER_INTERVALS,
+        silent_after_intervals: int = SILENT_AFTER_INTERVALS,
     ) -> None:
         self._broker = broker
         self._watcher = watcher

@@ -18,6 +18,7 @@ from orchestrator.scheduler.core.pressure import (
     ThermalThresholds,
 )
 from services.shared.domain import Priority
+from services.shared.liveness import SILENT_AFTER_INTERVALS
 from services.shared.service_settings import ServiceSettings
 
 
@@ -54,7 +55,7 @@ class SchedulerSettings(ServiceSettings):
     # is dropped (its held slots lost), or the monitor's devices get no new work, until it is heard again.
     heartbeat_seconds: float = Field(default=0.5, gt=0, le=10)
     monitor_interval_seconds: float = Field(default=0.5, ge=0.05, le=10)
-    silent_after_intervals: int = Field(default=3, ge=2, le=20)
+    silent_after_intervals: int = Field(default=SILENT_AFTER_INTERVALS, ge=2, le=20)
     # Requests that may wait at once; past it a request is refused (or sheds a less urgent one).
     max_queue: int = Field(default=64, ge=0)
     # At most this much of a device is reserved for models and requests ("2GiB", "1500MB"); unset: all of it.

@@ -18,6 +18,7 @@ from meshserve.scheduler.v1 import scheduler_pb2 as pb
 from meshserve.scheduler.v1 import scheduler_pb2_grpc
 
 from services.shared.channels import open_channel
+from services.shared.liveness import SILENT_AFTER_INTERVALS
 from services.shared.tls import TlsFiles
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,6 @@ log = logging.getLogger(__name__)
 _RETRY_SECONDS = 0.25
 # Until the scheduler names its interval, and how long a first answer may take.
 _FIRST_ANSWER_SECONDS = 3.0
-_SILENT_AFTER_INTERVALS = 3
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class SchedulerRegistration:
             if answer is grpc.aio.EOF:
                 return
             interval = answer.heartbeat_interval.ToNanoseconds() / 1e9 or 0.5
-            silence = interval * _SILENT_AFTER_INTERVALS
+            silence = interval * SILENT_AFTER_INTERVALS
             log.info("registered with the scheduler at %s as %s", self._address, answer.endpoint_id)
             self.registered.set()
             while True:

@@ -5,7 +5,8 @@ RetryInfo where it has a delay), and anything else becomes INTERNAL without a tr
 client. The same wrapper records the outcome on the call's span (the reason, or a cancellation, which
 the gRPC instrumentation misses) and counts it in meshserve_rpc_requests_total. It also guards request
 decoding: a message that does not parse (for example a string field holding invalid UTF-8) is
-INVALID_ARGUMENT, where grpc would otherwise answer INTERNAL.
+INVALID_ARGUMENT, where grpc would otherwise answer INTERNAL. And it refuses a call whose metadata is over
+the mesh's limit (header_limits.py) with RESOURCE_EXHAUSTED before its handler runs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span
 
 from services.shared.errors import RATE_LIMIT_HEADER_PREFIX, MeshError, invalid_argument
+from services.shared.header_limits import MESH_METADATA_LIMIT_BYTES, check_header_size
 from services.shared.status_details import to_grpc_status
 from telemetry.metrics import RPC_DURATION, RPC_REQUESTS
 from telemetry.spans import TRACE_ID_HEADER, record_cancellation, record_failure, trace_id_of
@@ -51,18 +53,46 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        refusal = _metadata_refusal(handler_call_details.invocation_metadata or ())
         wrapped = {
             "request_deserializer": _guarded_deserializer(handler.request_deserializer),
         }
         if handler.unary_unary:
-            wrapped["unary_unary"] = _wrap_unary(handler.unary_unary, method, streaming_requests=False)
+            behavior = _refusing_unary(refusal) if refusal else handler.unary_unary
+            wrapped["unary_unary"] = _wrap_unary(behavior, method, streaming_requests=False)
         elif handler.unary_stream:
-            wrapped["unary_stream"] = _wrap_stream(handler.unary_stream, method, streaming_requests=False)
+            behavior = _refusing_stream(refusal) if refusal else handler.unary_stream
+            wrapped["unary_stream"] = _wrap_stream(behavior, method, streaming_requests=False)
         elif handler.stream_unary:
-            wrapped["stream_unary"] = _wrap_unary(handler.stream_unary, method, streaming_requests=True)
+            behavior = _refusing_unary(refusal) if refusal else handler.stream_unary
+            wrapped["stream_unary"] = _wrap_unary(behavior, method, streaming_requests=True)
         elif handler.stream_stream:
-            wrapped["stream_stream"] = _wrap_stream(handler.stream_stream, method, streaming_requests=True)
+            behavior = _refusing_stream(refusal) if refusal else handler.stream_stream
+            wrapped["stream_stream"] = _wrap_stream(behavior, method, streaming_requests=True)
         return handler._replace(**wrapped)
+
+
+def _metadata_refusal(metadata: Any) -> MeshError | None:
+    try:
+        check_header_size(metadata, MESH_METADATA_LIMIT_BYTES)
+    except MeshError as error:
+        return error
+    return None
+
+
+def _refusing_unary(error: MeshError) -> Callable[..., Awaitable[Any]]:
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        raise error
+
+    return refuse
+
+
+def _refusing_stream(error: MeshError) -> Callable[..., AsyncIterator[Any]]:
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        raise error
+        yield  # pragma: no cover - makes this an async generator, as a streaming handler is
+
+    return refuse
 
 
 async def responses_of(outcome: Any) -> AsyncIterator[Any]:

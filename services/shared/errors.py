@@ -52,12 +52,19 @@ class MeshError(Exception):
     metadata: dict[str, str] = field(default_factory=dict)
     retry_after_seconds: float | None = None
     kind: ErrorKind = ErrorKind.INVALID_ARGUMENT
+    # For the few errors whose HTTP answer is more precise than their kind's (431 for headers too large).
+    http_status: int | None = None
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.message}"
+
+
+def http_status_of(error: MeshError) -> int:
+    """The HTTP status an error is answered with on the REST and OpenAI surfaces."""
+    return error.http_status or HTTP_STATUS.get(error.kind, 500)
 
 
 def invalid_argument(reason: str, message: str, **metadata: object) -> MeshError:
@@ -86,6 +93,16 @@ def unauthenticated(reason: str, message: str, **metadata: object) -> MeshError:
 
 def permission_denied(reason: str, message: str, **metadata: object) -> MeshError:
     return MeshError(reason, message, _as_strings(metadata), kind=ErrorKind.PERMISSION_DENIED)
+
+
+def headers_too_large(size_bytes: int, limit_bytes: int) -> MeshError:
+    """Request headers (gRPC metadata) over the mesh's limit: 431 over HTTP, RESOURCE_EXHAUSTED over gRPC.
+
+    No retry helps, so unlike other RESOURCE_EXHAUSTED errors it carries no retry delay.
+    """
+    message = f"the request's headers are {size_bytes} bytes; the limit is {limit_bytes}"
+    metadata = {"size_bytes": str(size_bytes), "limit_bytes": str(limit_bytes)}
+    return MeshError("HEADERS_TOO_LARGE", message, metadata, kind=ErrorKind.RESOURCE_EXHAUSTED, http_status=431)
 
 
 def _as_strings(metadata: dict[str, object]) -> dict[str, str]:

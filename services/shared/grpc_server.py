@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.shared.authorization import SpiffeAuthorizationInterceptor
 from services.shared.error_interceptor import ErrorMappingInterceptor
+from services.shared.header_limits import GRPC_METADATA_CEILING_BYTES
 from services.shared.service_settings import ServiceSettings
 from services.shared.tls import TlsFiles, server_credentials
 from telemetry.tracing import tracing_server_interceptor
@@ -31,6 +32,10 @@ def create_server(interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> gr
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # Metadata over the mesh's limit is refused by the error interceptor as RESOURCE_EXHAUSTED; these
+            # keep grpc's transport (8 KiB soft, 16 KiB hard by default) from failing it first as INTERNAL.
+            ("grpc.max_metadata_size", GRPC_METADATA_CEILING_BYTES),
+            ("grpc.absolute_max_metadata_size", GRPC_METADATA_CEILING_BYTES),
             # Mesh clients ping idle channels to notice a dead peer (services/shared/channels.py). grpc's
             # default server answers pings more often than every 5 minutes with GOAWAY too_many_pings,
             # which fails every call on that channel; pings once a second are cheap, so allow them.

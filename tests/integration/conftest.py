@@ -8,6 +8,7 @@ import pytest
 from meshserve.inference.v1 import inference_pb2_grpc
 
 from tests.conftest import track, untrack
+from tests.integration.edge_support import certs, descriptor_set, gateway  # noqa: F401 (the edge tests' fixtures)
 from tests.postgres import postgres_server  # noqa: F401 (a fixture, found by pytest through this import)
 from tests.store_fixtures import database, database_url, own_postgres  # noqa: F401 (fixtures, as above)
 from tests.support import ServiceProcess, free_port, inference_args, wait_until_serving, write_model_config

@@ -19,6 +19,7 @@ SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Sec
 FILTER_ORDER = [
     "envoy.filters.http.health_check",
     "envoy.filters.http.local_ratelimit",
+    "envoy.filters.http.buffer",
     "envoy.filters.http.grpc_json_transcoder",
     "envoy.filters.http.router",
 ]

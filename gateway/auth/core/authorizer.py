@@ -1,4 +1,4 @@
-"""The edge's decision for one request: who it is for, or why it is refused (401, 403, 503)."""
+"""The edge's decision for one request: who it is for, or why it is refused (401, 403, 431, 503)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from gateway.auth.core.tokens import TokenPolicy, refusal_for_failure, scopes_of
 from services.identity.api_keys import key_id_of, secret_matches
 from services.shared.domain import Priority
 from services.shared.errors import permission_denied, unauthenticated, unavailable
+from services.shared.header_limits import MAX_REQUEST_HEADER_BYTES, check_header_size
 from services.shared.identity import CallerLimits, Identity, Scope
 from services.store.errors import StoreUnavailable
 from services.store.records import KeyRecord
@@ -44,7 +45,10 @@ class Authorizer:
 
     async def check(self, request: AccessRequest) -> Identity | None:
         """The caller's identity; None on the anonymous health routes. Raises MeshError: UNAUTHENTICATED (401),
-        PERMISSION_DENIED (403), or UNAVAILABLE (503) when the key store cannot be reached."""
+        PERMISSION_DENIED (403), HEADERS_TOO_LARGE (431, RESOURCE_EXHAUSTED over gRPC), or UNAVAILABLE (503)
+        when the key store cannot be reached."""
+        # First: a request this large is refused before any of its headers is read as a credential.
+        check_header_size(request.headers.items(), MAX_REQUEST_HEADER_BYTES)
         rule = rule_for(request.method, request.path, request.headers.get("content-type", ""))
         if rule is None:
             return None
