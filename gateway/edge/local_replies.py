@@ -17,14 +17,15 @@ from envoy_data_plane.envoy.config.accesslog.v3 import (
     AndFilter,
     ComparisonFilter,
     ComparisonFilterOp,
+    ExtensionFilter,
     HeaderFilter,
     MetadataFilter,
     OrFilter,
-    ResponseFlagFilter,
     StatusCodeFilter,
 )
 from envoy_data_plane.envoy.config.core.v3 import RuntimeUInt32, SubstitutionFormatString
 from envoy_data_plane.envoy.config.route.v3 import HeaderMatcher
+from envoy_data_plane.envoy.extensions.access_loggers.filters.cel.v3 import ExpressionFilter
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
     LocalReplyConfig,
     ResponseMapper,
@@ -38,25 +39,29 @@ from envoy_data_plane.envoy.type.matcher.v3 import (
 from envoy_data_plane.google.protobuf import Struct
 
 from gateway.edge.routes import OPENAI_PATH_PREFIXES
+from gateway.edge.typed import pack
 from services.shared.errors import ERROR_DOMAIN
 from services.shared.identity import REFUSAL_METADATA_KEY
 
 # The namespace ext_authz puts the authorization service's dynamic metadata under.
 EXT_AUTHZ_NAMESPACE = "envoy.filters.http.ext_authz"
+CEL_FILTER = "envoy.access_loggers.extension_filters.cel"
 
 
 @dataclass(frozen=True)
 class LocalError:
     """One kind of Envoy reply: its HTTP status, google.rpc.Code, ErrorInfo reason and OpenAI error type.
 
-    `flag` narrows it to replies with that Envoy response flag (OM: the overload manager refused it).
+    `details` narrows it to replies whose response code details are these ("overload": the overload manager
+    refused it). Envoy sets its response flag only after the reply is formed, so the details are what a
+    local reply mapper can see.
     """
 
     status: int
     code: int
     reason: str
     openai_type: str
-    flag: str | None = None
+    details: str | None = None
 
 
 # The first that matches a reply wins, so a narrower one comes before the plain one of its status.
@@ -66,7 +71,7 @@ LOCAL_ERRORS = (
     LocalError(413, 8, "REQUEST_TOO_LARGE", "invalid_request_error"),
     LocalError(429, 8, "RATE_LIMITED", "rate_limit_error"),
     LocalError(431, 8, "HEADERS_TOO_LARGE", "invalid_request_error"),
-    LocalError(503, 14, "EDGE_OVERLOADED", "service_unavailable_error", flag="OM"),
+    LocalError(503, 14, "EDGE_OVERLOADED", "service_unavailable_error", details="overload"),
     LocalError(503, 14, "EDGE_UPSTREAM_UNAVAILABLE", "service_unavailable_error"),
     LocalError(504, 4, "UPSTREAM_TIMEOUT", "timeout_error"),
 )
@@ -96,10 +101,11 @@ def _reply_is(error: LocalError) -> AccessLogFilter:
         value=RuntimeUInt32(default_value=error.status, runtime_key=f"meshserve.local_reply.status_{error.status}"),
     )
     status = AccessLogFilter(status_code_filter=StatusCodeFilter(comparison=comparison))
-    if error.flag is None:
+    if error.details is None:
         return status
-    flagged = AccessLogFilter(response_flag_filter=ResponseFlagFilter(flags=[error.flag]))
-    return AccessLogFilter(and_filter=AndFilter(filters=[status, flagged]))
+    expression = ExpressionFilter(expression=f"response.code_details == '{error.details}'")
+    detailed = AccessLogFilter(extension_filter=ExtensionFilter(name=CEL_FILTER, typed_config=pack(expression)))
+    return AccessLogFilter(and_filter=AndFilter(filters=[status, detailed]))
 
 
 def _openai_mapper(error: LocalError) -> ResponseMapper:

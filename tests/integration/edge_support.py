@@ -10,9 +10,12 @@ import asyncio
 import http.client
 import json
 import random
+import re
 import ssl
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +50,9 @@ class StandInGateway(gateway_pb2_grpc.GatewayServiceServicer):
         self.metadata: list[dict[str, str]] = []
         # By prompt: the rest of the stream waits for the event, once the first token has gone.
         self.holds: dict[str, asyncio.Event] = {}
+        # Streams waiting on a hold now, and the most that ever waited at once.
+        self.held_now = 0
+        self.most_held = 0
 
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext):
         self.requests.append(request)
@@ -56,13 +62,21 @@ class StandInGateway(gateway_pb2_grpc.GatewayServiceServicer):
             await context.abort_with_status(to_grpc_status(error))
         for index, text in enumerate(TOKENS):
             if index == 1 and request.prompt in self.holds:
-                await asyncio.wait_for(self.holds[request.prompt].wait(), timeout=30)
+                await self._hold(self.holds[request.prompt])
             yield pb.GenerateResponse(text=text, model=request.model or "gemma-3-270m")
         yield pb.GenerateResponse(
             model=request.model or "gemma-3-270m",
             finish_reason=pb.FINISH_REASON_LENGTH,
             usage=pb.Usage(input_tokens=2, output_tokens=len(TOKENS)),
         )
+
+    async def _hold(self, release: asyncio.Event) -> None:
+        self.held_now += 1
+        self.most_held = max(self.most_held, self.held_now)
+        try:
+            await asyncio.wait_for(release.wait(), timeout=30)
+        finally:
+            self.held_now -= 1
 
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext):
         model = pb.Model(name="gemma-3-270m", engine="llama_cpp", state=pb.MODEL_STATE_READY, context_length=2048)
@@ -142,7 +156,8 @@ def edge_config(
     )
 
 
-async def start_edge(config: EdgeConfig, directory: Path) -> Edge:
+async def start_edge(config: EdgeConfig, directory: Path, healthy: bool = True) -> Edge:
+    """Envoy on this config, once /healthz is 200; or, with healthy=False, once it is live (its admin /ready)."""
     bootstrap = write_bootstrap(config, directory / "envoy.json")
     args = [
         str(ENVOY), "-c", str(bootstrap), "--concurrency", "2",
@@ -150,7 +165,7 @@ async def start_edge(config: EdgeConfig, directory: Path) -> Edge:
         "--base-id", str(random.randrange(1_000, 1_000_000)), "--disable-hot-restart",
     ]  # fmt: skip
     edge = Edge(config, track(ServiceProcess("envoy", args, directory / "envoy.log")))
-    await wait_until_healthy(edge)
+    await (wait_until_healthy(edge) if healthy else wait_until_live(edge))
     return edge
 
 
@@ -168,6 +183,44 @@ async def wait_until_healthy(edge: Edge, timeout: float = 30.0) -> None:
             return
         await asyncio.sleep(0.1)
     raise TimeoutError(f"/healthz was not 200 after {timeout}s:\n{edge.process.logs()}")
+
+
+async def wait_until_live(edge: Edge, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if edge.process.process.poll() is not None:
+            raise RuntimeError(f"envoy exited with {edge.process.process.returncode}:\n{edge.process.logs()}")
+        if await asyncio.to_thread(_admin_status, edge, "/ready") == 200:
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"envoy was not live after {timeout}s:\n{edge.process.logs()}")
+
+
+def _admin_status(edge: Edge, path: str) -> int | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{edge.config.admin_address[1]}{path}", timeout=5) as answer:
+            return answer.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return None
+
+
+async def admin_stats(edge: Edge, prefix: str) -> dict[str, int]:
+    """Envoy's counters and gauges whose names start with prefix, from its admin interface."""
+
+    def read() -> dict[str, int]:
+        url = f"http://127.0.0.1:{edge.config.admin_address[1]}/stats?filter=^{re.escape(prefix)}"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            lines = answer.read().decode().splitlines()
+        stats = {}
+        for line in lines:
+            name, _, value = line.partition(": ")
+            if value.strip().isdigit():
+                stats[name] = int(value)
+        return stats
+
+    return await asyncio.to_thread(read)
 
 
 async def healthz(edge: Edge) -> int | None:

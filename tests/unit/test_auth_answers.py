@@ -8,7 +8,7 @@ import json
 from google.rpc import error_details_pb2, status_pb2
 
 from gateway.auth.answers import GRPC_STATUS_DETAILS, refuse
-from services.shared.errors import unauthenticated
+from services.shared.errors import headers_too_large, unauthenticated
 from services.shared.identity import Surface
 
 CHALLENGE = 'Bearer realm="meshserve"'
@@ -38,3 +38,17 @@ def test_a_rest_caller_gets_the_status_as_json_and_no_grpc_trailer() -> None:
     assert GRPC_STATUS_DETAILS not in headers and headers["www-authenticate"] == CHALLENGE
     body = json.loads(response.denied_response.body)
     assert body["code"] == 16 and body["details"][0]["reason"] == "KEY_REVOKED"
+
+
+def test_headers_too_large_is_431_over_http_and_resource_exhausted_over_grpc() -> None:
+    error = headers_too_large(40_000, 32_768)
+    grpc_answer = refuse(error, Surface.GRPC, "application/grpc", CHALLENGE)
+    assert grpc_answer.denied_response.status.code == 431
+    # Envoy maps 431 to UNKNOWN on its own, so the code is set explicitly.
+    assert headers_of(grpc_answer)["grpc-status"] == "8"
+    rest_answer = refuse(error, Surface.REST, "application/json", CHALLENGE)
+    assert rest_answer.denied_response.status.code == 431
+    assert json.loads(rest_answer.denied_response.body)["details"][0]["reason"] == "HEADERS_TOO_LARGE"
+    openai_answer = json.loads(refuse(error, Surface.OPENAI, "application/json", CHALLENGE).denied_response.body)
+    assert openai_answer["error"]["type"] == "invalid_request_error"
+    assert openai_answer["error"]["code"] == "headers_too_large"

@@ -11,7 +11,8 @@ from gateway.auth.core.routes import rule_for, unprotected_methods
 from gateway.auth.core.tokens import TokenPolicy, refusal_for_failure, scopes_of, subject_of
 from services.identity.api_keys import hash_key, key_id_of, new_api_key, new_secret_for, secret_matches
 from services.shared.domain import Priority
-from services.shared.errors import ErrorKind, MeshError
+from services.shared.errors import ErrorKind, MeshError, http_status_of
+from services.shared.header_limits import MAX_REQUEST_HEADER_BYTES
 from services.shared.identity import Scope, Surface
 from services.store.errors import StoreUnavailable
 from services.store.records import KeyRecord
@@ -194,3 +195,15 @@ async def test_a_secret_that_does_not_match_the_kept_record_is_checked_against_a
 
     identity = await Authorizer(Stale(), TokenPolicy(), clock=lambda: NOW).check(access(x_api_key=new))
     assert identity is not None and identity.subject == f"key:{key_id}"
+
+
+async def test_headers_over_the_limit_are_refused_before_the_credential_is_read() -> None:
+    _, key = new_api_key()
+    authorizer = Authorizer(Directory(record(key)), TokenPolicy())
+    padded = access(x_api_key=key, x_padding="p" * MAX_REQUEST_HEADER_BYTES)
+    refused = await refusal(authorizer, padded)
+    assert (refused.kind, refused.reason, http_status_of(refused)) == (
+        ErrorKind.RESOURCE_EXHAUSTED, "HEADERS_TOO_LARGE", 431
+    )  # fmt: skip
+    # The same key with headers under the limit is let in: it is the size that was refused.
+    assert await authorizer.check(access(x_api_key=key, x_padding="p" * 1024)) is not None

@@ -92,14 +92,14 @@ def test_bodies_are_limited_except_grpc_streams_and_file_uploads(tmp_path: Path)
 
 
 def test_envoys_own_refusals_each_have_a_reason_and_the_overload_its_own() -> None:
-    by_status = {(error.status, error.flag): error for error in LOCAL_ERRORS}
+    by_status = {(error.status, error.details): error for error in LOCAL_ERRORS}
     assert by_status[(413, None)].reason == "REQUEST_TOO_LARGE"
     assert by_status[(431, None)].reason == "HEADERS_TOO_LARGE"
     assert by_status[(408, None)].reason == "REQUEST_HEADERS_TIMEOUT"
-    assert by_status[(503, "OM")].reason == "EDGE_OVERLOADED"
+    assert by_status[(503, "overload")].reason == "EDGE_OVERLOADED"
     # The first mapper that matches wins: the overload's must come before the plain 503's.
-    statuses = [(error.status, error.flag) for error in LOCAL_ERRORS]
-    assert statuses.index((503, "OM")) < statuses.index((503, None))
+    statuses = [(error.status, error.details) for error in LOCAL_ERRORS]
+    assert statuses.index((503, "overload")) < statuses.index((503, None))
 
 
 @pytest.mark.parametrize(
