@@ -88,6 +88,33 @@ BAD_INPUTS = [
     ("completion logprobs above 5", "/v1/completions", {**COMPLETION, "logprobs": 6}, {}, 400, "logprobs"),
     ("echo", "/v1/completions", {**COMPLETION, "echo": True}, {}, 400, "echo"),
     ("best_of 3", "/v1/completions", {**COMPLETION, "best_of": 3}, {}, 400, "best_of"),
+    ("invalid UTF-8", "/v1/chat/completions",
+     b'{"model": "gemma-3-270m", "messages": [{"role": "user", "content": "\xc3\x28"}]}', {}, 400, None),
+    ("JSON nested 10,000 deep", "/v1/chat/completions",
+     b'{"model": "gemma-3-270m", "x": ' + b"[" * 10_000 + b"]" * 10_000 + b"}", {}, 400, None),
+    ("a JSON string", "/v1/chat/completions", b'"hello"', {}, 400, None),
+    ("20,000 messages", "/v1/chat/completions", chat(messages=[{"role": "user", "content": "Hi"}] * 20_000), {},
+     400, "messages"),
+    ("messages null", "/v1/chat/completions", chat(messages=None), {}, 400, "messages"),
+    ("the model a number", "/v1/chat/completions", chat(model=7), {}, 400, "model"),
+    ("content null", "/v1/chat/completions", chat(messages=[{"role": "user", "content": None}]), {}, 400,
+     "messages[0].content"),
+    ("role null", "/v1/chat/completions", chat(messages=[{"role": None, "content": "Hi"}]), {}, 400,
+     "messages[0].role"),
+    ("max_tokens a fraction", "/v1/chat/completions", chat(max_tokens=1.5), {}, 400, "max_tokens"),
+    ("stop a number", "/v1/chat/completions", chat(stop=5), {}, 400, "stop"),
+    ("temperature NaN", "/v1/chat/completions",
+     b'{"model": "gemma-3-270m", "messages": [{"role": "user", "content": "Hi"}], "temperature": NaN}', {}, 400,
+     "temperature"),
+    ("logprobs a word", "/v1/chat/completions", chat(logprobs="yes"), {}, 400, "logprobs"),
+    ("a completion prompt a number", "/v1/completions", {**COMPLETION, "prompt": 5}, {}, 400, "prompt"),
+    ("a batch without a file", "/v1/batches", {"endpoint": "/v1/chat/completions", "completion_window": "24h"}, {},
+     400, "input_file_id"),
+    ("a batch of an unknown file", "/v1/batches",
+     {"input_file_id": "file-nope", "endpoint": "/v1/chat/completions", "completion_window": "24h"}, {}, 404,
+     "input_file_id"),
+    ("cancelling an unknown batch", "/v1/batches/batch_nope/cancel", {}, {}, 404, None),
+    ("a file upload that is not multipart", "/v1/files", {"purpose": "batch"}, {}, 400, "file"),
 ]  # fmt: skip
 
 
@@ -107,7 +134,7 @@ def test_a_bad_input_gets_a_4xx_in_openais_envelope_naming_the_parameter(
 
 
 def test_after_every_bad_input_the_mesh_still_serves(mesh: Mesh) -> None:
-    assert len(BAD_INPUTS) >= 25
+    assert len(BAD_INPUTS) >= 50
     reply = sdk(mesh).chat.completions.create(**CHAT)
     assert reply.usage.completion_tokens == 2
     assert mesh.healthy()
