@@ -26,6 +26,22 @@ MESH_ROLES = {"envoy": "envoy", "gateway": "-m gateway ", "openai": "-m gateway.
               "jobs": "-m gateway.jobs"}  # fmt: skip
 
 
+def roles_of(state_dir: Path) -> dict[str, int]:
+    """The processes of the mesh whose state is in state_dir, role to pid. A second process of a role (a
+    gateway replica, a second model's inference service) is "ROLE-2", and so on, in the order of their pids."""
+    found = subprocess.run(["pgrep", "-af", "--", str(state_dir)], capture_output=True, text=True).stdout
+    roles: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    for line in sorted(found.splitlines(), key=lambda line: int(line.split(" ", 1)[0])):
+        pid, command = line.split(" ", 1)
+        role = next((role for role, marker in MESH_ROLES.items() if marker in command), None)
+        if role is None:
+            continue
+        counts[role] = counts.get(role, 0) + 1
+        roles[role if counts[role] == 1 else f"{role}-{counts[role]}"] = int(pid)
+    return roles
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a process so far (fields 14 and 15 of /proc/PID/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -45,14 +61,7 @@ class Mesh:
 
     def roles(self) -> dict[str, int]:
         """The mesh's processes, role to pid."""
-        found = subprocess.run(["pgrep", "-af", "--", str(self.state_dir)], capture_output=True, text=True).stdout
-        roles = {}
-        for line in found.splitlines():
-            pid, command = line.split(" ", 1)
-            for role, marker in MESH_ROLES.items():
-                if marker in command and role not in roles:
-                    roles[role] = int(pid)
-        return roles
+        return roles_of(self.state_dir)
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGINT)
