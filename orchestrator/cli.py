@@ -16,7 +16,7 @@ from orchestrator.mesh_plan import IDENTITIES
 from orchestrator.settings import LauncherSettings
 from orchestrator.status import render
 from services.identity.key_file import read_key_file
-from services.shared.certs import ensure_dev_certs
+from services.shared.certs import ensure_dev_certs, rotate_certs
 from services.shared.status_details import details_of
 from telemetry.spans import TRACE_ID_HEADER
 
@@ -27,7 +27,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="meshserve", description="Run and call meshserve.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="run the whole mesh in the foreground until Ctrl-C")
-    commands.add_parser("certs", help="create the development CA and service certificates")
+    certs = commands.add_parser("certs", help="create the development CA and service certificates")
+    certs.add_argument("--rotate", action="store_true",
+                       help="issue every service a new key and certificate; a running mesh takes them up")  # fmt: skip
     status = commands.add_parser("status", help="devices, pressure, queue, slots and resident models")
     status.add_argument("--json", action="store_true", help="print the state as JSON")
     status.add_argument("--plaintext", action="store_true", help="use the loopback plain listener, not TLS")
@@ -143,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command in ("keys", "token", "audit"):
         raise SystemExit(credentials_cli.run(settings, args))
     if args.command == "certs":
-        for identity, files in ensure_dev_certs(settings.certs_dir, list(IDENTITIES)).items():
+        write = rotate_certs if args.rotate else ensure_dev_certs
+        for identity, files in write(settings.certs_dir, list(IDENTITIES)).items():
             print(f"{identity}: {files.cert}")
         raise SystemExit(0)
     raise SystemExit(generate(settings, args))

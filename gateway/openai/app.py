@@ -19,7 +19,7 @@ from gateway.openai.batch_routes import add_batch_routes
 from gateway.openai.gateway_client import GatewayClient
 from gateway.openai.routes import create_app
 from gateway.openai.settings import OpenAISettings
-from gateway.openai.transport import EmbeddedServer, uvicorn_config
+from gateway.openai.transport import EmbeddedServer, follow_certificates, uvicorn_config
 from services.shared.audit_log import AuditLog
 from services.shared.grpc_server import wait_for_shutdown_signal
 from services.shared.service_main import run_service
@@ -57,6 +57,7 @@ async def serve(settings: OpenAISettings) -> int:
     server = EmbeddedServer(config)
     serving = asyncio.create_task(server.serve())
     readiness = asyncio.create_task(follow_readiness(gateway, app, settings.health_interval_seconds))
+    certificates = asyncio.create_task(follow_certificates(config, tls)) if tls is not None else None
     serve_metrics(settings.metrics_listen)
     log.info("listening on %s", settings.listen)
     stop = asyncio.create_task(wait_for_shutdown_signal())
@@ -67,6 +68,8 @@ async def serve(settings: OpenAISettings) -> int:
     app.state.ready = False
     server.should_exit = True
     readiness.cancel()
+    if certificates is not None:
+        certificates.cancel()
     await serving
     await audit.close()
     await database.close()

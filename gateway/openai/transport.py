@@ -19,7 +19,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from services.shared.certs import spiffe_id
 from services.shared.header_limits import MESH_METADATA_LIMIT_BYTES
-from services.shared.tls import TlsFiles
+from services.shared.tls import TlsFiles, pair_matches
 
 log = logging.getLogger("gateway.openai.transport")
 # The edge lets in headers up to the mesh's limit and adds its own (identity, tracing); h11's default of
@@ -54,6 +54,28 @@ class EmbeddedServer(uvicorn.Server):
     @contextmanager
     def capture_signals(self):
         yield
+
+
+async def follow_certificates(config: uvicorn.Config, tls: TlsFiles, interval: float = 1.0) -> None:
+    """Loads replaced certificate files into the server's TLS context, which every new connection uses:
+    uvicorn reads them only at start, where the mesh's gRPC servers and the edge take rotated ones up."""
+    loaded = tls.version()
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            version = tls.version()
+            if version == loaded or config.ssl is None:
+                continue
+            cert, key, _ = tls.read()
+            if not pair_matches(cert, key):
+                continue
+            config.ssl.load_cert_chain(str(tls.cert), str(tls.key))
+            config.ssl.load_verify_locations(str(tls.ca))
+        except (OSError, ssl.SSLError) as error:
+            log.warning("could not reload certificates: %s", error)
+            continue
+        loaded = version
+        log.info("reloaded certificates from %s", tls.cert)
 
 
 def uvicorn_config(app, listen: str, tls: TlsFiles | None, allowed_callers: list[str], grace: float) -> uvicorn.Config:

@@ -124,6 +124,21 @@ def ensure_dev_certs(directory: Path, services: list[str]) -> dict[str, TlsFiles
     return files
 
 
+def rotate_certs(directory: Path, services: list[str]) -> dict[str, TlsFiles]:
+    """Issues every service a new key and certificate from the same CA, in place.
+
+    Running services take them up without a restart: mesh servers and the edge for every new connection,
+    the OpenAI front within a second. Connections already open go on with the certificates they began
+    with, which stay valid: the CA is the same, and nothing is revoked.
+    """
+    ca = Issued(load_certificate(directory / "ca.pem"), load_private_key(directory / "ca-key.pem"))
+    files = {}
+    for service in services:
+        files[service] = identity = dev_identity(directory, service)
+        write_pem(issue(ca, service), identity.cert, identity.key)
+    return files
+
+
 def dev_identity(directory: Path, service: str) -> TlsFiles:
     """Where ensure_dev_certs keeps a service's certificate, key and CA."""
     return TlsFiles(cert=directory / f"{service}.pem", key=directory / f"{service}-key.pem", ca=directory / "ca.pem")

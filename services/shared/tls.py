@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,10 @@ def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
             version = files.version()
             if version == loaded["version"]:
                 return None
+            cert, key, _ = files.read()
+            if not pair_matches(cert, key):
+                # Between the key's replacement and the certificate's: try again at the next connection.
+                return None
             fresh = configuration()
         except OSError as error:
             # Mid-replacement: keep serving with the certificates already loaded.
@@ -54,6 +60,16 @@ def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
     return grpc.dynamic_ssl_server_credentials(
         configuration(), changed_configuration, require_client_authentication=True
     )
+
+
+def pair_matches(cert_pem: bytes, key_pem: bytes) -> bool:
+    """Whether the key is the certificate's: not so for a moment while a rotation replaces the two files."""
+    try:
+        certificate = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except ValueError:
+        return False
+    return certificate.public_key().public_numbers() == key.public_key().public_numbers()
 
 
 def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:
