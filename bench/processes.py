@@ -75,13 +75,14 @@ class Mesh:
 MEMORY_BUDGET = "3GiB"
 
 
-def start_mesh(state_dir: Path, max_queue: int) -> Mesh:
+def start_mesh(state_dir: Path, max_queue: int, gateway_replicas: int = 1) -> Mesh:
     names = ["edge_http", "edge_https", "edge_admin", "gateway", "scheduler", "gpu_monitor", "openai", "auth",
              "inference_base", "gateway_metrics", "scheduler_metrics", "gpu_monitor_metrics", "openai_metrics",
              "auth_metrics", "jobs_metrics", "inference_metrics_base"]  # fmt: skip
     # The n-th model's services listen on a base port plus n: each base gets a block.
-    ports = {name: free_port_block(8 if name.endswith("_base") else 1) for name in names}
+    ports = {name: free_port_block(8 if name.endswith("_base") or name.startswith("gateway") else 1) for name in names}
     env = {**os.environ, "MESHSERVE_STATE_DIR": str(state_dir), "MESHSERVE_MAX_QUEUE": str(max_queue),
+           "MESHSERVE_GATEWAY_REPLICAS": str(gateway_replicas),
            "MESHSERVE_SCHEDULER_MEMORY_BUDGET": MEMORY_BUDGET,
            **{f"MESHSERVE_{name.upper()}_PORT": str(port) for name, port in ports.items()}}  # fmt: skip
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)

@@ -15,6 +15,8 @@ from envoy_data_plane.envoy.config.core.v3 import HeaderValue, HeaderValueOption
 from envoy_data_plane.envoy.config.route.v3 import (
     DirectResponseAction,
     HeaderMatcher,
+    RetryPolicy,
+    RetryPolicyRetryHostPredicate,
     Route,
     RouteAction,
     RouteActionMaxStreamDuration,
@@ -22,12 +24,14 @@ from envoy_data_plane.envoy.config.route.v3 import (
     RouteMatch,
     VirtualHost,
 )
+from envoy_data_plane.envoy.extensions.retry.host.previous_hosts.v3 import PreviousHostsPredicate
 from envoy_data_plane.envoy.type.matcher.v3 import RegexMatcher, StringMatcher
 from envoy_data_plane.google.protobuf import Struct
 
 from gateway.edge.auth import AUTH_CLUSTER
 from gateway.edge.config import GATEWAY_CLUSTER, OPENAI_CLUSTER, EdgeConfig
 from gateway.edge.protection import unbuffered
+from gateway.edge.typed import pack
 from gateway.public_api import GATEWAY_SERVICE_NAME, IDENTITY_SERVICE_NAME, JOBS_SERVICE_NAME, rest_bindings
 from services.shared.errors import ERROR_DOMAIN
 
@@ -118,6 +122,7 @@ def _with_method(match: RouteMatch, methods: str) -> RouteMatch:
 def _forward(cluster: str, config: EdgeConfig) -> RouteAction:
     return RouteAction(
         cluster=cluster,
+        retry_policy=_unsent_requests_retried(),
         # The default 15s route timeout would cut long generations, so only the stream limits apply.
         timeout=_DISABLED,
         idle_timeout=config.stream_idle_timeout,
@@ -126,6 +131,20 @@ def _forward(cluster: str, config: EdgeConfig) -> RouteAction:
             # A gRPC caller's deadline (grpc-timeout) is honoured, up to the same ceiling.
             grpc_timeout_header_max=config.max_stream_duration,
         ),
+    )
+
+
+def _unsent_requests_retried() -> RetryPolicy:
+    """A request that never reached a replica (it died, or refused the stream) goes to another one, so a
+    replica that dies costs only the streams it was serving. Nothing a replica may have begun is retried."""
+    other_host = RetryPolicyRetryHostPredicate(
+        name="envoy.retry_host_predicates.previous_hosts", typed_config=pack(PreviousHostsPredicate())
+    )
+    return RetryPolicy(
+        retry_on="connect-failure,refused-stream,reset-before-request",
+        num_retries=2,
+        retry_host_predicate=[other_host],
+        host_selection_retry_max_attempts=3,
     )
 
 

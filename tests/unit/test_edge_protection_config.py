@@ -117,3 +117,14 @@ def test_envoys_own_refusals_each_have_a_reason_and_the_overload_its_own() -> No
 def test_bad_limits_are_refused(limits: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         EdgeLimits(**limits)
+
+
+def test_only_requests_no_replica_received_are_retried_and_on_another_replica(tmp_path: Path) -> None:
+    (host,) = connection_manager(bootstrap_with(tmp_path), "edge_http")["route_config"]["virtual_hosts"]
+    forwarded = [route["route"] for route in host["routes"] if "route" in route]
+    assert forwarded
+    for action in forwarded:
+        policy = action["retry_policy"]
+        assert set(policy["retry_on"].split(",")) == {"connect-failure", "refused-stream", "reset-before-request"}
+        (predicate,) = policy["retry_host_predicate"]
+        assert predicate["name"] == "envoy.retry_host_predicates.previous_hosts"
