@@ -12,6 +12,8 @@ import json
 import selectors
 import socket
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +39,18 @@ from tests.integration.edge_support import (
 SECONDS = datetime.timedelta(seconds=1)
 
 
+@asynccontextmanager
 async def edge_with(
     certs: dict[str, TlsFiles], descriptor_set: Path, gateway: Gateway, directory: Path, healthy: bool = True,
     **limits: Any,
-) -> Edge:  # fmt: skip
+) -> AsyncIterator[Edge]:  # fmt: skip
+    """An edge with these limits for the length of the block."""
     config = edge_config(certs, descriptor_set, gateway, directory, limits=EdgeLimits(**limits))
-    return await start_edge(config, directory, healthy=healthy)
+    edge = await start_edge(config, directory, healthy=healthy)
+    try:
+        yield edge
+    finally:
+        await stop_edge(edge)
 
 
 def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
@@ -92,8 +100,7 @@ def reason_of(body: dict[str, Any]) -> str:
 async def test_a_slowloris_client_is_answered_408_when_its_headers_take_too_long(
     certs: dict[str, TlsFiles], descriptor_set: Path, gateway: Gateway, tmp_path: Path
 ) -> None:
-    edge = await edge_with(certs, descriptor_set, gateway, tmp_path, request_headers_timeout=1 * SECONDS)
-    try:
+    async with edge_with(certs, descriptor_set, gateway, tmp_path, request_headers_timeout=1 * SECONDS) as edge:
         # A byte every 0.2 s keeps every idle timer from firing; only the headers timeout can end it.
         answer, _ = await asyncio.to_thread(slowloris, edge.http_port, byte_every=0.2, give_up_after=30)
         status, body = status_and_body(answer)
@@ -102,15 +109,12 @@ async def test_a_slowloris_client_is_answered_408_when_its_headers_take_too_long
         stats = await admin_stats(edge, "http.edge_http.downstream_rq_header_timeout")
         assert stats["http.edge_http.downstream_rq_header_timeout"] == 1
         assert await healthz(edge) == 200
-    finally:
-        await stop_edge(edge)
 
 
 async def test_a_tls_handshake_that_is_never_finished_is_cut_off(
     certs: dict[str, TlsFiles], descriptor_set: Path, gateway: Gateway, tmp_path: Path
 ) -> None:
-    edge = await edge_with(certs, descriptor_set, gateway, tmp_path, tls_handshake_timeout=1 * SECONDS)
-    try:
+    async with edge_with(certs, descriptor_set, gateway, tmp_path, tls_handshake_timeout=1 * SECONDS) as edge:
 
         def connect_and_say_nothing() -> bytes:
             with socket.create_connection(("127.0.0.1", edge.tls_port), timeout=5) as sock:
@@ -122,8 +126,6 @@ async def test_a_tls_handshake_that_is_never_finished_is_cut_off(
         assert stats[f"{listener}downstream_cx_transport_socket_connect_timeout"] == 1
         # And a client that does finish its handshake is served as ever.
         assert (await request(edge, "https", "GET", "/healthz")).status == 200
-    finally:
-        await stop_edge(edge)
 
 
 def open_idle_connections(port: int, count: int) -> list[socket.socket]:
@@ -153,11 +155,15 @@ def wait_until_all_closed(connections: list[socket.socket], timeout: float) -> i
 async def test_idle_connections_over_the_cap_are_closed_at_once_and_the_rest_when_idle(
     certs: dict[str, TlsFiles], descriptor_set: Path, gateway: Gateway, tmp_path: Path
 ) -> None:
-    edge = await edge_with(certs, descriptor_set, gateway, tmp_path, max_connections=1500, idle_timeout=10 * SECONDS)
+    limits = {"max_connections": 1500, "idle_timeout": 10 * SECONDS}
     connections: list[socket.socket] = []
-    try:
-        connections = await asyncio.to_thread(open_idle_connections, edge.http_port, 2000)
-        assert await asyncio.to_thread(wait_until_all_closed, connections, 60) == 0
+    async with edge_with(certs, descriptor_set, gateway, tmp_path, **limits) as edge:
+        try:
+            connections = await asyncio.to_thread(open_idle_connections, edge.http_port, 2000)
+            assert await asyncio.to_thread(wait_until_all_closed, connections, 60) == 0
+        finally:
+            for connection in connections:
+                connection.close()
         listener = f"listener.127.0.0.1_{edge.http_port}."
         stats = {**await admin_stats(edge, listener), **await admin_stats(edge, "http.edge_http.")}
         # Every connection is accounted for: 500 refused by the cap as they were accepted, 1,500 let in and
@@ -166,22 +172,20 @@ async def test_idle_connections_over_the_cap_are_closed_at_once_and_the_rest_whe
         assert stats["http.edge_http.downstream_cx_idle_timeout"] == 1500
         assert stats[f"{listener}downstream_cx_active"] == 0
         assert await healthz(edge) == 200
-    finally:
-        for connection in connections:
-            connection.close()
-        await stop_edge(edge)
 
 
 async def test_streams_past_the_per_connection_cap_wait_and_none_fails(
     certs: dict[str, TlsFiles], descriptor_set: Path, gateway: Gateway, tmp_path: Path
 ) -> None:
-    edge = await edge_with(certs, descriptor_set, gateway, tmp_path, max_concurrent_streams=4)
     prompt = f"capped streams {time.monotonic_ns()}"
     release = gateway.servicer.holds[prompt] = asyncio.Event()
     gateway.servicer.most_held = 0
     try:
-        # One channel is one HTTP/2 connection: the edge lets 4 of its streams run at once.
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{edge.http_port}") as channel:
+        async with (
+            edge_with(certs, descriptor_set, gateway, tmp_path, max_concurrent_streams=4) as edge,
+            # One channel is one HTTP/2 connection: the edge lets 4 of its streams run at once.
+            grpc.aio.insecure_channel(f"127.0.0.1:{edge.http_port}") as channel,
+        ):
             stub = gateway_pb2_grpc.GatewayServiceStub(channel)
 
             async def generate() -> str:
@@ -200,15 +204,13 @@ async def test_streams_past_the_per_connection_cap_wait_and_none_fails(
     finally:
         release.set()
         gateway.servicer.holds.pop(prompt, None)
-        await stop_edge(edge)
 
 
 async def test_an_edge_over_its_heap_limit_answers_503_edge_overloaded_on_every_surface(
     certs: dict[str, TlsFiles], descriptor_set: Path, gateway: Gateway, tmp_path: Path
 ) -> None:
     # Far below what Envoy itself takes, so the overload manager acts as soon as it first reads the heap.
-    edge = await edge_with(certs, descriptor_set, gateway, tmp_path, healthy=False, max_heap_bytes=1024 * 1024)
-    try:
+    async with edge_with(certs, descriptor_set, gateway, tmp_path, healthy=False, max_heap_bytes=1024 * 1024) as edge:
         action = "overload.envoy.overload_actions.stop_accepting_requests.active"
         deadline = time.monotonic() + 30
         while (await admin_stats(edge, action)).get(action) != 1 and time.monotonic() < deadline:
@@ -222,8 +224,6 @@ async def test_an_edge_over_its_heap_limit_answers_503_edge_overloaded_on_every_
                 await call
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         assert gateway.servicer.requests == [] or all(r.prompt != "Once" for r in gateway.servicer.requests)
-    finally:
-        await stop_edge(edge)
 
 
 def send_raw(port: int, head: bytes, body: bytes = b"") -> bytes:
@@ -237,23 +237,19 @@ async def test_headers_past_the_codec_ceiling_are_431_over_http1(
 ) -> None:
     # A low ceiling, so the whole request is in Envoy's first read: with bytes left unread, its close would
     # be a reset, and the client's kernel would drop the 431 before the client read it.
-    edge = await edge_with(certs, descriptor_set, gateway, tmp_path, max_request_header_bytes=16 * 1024)
-    try:
+    async with edge_with(certs, descriptor_set, gateway, tmp_path, max_request_header_bytes=16 * 1024) as edge:
         big = b"x-big: " + b"a" * (20 * 1024) + b"\r\n"
         head = b"GET /v1/models HTTP/1.1\r\nhost: edge\r\nconnection: close\r\n" + big + b"\r\n"
         status, body = status_and_body(await asyncio.to_thread(send_raw, edge.http_port, head))
         assert status == 431
         assert reason_of(body) == "HEADERS_TOO_LARGE"
         assert await healthz(edge) == 200
-    finally:
-        await stop_edge(edge)
 
 
 async def test_a_body_over_the_limit_is_413_and_grpc_streams_are_not_buffered(
     certs: dict[str, TlsFiles], descriptor_set: Path, gateway: Gateway, tmp_path: Path
 ) -> None:
-    edge = await edge_with(certs, descriptor_set, gateway, tmp_path, max_request_body_bytes=1024)
-    try:
+    async with edge_with(certs, descriptor_set, gateway, tmp_path, max_request_body_bytes=1024) as edge:
         oversized = await request(edge, "http", "POST", "/v1/generate", {"prompt": "a" * 4096})
         assert oversized.status == 413, oversized.body
         assert reason_of(oversized.json()) == "REQUEST_TOO_LARGE"
@@ -264,5 +260,3 @@ async def test_a_body_over_the_limit_is_413_and_grpc_streams_are_not_buffered(
             stub = gateway_pb2_grpc.GatewayServiceStub(channel)
             replies = [reply async for reply in stub.Generate(pb.GenerateRequest(prompt="b" * 65536), timeout=30)]
         assert "".join(reply.text for reply in replies) == "".join(TOKENS)
-    finally:
-        await stop_edge(edge)
