@@ -93,8 +93,8 @@ class SoakReport:
         return {
             "seconds": self.seconds, "warmup_seconds": self.warmup_seconds, "workers": self.workers,
             "requests": len(self.outcomes), "counts": self.counts(), "reasons": self.reasons(),
-            "after_warmup": {role: asdict(print_) for role, print_ in self.after_warmup.items()},
-            "at_end": {role: asdict(print_) for role, print_ in self.at_end.items()},
+            "after_warmup": {role: asdict(footprint) for role, footprint in self.after_warmup.items()},
+            "at_end": {role: asdict(footprint) for role, footprint in self.at_end.items()},
             "violations": self.violations(),
         }  # fmt: skip
 
