@@ -19,7 +19,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from services.shared.certs import spiffe_id
 from services.shared.header_limits import MESH_METADATA_LIMIT_BYTES
-from services.shared.tls import TlsFiles, pair_matches
+from services.shared.tls import TlsFiles, matching_files
 
 log = logging.getLogger("gateway.openai.transport")
 # The edge lets in headers up to the mesh's limit and adds its own (identity, tracing); h11's default of
@@ -66,8 +66,7 @@ async def follow_certificates(config: uvicorn.Config, tls: TlsFiles, interval: f
             version = tls.version()
             if version == loaded or config.ssl is None:
                 continue
-            cert, key, _ = tls.read()
-            if not pair_matches(cert, key):
+            if matching_files(tls) is None:
                 continue
             config.ssl.load_cert_chain(str(tls.cert), str(tls.key))
             config.ssl.load_verify_locations(str(tls.ca))

@@ -35,8 +35,7 @@ class TlsFiles:
 def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
     loaded = {"version": files.version()}
 
-    def configuration() -> grpc.ServerCertificateConfiguration:
-        cert, key, ca = files.read()
+    def configuration(cert: bytes, key: bytes, ca: bytes) -> grpc.ServerCertificateConfiguration:
         return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
 
     def changed_configuration() -> grpc.ServerCertificateConfiguration | None:
@@ -44,26 +43,31 @@ def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
             version = files.version()
             if version == loaded["version"]:
                 return None
-            cert, key, _ = files.read()
-            if not pair_matches(cert, key):
-                # Between the key's replacement and the certificate's: try again at the next connection.
-                return None
-            fresh = configuration()
+            replaced = matching_files(files)
         except OSError as error:
             # Mid-replacement: keep serving with the certificates already loaded.
             log.warning("could not reload certificates: %s", error)
             return None
+        if replaced is None:
+            # Between the key's replacement and the certificate's: try again at the next connection.
+            return None
         loaded["version"] = version
         log.info("reloaded certificates from %s", files.cert)
-        return fresh
+        return configuration(*replaced)
 
     return grpc.dynamic_ssl_server_credentials(
-        configuration(), changed_configuration, require_client_authentication=True
+        configuration(*files.read()), changed_configuration, require_client_authentication=True
     )
 
 
-def pair_matches(cert_pem: bytes, key_pem: bytes) -> bool:
-    """Whether the key is the certificate's: not so for a moment while a rotation replaces the two files."""
+def matching_files(files: TlsFiles) -> tuple[bytes, bytes, bytes] | None:
+    """The certificate, key and CA, read once; None while the key is not the certificate's, as for a moment
+    while a rotation replaces the two files. Raises OSError for a file that cannot be read."""
+    cert, key, ca = files.read()
+    return (cert, key, ca) if _pair_matches(cert, key) else None
+
+
+def _pair_matches(cert_pem: bytes, key_pem: bytes) -> bool:
     try:
         certificate = x509.load_pem_x509_certificate(cert_pem)
         key = serialization.load_pem_private_key(key_pem, password=None)
