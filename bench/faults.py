@@ -31,10 +31,8 @@ from meshserve.gateway.v1 import gateway_pb2 as pb
 from meshserve.gateway.v1 import gateway_pb2_grpc
 
 from bench.processes import REPO_ROOT, roles_of, start_mesh
-from services.shared.status_details import details_of
+from bench.soak_clients import MODEL, PROMPT, generate_to_the_end
 
-MODEL = "gemma-3-270m"
-PROMPT = "Once upon a time, in a small village by the sea,"
 # Every request's own deadline: the longest any client can wait, whatever hangs.
 REQUEST_DEADLINE_SECONDS = 20.0
 HANG_SECONDS = 5.0
@@ -130,12 +128,9 @@ class Load:
 def one_request(stub: gateway_pb2_grpc.GatewayServiceStub, api_key: str, max_tokens: int) -> Attempt:
     request = pb.GenerateRequest(model=MODEL, prompt=PROMPT, max_tokens=max_tokens)
     metadata = (("authorization", f"Bearer {api_key}"),)
-    sent, finished = time.monotonic(), False
-    try:
-        for message in stub.Generate(request, timeout=REQUEST_DEADLINE_SECONDS, metadata=metadata):
-            finished = finished or bool(message.finish_reason)
-    except grpc.RpcError as error:
-        details = details_of(error)
+    sent = time.monotonic()
+    finished, details = generate_to_the_end(stub, request, metadata, timeout=REQUEST_DEADLINE_SECONDS)
+    if details is not None:
         return Attempt(sent, time.monotonic(), False, f"{details.code.name}:{details.reason or 'no reason'}")
     return Attempt(sent, time.monotonic(), finished, "" if finished else "ENDED_WITHOUT_FINISH")
 
@@ -213,8 +208,13 @@ def _result(process: str, signal_name: str, struck: float, recovered_at: float |
 
 
 def matrix_processes(state_dir: Path) -> list[str]:
-    """The running processes of the matrix's roles: "gateway" and "gateway-2" are both gateways."""
-    return [role for role in roles_of(state_dir) if re.sub(r"-\d+$", "", role) in MATRIX_ROLES]
+    """The running processes of the matrix's roles, every replica of each."""
+    return [process for process in roles_of(state_dir) if role_of(process) in MATRIX_ROLES]
+
+
+def role_of(process: str) -> str:
+    """The role of a process as roles_of names it: "gateway" and "gateway-2" are both gateways."""
+    return re.sub(r"-\d+$", "", process)
 
 
 def markdown_table(results: list[FaultResult]) -> str:

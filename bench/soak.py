@@ -140,9 +140,9 @@ class Soak:
         for thread in threads:
             thread.start()
         time.sleep(max(0.0, warmup_seconds - (time.monotonic() - started)))
-        report.after_warmup = self._quietly(footprints)
+        report.after_warmup = self._quietly()
         time.sleep(max(0.0, seconds - (time.monotonic() - started)))
-        report.at_end = self._quietly(footprints, resume=False)
+        report.at_end = self._quietly(resume=False)
         # Stopped before they are let go: no worker sends a request (or a job) after the last reading.
         self._stopped.set()
         self._running.set()
@@ -167,8 +167,8 @@ class Soak:
         for client in clients:
             client.close()
 
-    def _quietly(self, read, resume: bool = True):
-        """Pauses every worker between requests, lets every accepted job end, reads, and resumes."""
+    def _quietly(self, resume: bool = True) -> dict[str, Footprint]:
+        """Pauses every worker between requests, lets every accepted job end, reads the footprints, and resumes."""
         self._running.clear()
         for _ in range(self._workers):
             self._idle.acquire()
@@ -176,7 +176,7 @@ class Soak:
             self._outcomes.extend(self._jobs.settle(within=JOBS_SETTLE_SECONDS))
         time.sleep(IDLE_CONNECTIONS_CLOSE_SECONDS)
         try:
-            return read(self._target.state_dir)
+            return footprints(self._target.state_dir)
         finally:
             if resume:
                 self._running.set()

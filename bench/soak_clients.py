@@ -16,7 +16,7 @@ import openai
 from meshserve.gateway.v1 import gateway_pb2 as pb
 from meshserve.gateway.v1 import gateway_pb2_grpc
 
-from services.shared.status_details import details_of
+from services.shared.status_details import ErrorDetails, details_of
 
 MODEL = "gemma-3-270m"
 PROMPT = "Once upon a time, in a small village by the sea,"
@@ -57,18 +57,28 @@ class GrpcClient:
     def send(self, priority: str, max_tokens: int) -> Outcome:
         request = pb.GenerateRequest(model=MODEL, prompt=PROMPT, max_tokens=max_tokens)
         request.priority = pb.Priority.Value(f"PRIORITY_{priority}")
-        started, finished = time.monotonic(), False
-        try:
-            for message in self._stub.Generate(request, timeout=300, metadata=self._metadata):
-                finished = finished or bool(message.finish_reason)
-        except grpc.RpcError as error:
-            details = details_of(error)
+        started = time.monotonic()
+        finished, details = generate_to_the_end(self._stub, request, self._metadata, timeout=300)
+        if details is not None:
             kind = "refused" if details.code in _REFUSALS and details.reason else "failed"
             return _ended(self.surface, priority, kind if details.reason else "lost", details.reason, started)
         return _ended(self.surface, priority, "served" if finished else "lost", "", started)
 
     def close(self) -> None:
         self._channel.close()
+
+
+def generate_to_the_end(
+    stub: gateway_pb2_grpc.GatewayServiceStub, request: pb.GenerateRequest, metadata: tuple, timeout: float
+) -> tuple[bool, ErrorDetails | None]:
+    """Streams one Generate until it ends: whether its final message came, and the error it ended with."""
+    finished = False
+    try:
+        for message in stub.Generate(request, timeout=timeout, metadata=metadata):
+            finished = finished or bool(message.finish_reason)
+    except grpc.RpcError as error:
+        return finished, details_of(error)
+    return finished, None
 
 
 class RestClient:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import struct
 import subprocess
-from collections.abc import Iterator
 
 import grpc
 import httpx
@@ -130,9 +129,9 @@ REST_CORPUS = [
 
 
 @pytest.fixture(scope="module")
-def services_before(mesh: Mesh) -> Iterator[set[int]]:
+def services_before(mesh: Mesh) -> set[int]:
     """The mesh's service processes before the corpus; the last test checks that none was replaced."""
-    yield children_of(mesh)
+    return children_of(mesh)
 
 
 def children_of(mesh: Mesh) -> set[int]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
-import time
 from pathlib import Path
 
 from cryptography import x509
@@ -15,6 +14,7 @@ from bench.soak_clients import GrpcClient, JobsClient, OpenAIClient, Outcome, Re
 from orchestrator.mesh_plan import IDENTITIES
 from services.shared.certs import load_certificate, rotate_certs
 from tests.e2e.conftest import Mesh
+from tests.e2e.test_mesh_scheduling import wait_for
 
 # The servers whose certificates a new connection sees, and the port each listens on.
 SERVERS = {"gateway": "gateway", "scheduler": "scheduler", "gpu-monitor": "gpu_monitor", "auth": "auth",
@@ -70,26 +70,22 @@ class Traffic:
         return len(self.outcomes)
 
 
-def wait_until(condition, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {within}s: {what}"
-        time.sleep(0.1)
-
-
 def test_rotating_every_certificate_under_load_fails_no_request(mesh: Mesh) -> None:
     certs = mesh.state_dir / "certs"
     target = Target(mesh.port("edge_http"), mesh.port("edge_https"), certs / "ca.pem", mesh.api_key, mesh.state_dir)
     before = {name: presented_serial(mesh.port(port), certs) for name, port in SERVERS.items()}
     with Traffic(target) as traffic:
-        wait_until(lambda: traffic.served_so_far() >= REQUESTS_EACH_SIDE, 300, "requests before the rotation")
+        wait_for(lambda: traffic.served_so_far() >= REQUESTS_EACH_SIDE, 300, "requests before the rotation")
         rotate_certs(certs, list(IDENTITIES))
         rotated_at = traffic.served_so_far()
         new = {name: load_certificate(certs / f"{name}.pem").serial_number
                for name in SERVERS}  # fmt: skip
-        wait_until(lambda: all(presented_serial(mesh.port(port), certs) == new[name] for name, port in SERVERS.items()),
-                   30, "every server presenting its new certificate")  # fmt: skip
-        wait_until(lambda: traffic.served_so_far() >= rotated_at + REQUESTS_EACH_SIDE, 300, "requests after it")
+        presenting_new = lambda: all(  # noqa: E731
+            presented_serial(mesh.port(port), certs) == new[name] for name, port in SERVERS.items()
+        )
+        # Each poll is a TLS handshake with every server: a tenth of a second apart.
+        wait_for(presenting_new, 30, "every server presenting its new certificate", every=0.1)
+        wait_for(lambda: traffic.served_so_far() >= rotated_at + REQUESTS_EACH_SIDE, 300, "requests after it")
     failed = [outcome for outcome in traffic.outcomes if outcome.kind != "served"]
     assert failed == [], failed
     assert {outcome.surface for outcome in traffic.outcomes} == {"grpc", "rest", "openai", "jobs"}

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.faults import REQUEST_DEADLINE_SECONDS, Load, inject, markdown_table, matrix_processes
+from bench.faults import REQUEST_DEADLINE_SECONDS, Load, inject, markdown_table, matrix_processes, role_of
 from tests.e2e.conftest import Mesh, running_mesh
 from tests.otlp_receiver import OtlpReceiver
 from tests.support import write_model_config
@@ -59,6 +59,6 @@ def test_each_fault_is_answered_refused_with_reasons_and_recovered_from(
     # Envoy, which cannot send trailers for a dead upstream: UNAVAILABLE before its answer began, INTERNAL
     # (how gRPC reads a reset) after. Requests the dead gateway never took are retried on another.
     without_reason = {reason for reason in result.reasons if reason.endswith(":no reason")}
-    assert without_reason <= TRANSPORT_ONLY.get(process.removesuffix("-2"), set()), result
+    assert without_reason <= TRANSPORT_ONLY.get(role_of(process), set()), result
     assert result.recovered_after_seconds is not None, result
     assert result.served_afterwards == result.sent_afterwards, result

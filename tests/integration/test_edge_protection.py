@@ -223,7 +223,7 @@ async def test_an_edge_over_its_heap_limit_answers_503_edge_overloaded_on_every_
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await call
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert gateway.servicer.requests == [] or all(r.prompt != "Once" for r in gateway.servicer.requests)
+        assert all(r.prompt != "Once" for r in gateway.servicer.requests)
 
 
 def send_raw(port: int, head: bytes, body: bytes = b"") -> bytes:
