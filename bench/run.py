@@ -4,7 +4,8 @@ Systems: the engine in process (the floor), meshserve over gRPC through the TLS 
 REST+SSE, meshserve's OpenAI API, and llama-cpp-python's own server. Figures are medians over rounds;
 ratios are to the floor measured in the same run, because this machine is noisy. Then the latencies the
 tests leave to the benchmark (bench/timings.py): refusals, freed slots, cancels, a killed service, and vLLM's
-batching; and interactive latency with a batch of jobs running (bench/batch_interference.py).
+batching; interactive latency with a batch of jobs running (bench/batch_interference.py); and the batched
+llama.cpp engine against the per-slot engine at 4 and 16 slots (bench/engine_batching.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from bench.batch_interference import describe as describe_batch
 from bench.burst import BurstResult, burst_priorities, describe, run_burst
 from bench.chart import write_chart
 from bench.clients import FloorClient, LedgerReader, MeshGrpcClient, MeshOpenAIClient, MeshRestClient, PeerClient
+from bench.engine_batching import FULL_BATCHING, QUICK_BATCHING, BatchingPlan, engine_batching
+from bench.engine_batching import describe as describe_engine_batching
 from bench.measure import CpuSample, measure, mesh_overhead
 from bench.overload import offer_load
 from bench.processes import MEMORY_BUDGET, REPO_ROOT, start_mesh, start_peer
@@ -113,13 +116,20 @@ def measure_mesh_and_peers(
 
 
 def run(
-    workload: Workload, overload_seconds: float, timing_plan: TimingPlan, batch_plan: BatchPlan, out_dir: Path
+    workload: Workload,
+    overload_seconds: float,
+    timing_plan: TimingPlan,
+    batch_plan: BatchPlan,
+    batching_plan: BatchingPlan,
+    out_dir: Path,
 ) -> None:
     config = load_mesh_config(REPO_ROOT / "deploy" / "meshserve.toml").models[0]
     with tempfile.TemporaryDirectory() as scratch:
         measured = measure_mesh_and_peers(config, workload, overload_seconds, timing_plan, batch_plan, Path(scratch))
         print("timing vLLM on its own inference service...", file=sys.stderr)
         measured["timings"]["vllm"] = vllm_timings(Path(scratch), timing_plan)
+    print("the batched llama.cpp engine against the per-slot engine...", file=sys.stderr)
+    batching = engine_batching(config, batching_plan)
     combined, overload, burst, timings = (measured[k] for k in ("combined", "overload", "burst", "timings"))
     ratios = ratios_to_floor(combined)
     overhead = mesh_overhead(measured["cpu"]["mesh"], engine_cpu_per_token(measured["cpu"]["floor"]))
@@ -127,6 +137,7 @@ def run(
     print("\n" + describe(burst))
     print("\n" + describe_timings(timings))
     print("\n" + describe_batch(measured["batch"]))
+    print("\n" + describe_engine_batching(batching))
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     host = machine()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +146,8 @@ def run(
                overload_settings={"rate_per_second": measured["rate"], "deadline_seconds": measured["deadline"],
                                   "mesh_max_queue": BENCH_MAX_QUEUE},
                burst=burst, burst_settings={"memory_budget": MEMORY_BUDGET}, timings=timings,
-               timing_settings=timing_plan, batch_interference=measured["batch"])  # fmt: skip
+               timing_settings=timing_plan, batch_interference=measured["batch"],
+               engine_batching=batching, engine_batching_settings=batching_plan)  # fmt: skip
     title = f"meshserve benchmark, {when}: {host['cpu']}, {host['cores']} cores, gemma-3-270m Q4_K_M"
     write_chart(out_dir / "latest.png", combined, overload, title)
     print(f"\nwrote {out_dir / 'latest.json'} and {out_dir / 'latest.png'}", file=sys.stderr)
@@ -148,7 +160,7 @@ def main() -> None:
     args = parser.parse_args()
     started = time.monotonic()
     if args.quick:
-        run(QUICK, 10.0, QUICK_TIMINGS, QUICK_BATCH, args.out)
+        run(QUICK, 10.0, QUICK_TIMINGS, QUICK_BATCH, QUICK_BATCHING, args.out)
     else:
-        run(FULL, 30.0, FULL_TIMINGS, FULL_BATCH, args.out)
+        run(FULL, 30.0, FULL_TIMINGS, FULL_BATCH, FULL_BATCHING, args.out)
     print(f"benchmark took {time.monotonic() - started:.0f}s", file=sys.stderr)

@@ -42,6 +42,15 @@ REQUEST_DURATION = Histogram(
 TOKENS = Counter("meshserve_tokens_total", "Tokens processed, by model and kind (input or output)", ["model", "kind"])
 SLOTS_IN_USE = Gauge("meshserve_slots_in_use", "Generation slots busy now", ["model"])
 SLOTS_TOTAL = Gauge("meshserve_slots_total", "Generation slots in all", ["model"])
+DECODE_STEPS = Counter(
+    "meshserve_engine_decode_steps_total", "Decode steps the batched llama.cpp engine ran, by model", ["model"]
+)
+SEQUENCES_PER_STEP = Histogram(
+    "meshserve_engine_sequences_per_step",
+    "Sequences the batched llama.cpp engine decoded together in one step",
+    ["model"],
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256),
+)
 
 
 def serve_metrics(listen: str) -> None:

@@ -25,10 +25,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CHAT_TEMPLATE = REPO_ROOT / "deploy" / "chat_templates" / "gemma3.jinja"
 
 
-def write_model_config(directory: Path, *, context_length: int = 1024, slots: int = 2, threads: int = 2) -> Path:
-    """A mesh config with the default model, sized for tests."""
+def write_model_config(
+    directory: Path, *, context_length: int = 1024, slots: int = 2, threads: int = 2, **extra: object
+) -> Path:
+    """A mesh config with the default model, sized for tests; `extra` are more of the model's settings."""
     path = directory / "meshserve.toml"
-    path.write_text(model_entry("gemma-3-270m", context_length=context_length, slots=slots, threads=threads))
+    path.write_text(model_entry("gemma-3-270m", context_length=context_length, slots=slots, threads=threads, **extra))
     return path
 
 

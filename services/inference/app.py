@@ -34,6 +34,7 @@ log = logging.getLogger("services.inference")
 # model asks for is imported.
 _ENGINES = {
     "llama_cpp": ("services.inference.engines.llama_cpp", "LlamaCppEngine"),
+    "llama_cpp_per_slot": ("services.inference.engines.llama_cpp_per_slot", "PerSlotLlamaCppEngine"),
     "vllm": ("services.inference.engines.vllm", "VllmEngine"),
 }
 _INSTALL_HINTS = {

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ByteSize, ConfigDict, Field, model_validator
 
 # How many requests a model runs at once when its config does not say. llama.cpp gives each slot a
 # context of its own, so slots cost memory; vLLM batches sequences into one KV-cache pool, so many are cheap.
-_DEFAULT_SLOTS = {"llama_cpp": 2, "vllm": 16}
+_DEFAULT_SLOTS = {"llama_cpp": 2, "llama_cpp_per_slot": 2, "vllm": 16}
 
 
 class VllmOptions(BaseModel):
@@ -41,7 +41,9 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1)
-    engine: Literal["llama_cpp", "vllm"] = "llama_cpp"
+    # llama_cpp batches every sequence in one context; llama_cpp_per_slot gives each slot a context (and a
+    # copy of the weights) of its own, with llama.cpp's repacked CPU kernels.
+    engine: Literal["llama_cpp", "llama_cpp_per_slot", "vllm"] = "llama_cpp"
     # Exactly one of: the model on disk, or a Python package whose assemble() writes it there. llama.cpp
     # reads a GGUF file; vLLM reads a Hugging Face directory (config.json, safetensors, tokenizer).
     path: Path | None = None
@@ -50,8 +52,11 @@ class ModelConfig(BaseModel):
     chat_template: Path | None = None
     context_length: int = Field(default=2048, ge=16)
     threads: int = Field(default=2, ge=1)
-    # Requests served at once: llama.cpp contexts, or vLLM's maximum number of batched sequences.
+    # Requests served at once: the sequences llama.cpp or vLLM batch together (contexts, for llama_cpp_per_slot).
     slots: int = Field(default=2, ge=1)
+    # The most tokens one llama.cpp decode step carries (llama-server's n_batch): a long prompt is read in
+    # chunks of this many, between the running sequences' next tokens.
+    batch_tokens: int = Field(default=512, ge=1)
     default_max_tokens: int = Field(default=256, ge=1)
     default_temperature: float = Field(default=0.8, ge=0.0, le=2.0)
     default_top_p: float = Field(default=0.95, gt=0.0, le=1.0)
@@ -69,6 +74,15 @@ class ModelConfig(BaseModel):
         if isinstance(data, dict) and "slots" not in data:
             return {**data, "slots": _DEFAULT_SLOTS.get(data.get("engine", "llama_cpp"), 2)}
         return data
+
+    @model_validator(mode="after")
+    def _a_step_holds_every_sequence(self) -> ModelConfig:
+        if self.engine == "llama_cpp" and self.batch_tokens < self.slots:
+            raise ValueError(
+                f"model {self.name!r}: batch_tokens ({self.batch_tokens}) must be at least slots ({self.slots}), "
+                "so that one step decodes a token of every sequence"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:

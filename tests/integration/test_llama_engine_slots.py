@@ -1,4 +1,4 @@
-"""How the llama.cpp engine uses its contexts: a cancelled generation stops computing at once and leaves its
+"""How the per-slot llama.cpp engine uses its contexts: a cancelled generation stops computing at once and leaves its
 context fit for the next request, and a prompt goes to the context that already holds its start."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import llama_cpp
 import pytest
 
-from services.inference.engines.llama_cpp import LlamaCppEngine
+from services.inference.engines.llama_cpp_per_slot import PerSlotLlamaCppEngine
 from services.shared.domain import GenerationRequest, SamplingParams
 from services.shared.mesh_config import load_mesh_config
 from tests.support import write_model_config
@@ -20,38 +20,38 @@ LONG_PROMPT = "The lighthouse keeper counted the ships that passed the rocks eac
 SHORT = GenerationRequest(SamplingParams(max_tokens=12, temperature=0.0, top_p=1.0, seed=7), prompt="Name a colour:")
 
 
-async def text_of(engine: LlamaCppEngine, request: GenerationRequest) -> str:
+async def text_of(engine: PerSlotLlamaCppEngine, request: GenerationRequest) -> str:
     prepared = await engine.prepare(request)
     return "".join([chunk.text async for chunk in engine.generate(request, prepared)])
 
 
-async def wait_for_a_running_request(engine: LlamaCppEngine) -> None:
+async def wait_for_a_running_request(engine: PerSlotLlamaCppEngine) -> None:
     async with asyncio.timeout(60):
         while engine.activity().running_requests == 0:
             await asyncio.sleep(0.001)
 
 
-async def engine_with(directory: Path, slots: int) -> AsyncIterator[LlamaCppEngine]:
+async def engine_with(directory: Path, slots: int) -> AsyncIterator[PerSlotLlamaCppEngine]:
     config = load_mesh_config(write_model_config(directory, context_length=2048, slots=slots)).models[0]
-    engine = LlamaCppEngine(config)
+    engine = PerSlotLlamaCppEngine(config)
     engine.load()
     yield engine
     await engine.close()
 
 
 @pytest.fixture
-async def one_slot_engine(tmp_path: Path) -> AsyncIterator[LlamaCppEngine]:
+async def one_slot_engine(tmp_path: Path) -> AsyncIterator[PerSlotLlamaCppEngine]:
     async for engine in engine_with(tmp_path, slots=1):
         yield engine
 
 
 @pytest.fixture
-async def two_slot_engine(tmp_path: Path) -> AsyncIterator[LlamaCppEngine]:
+async def two_slot_engine(tmp_path: Path) -> AsyncIterator[PerSlotLlamaCppEngine]:
     async for engine in engine_with(tmp_path, slots=2):
         yield engine
 
 
-def tokens_decoded(engine: LlamaCppEngine) -> int:
+def tokens_decoded(engine: PerSlotLlamaCppEngine) -> int:
     """Every token the engine's contexts have run through the model so far, prompts and completions."""
     totals = [llama_cpp.llama_perf_context(slot.llm.ctx) for slot in engine._slots]
     return sum(total.n_p_eval + total.n_eval for total in totals)

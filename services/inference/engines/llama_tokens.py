@@ -21,7 +21,7 @@ _PIECE_BUFFER_BYTES = 256
 class SpecialTokens:
     """Which tokens skip_special_tokens leaves out, remembered per token id.
 
-    Asked once per generated token on a slot's worker thread: every call into llama.cpp releases the GIL,
+    Asked once per generated token on an engine's worker thread: every call into llama.cpp releases the GIL,
     and a busy event loop may then hold it for a whole switch interval before the worker gets it back, so
     each token id is looked up in llama.cpp once and remembered.
     """
@@ -61,13 +61,19 @@ def piece(llm: Llama, token: int) -> bytes:
     return buffer.raw[: max(length, 0)]
 
 
-def token_logprob(llm: Llama, token: int, top: int) -> TokenLogprob:
+def logits_at(ctx: llama_cpp.llama_context_p, output: int, n_vocab: int) -> np.ndarray:
+    """The logits of one output of the context's last decode (-1: its last), as a view, not a copy.
+
+    Valid until the context's next decode: read them right after sampling, before the token is evaluated.
+    """
+    return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, output), shape=(n_vocab,))
+
+
+def token_logprob(llm: Llama, logits: np.ndarray, token: int, top: int) -> TokenLogprob:
     """The sampled token's log probability, and the `top` likeliest tokens, from the logits it was sampled from.
 
-    Read right after sampling and before the token is evaluated, while the context still holds the logits
-    of the position the token was sampled for.
+    `llm` only names the tokens: any Llama with the model's vocabulary.
     """
-    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(llm.n_vocab(),))
     logprobs = Llama.logits_to_logprobs(logits)
     likeliest = np.argpartition(-logprobs, top)[:top] if top else np.array([], dtype=np.int64)
     likeliest = likeliest[np.argsort(-logprobs[likeliest])]
