@@ -71,7 +71,8 @@ def test_a_prompt_goes_to_the_free_id_holding_its_longest_start_and_reads_only_t
 def test_a_prompt_held_whole_reads_its_last_chunk_again_for_its_logits() -> None:
     planner = BatchPlanner(n_batch=4, n_seq_max=1, cells_per_sequence=100)
     planner.admit(tokens(8), 1)
-    finish_after_steps(planner)
+    # The id keeps both whole chunks of the prompt; the engine clears the cells after them.
+    assert finish_after_steps(planner) == {0: 8}
     # Chunks of 4: the prompt's last token, needed for its logits, is in the second chunk, read again.
     assert planner.admit(tokens(8), 1) == Admission(0, 4)
     assert planner.plan() == [Chunk(0, 4, 4, True)]
@@ -93,18 +94,20 @@ def test_a_cancelled_sequence_leaves_nothing_to_reuse() -> None:
     planner = BatchPlanner(n_batch=4, n_seq_max=1, cells_per_sequence=100)
     cancelled = planner.admit(tokens(9), 4)
     planner.decoded(planner.plan())
-    planner.finish(cancelled.seq_id, keep_cells=False)
+    assert planner.finish(cancelled.seq_id, keep_cells=False) == 0
     assert planner.admit(tokens(9), 4) == Admission(0, 0)
 
 
-def finish_after_steps(planner: BatchPlanner) -> None:
-    """Runs every sequence to the end of its tokens, and finishes it with its cells kept."""
+def finish_after_steps(planner: BatchPlanner) -> dict[int, int]:
+    """Runs every sequence to the end of its tokens and finishes it; returns the cells each id keeps."""
+    kept = {}
     while planner.running:
         chunks = planner.plan()
         planner.decoded(chunks)
         for chunk in chunks:
             if chunk.wants_logits and not planner.sampled(chunk.seq_id):
-                planner.finish(chunk.seq_id)
+                kept[chunk.seq_id] = planner.finish(chunk.seq_id)
+    return kept
 
 
 def test_generating_sequences_decode_every_step_while_a_long_prompt_is_read_in_chunks() -> None:

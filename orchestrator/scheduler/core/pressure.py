@@ -88,7 +88,11 @@ def level_for(used_fraction: float, previous: PressureLevel, thresholds: Pressur
 
 
 def concurrency_limit(policy: LevelPolicy, total_slots: int) -> int:
-    """How many requests an engine may run at this level."""
+    """How many requests an engine may run at this level: the batch size, in sequences decoded together.
+
+    Both engines batch their slots' sequences into every step, so the slots an engine may use at a level
+    are the sequences it may batch there.
+    """
     if policy.lowest_priority_started is None:
         return 0
     limit = max(1, int(total_slots * policy.concurrency_share))

@@ -172,17 +172,18 @@ class BatchPlanner:
         sequence.sampled += 1
         return sequence.sampled < sequence.max_tokens
 
-    def finish(self, seq_id: int, keep_cells: bool = True) -> None:
-        """The sequence ended: its id is free for the next.
+    def finish(self, seq_id: int, keep_cells: bool = True) -> int:
+        """The sequence ended: its id is free for the next. Returns how many of its cells to keep.
 
-        Its cells keep the whole chunks of its prompt, for a next prompt that starts the same way. A cancelled
-        sequence passes keep_cells=False, and the engine clears its cells.
+        The kept cells are the whole chunks of its prompt, for a next prompt that starts the same way; the
+        engine clears the rest. A cancelled sequence passes keep_cells=False: all of them are cleared.
         """
         sequence = self._running.pop(seq_id, None)
         if sequence is None:
-            return
-        whole_chunks = sequence.read // self._chunk * self._chunk
-        self._free[seq_id] = sequence.prompt[:whole_chunks] if keep_cells else ()
+            return 0
+        kept = sequence.read // self._chunk * self._chunk if keep_cells else 0
+        self._free[seq_id] = sequence.prompt[:kept]
+        return kept
 
     def _best_free_id(self, prompt: tuple[int, ...]) -> tuple[int, int]:
         """The free id whose cells hold the longest start of the prompt, with that length.

@@ -1,8 +1,8 @@
 """The Engine protocol: everything the inference core needs from llama.cpp, vLLM or any other engine.
 
 The core owns validation, slots and cancellation; an engine only loads a model, prepares prompts and
-streams chunks. An engine never sees more concurrent generate() calls than its slot_count: for
-llama.cpp that is one context per slot, for vLLM the number of sequences it batches together.
+streams chunks. An engine never sees more concurrent generate() calls than its slot_count: the number of
+sequences it batches together (one context per slot for the per-slot llama.cpp engine).
 """
 
 from __future__ import annotations

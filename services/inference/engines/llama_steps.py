@@ -241,7 +241,9 @@ class StepLoop:
         run.deliver(step)
         may_go_on = self._planner.sampled(seq_id)
         if step.end_of_generation or not may_go_on:
-            self._planner.finish(seq_id)
+            # It leaves at once: its cells past the prompt cache it leaves for the next request are cleared.
+            kept = self._planner.finish(seq_id)
+            llama_cpp.llama_memory_seq_rm(self._memory, seq_id, kept, -1)
             del self._runs[seq_id]
             run.deliver(None)
 
