@@ -36,6 +36,7 @@ _ENGINES = {
     "llama_cpp": ("services.inference.engines.llama_cpp", "LlamaCppEngine"),
     "llama_cpp_per_slot": ("services.inference.engines.llama_cpp_per_slot", "PerSlotLlamaCppEngine"),
     "vllm": ("services.inference.engines.vllm", "VllmEngine"),
+    "simulated": ("services.inference.engines.simulated", "SimulatedEngine"),
 }
 _INSTALL_HINTS = {
     "vllm": "install it with `make vllm` on CPU hosts, or `make VLLM_EXTRA=vllm vllm` on GPU hosts",

@@ -15,7 +15,9 @@ from pydantic import BaseModel, ByteSize, ConfigDict, Field, model_validator
 
 # How many requests a model runs at once when its config does not say. llama.cpp gives each slot a
 # context of its own, so slots cost memory; vLLM batches sequences into one KV-cache pool, so many are cheap.
-_DEFAULT_SLOTS = {"llama_cpp": 2, "llama_cpp_per_slot": 2, "vllm": 16}
+_DEFAULT_SLOTS = {"llama_cpp": 2, "llama_cpp_per_slot": 2, "vllm": 16, "simulated": 256}
+# Engines that read no model file.
+_MODELLESS_ENGINES = frozenset({"simulated"})
 
 
 class VllmOptions(BaseModel):
@@ -37,13 +39,28 @@ class VllmOptions(BaseModel):
     engine_niceness: int = Field(default=10, ge=0, le=19)
 
 
+class SimulatedOptions(BaseModel):
+    """The simulated engine's pace and what it reports of itself (services/inference/engines/simulated.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Tokens each running sequence gets per second: one step of every sequence per 1 / tokens_per_second.
+    tokens_per_second: float = Field(default=50.0, gt=0.0, le=100_000.0)
+    # From a request's arrival at the engine to its first token.
+    first_token_seconds: float = Field(default=0.0, ge=0.0, le=3600.0)
+    # What the ledger is told the model costs: weights once, and a KV cache per running sequence.
+    weights_bytes: ByteSize = ByteSize(1 << 20)
+    kv_cache_bytes_per_slot: ByteSize = ByteSize(1 << 16)
+
+
 class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1)
     # llama_cpp batches every sequence in one context; llama_cpp_per_slot gives each slot a context (and a
     # copy of the weights) of its own, with llama.cpp's repacked CPU kernels.
-    engine: Literal["llama_cpp", "llama_cpp_per_slot", "vllm"] = "llama_cpp"
+    # simulated streams tokens at a set pace with no model: a benchmark tool for the mesh's own ceiling.
+    engine: Literal["llama_cpp", "llama_cpp_per_slot", "vllm", "simulated"] = "llama_cpp"
     # Exactly one of: the model on disk, or a Python package whose assemble() writes it there. llama.cpp
     # reads a GGUF file; vLLM reads a Hugging Face directory (config.json, safetensors, tokenizer).
     path: Path | None = None
@@ -67,6 +84,8 @@ class ModelConfig(BaseModel):
     device: str = ""
     # Settings only the vLLM engine reads: a [models.vllm] table.
     vllm: VllmOptions = Field(default_factory=lambda: VllmOptions())
+    # Settings only the simulated engine reads: a [models.simulated] table.
+    simulated: SimulatedOptions = Field(default_factory=lambda: SimulatedOptions())
 
     @model_validator(mode="before")
     @classmethod
@@ -86,6 +105,12 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
+        if self.engine in _MODELLESS_ENGINES:
+            if self.path is not None or self.package is not None:
+                raise ValueError(
+                    f"model {self.name!r}: the {self.engine} engine reads no model; drop 'path' and 'package'"
+                )
+            return self
         if (self.path is None) == (self.package is None):
             raise ValueError(f"model {self.name!r}: set exactly one of 'path' and 'package'")
         return self

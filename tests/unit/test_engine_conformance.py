@@ -19,6 +19,7 @@ from tests.support import VLLM_MISSING
 ENGINES = [
     pytest.param("services.inference.engines.llama_cpp", "LlamaCppEngine", id="llama_cpp"),
     pytest.param("services.inference.engines.llama_cpp_per_slot", "PerSlotLlamaCppEngine", id="llama_cpp_per_slot"),
+    pytest.param("services.inference.engines.simulated", "SimulatedEngine", id="simulated"),
     pytest.param(
         "services.inference.engines.vllm",
         "VllmEngine",
