@@ -78,7 +78,7 @@ class MeshGrpcClient:
         started, result = time.monotonic(), Measurement()
         try:
             for message in self._stub.Generate(request, timeout=deadline, metadata=self._metadata):
-                _token(result, started, 1 if message.text else 0)
+                _token(result, started, message.token_count)
                 if message.finish_reason:
                     result.tokens = message.usage.output_tokens
         except grpc.RpcError as error:
@@ -139,11 +139,12 @@ def _token(result: Measurement, started: float, count: int) -> None:
     now = time.monotonic() - started
     if result.first_token is None:
         result.first_token = now
-    result.token_times.append(now)
+    # Tokens that came in one message arrived together.
+    result.token_times.extend([now] * count)
 
 
 def _mesh_event(result: Measurement, started: float, event: dict) -> None:
-    _token(result, started, 1 if event.get("text") else 0)
+    _token(result, started, event.get("token_count", 0))
     if "usage" in event:
         result.tokens = event["usage"]["output_tokens"]
 

@@ -60,7 +60,8 @@ def to_gateway_request(
 
 
 def to_public_response(item: GatewayChunk) -> pb.GenerateResponse:
-    return fill_completion_fields(pb.GenerateResponse(model=item.model), item.chunk, _FINISH_TO_PUBLIC)
+    response = pb.GenerateResponse(model=item.model, token_count=len(item.chunk.token_ids))
+    return fill_completion_fields(response, item.chunk, _FINISH_TO_PUBLIC)
 
 
 def to_inference_request(model: str, request: GenerationRequest) -> inference_pb2.GenerateRequest:
