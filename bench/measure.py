@@ -38,6 +38,24 @@ def own_cpu() -> float:
     return times.user + times.system
 
 
+class CpuMeter:
+    """CPU seconds each of the given processes, and this one (the clients), spends between start() and stop()."""
+
+    def __init__(self, roles: dict[str, int]) -> None:
+        self._roles = roles
+        self._before: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._before = self._read()
+
+    def stop(self) -> dict[str, float]:
+        after = self._read()
+        return {role: after[role] - self._before[role] for role in after}
+
+    def _read(self) -> dict[str, float]:
+        return {**{role: cpu_seconds(pid) for role, pid in self._roles.items()}, "clients": own_cpu()}
+
+
 def measure(client, concurrency: int, workload: Workload, mesh: Mesh | None) -> tuple[RunSummary, CpuSample]:
     roles = mesh.roles() if mesh else {}
     before_own, before = own_cpu(), {role: cpu_seconds(pid) for role, pid in roles.items()}
