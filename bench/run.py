@@ -27,7 +27,8 @@ from bench.engine_batching import FULL_BATCHING, QUICK_BATCHING, BatchingPlan, e
 from bench.engine_batching import describe as describe_engine_batching
 from bench.measure import CpuSample, measure, mesh_overhead
 from bench.overload import offer_load
-from bench.processes import MEMORY_BUDGET, REPO_ROOT, start_mesh, start_peer
+from bench.peers import start_llama_cpp_server
+from bench.processes import MEMORY_BUDGET, REPO_ROOT, start_mesh
 from bench.report import FLOOR, combine, machine, ratios_to_floor, table, write_json
 from bench.timings import FULL_TIMINGS, QUICK_TIMINGS, TimingPlan, mesh_timings
 from bench.timings import describe as describe_timings
@@ -85,7 +86,7 @@ def measure_mesh_and_peers(
     print("loading the engine in process, starting meshserve and llama_cpp.server...", file=sys.stderr)
     floor = FloorClient(config)
     mesh = start_mesh(scratch / "mesh", BENCH_MAX_QUEUE)
-    peer = start_peer(config, scratch / "peer.log")
+    peer = start_llama_cpp_server(config, scratch / "peer.log")
     try:
         ca = mesh.state_dir / "certs" / "ca.pem"
         grpc_client = MeshGrpcClient(mesh.ports["edge_https"], ca, mesh.api_key)
