@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing, suppress
+from contextlib import aclosing
 from dataclasses import dataclass
 
-from gateway.core.ports import HeldSlot, InferenceClient, SlotAsk, SlotGrant, SlotSource
+from gateway.core.ports import InferenceClient, SlotAsk, SlotGrant, SlotSource
+from gateway.core.relay import ENDPOINT_LOST, PREEMPTED, relay
 from services.shared.domain import GenerationChunk, GenerationRequest, Priority, SlotOutcome
-from services.shared.errors import ErrorKind, MeshError, not_found, unavailable
+from services.shared.errors import ErrorKind, MeshError, not_found
 from services.shared.identity import CallerLimits
 from services.shared.request_shape import check_request_shape
 
@@ -19,8 +20,6 @@ from services.shared.request_shape import check_request_shape
 # SLOTS_EXHAUSTED; the work was admitted, so it waits out the gap instead of being lost.
 _ENGINE_RELEASE_GRACE_SECONDS = 5.0
 _ENGINE_RELEASE_POLL_SECONDS = 0.01
-PREEMPTED = "PREEMPTED"
-ENDPOINT_LOST = "ENDPOINT_LOST"
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,7 @@ class GatewayCore:
             outcome, first_token_seconds, tokens = SlotOutcome.CANCELLED, None, TokenCount()
             # Background work may be recalled for more urgent work; any work is lost with its endpoint.
             recallable = _effective_priority(request) is Priority.LOW
-            admitted = _until_taken_back(slot, self._stream_admitted(grant, request.generation, deadline), recallable)
+            admitted = relay(self._stream_admitted(grant, request.generation, deadline), slot, recallable)
             try:
                 async with aclosing(admitted) as chunks:
                     async for chunk in chunks:
@@ -150,42 +149,6 @@ class TokenCount:
 def _effective_priority(request: GatewayRequest) -> Priority:
     # The scheduler serves an ask at its credential's ceiling when it asks for more.
     return min(request.priority, request.limits.max_priority) if request.limits else request.priority
-
-
-async def _until_taken_back(
-    slot: HeldSlot, chunks: AsyncIterator[GenerationChunk], recallable: bool
-) -> AsyncIterator[GenerationChunk]:
-    """The stream, until the scheduler takes the slot back: recalled (LOW work only), the caller is told to
-    ask again; lost with its endpoint (stopped, or its node cut off), the caller is told at once, rather
-    than left waiting on tokens that will not come."""
-    lost = asyncio.ensure_future(slot.lost())
-    recall = asyncio.ensure_future(slot.recalled() if recallable else asyncio.Event().wait())
-    step: asyncio.Future[GenerationChunk] | None = None
-    try:
-        async with aclosing(chunks):
-            try:
-                while True:
-                    step = asyncio.ensure_future(anext(chunks))
-                    await asyncio.wait({step, recall, lost}, return_when=asyncio.FIRST_COMPLETED)
-                    if not step.done() and lost.done():
-                        raise unavailable(ENDPOINT_LOST, f"{lost.result()}; ask again", 1.0)
-                    if not step.done():
-                        raise unavailable(PREEMPTED, "more urgent work took this LOW request's slot; ask again", 1.0)
-                    try:
-                        chunk = step.result()
-                    except StopAsyncIteration:
-                        return
-                    yield chunk
-            finally:
-                # A recall, or a caller that went away, leaves a step of the stream running; the stream can
-                # only be closed once that step has stopped.
-                if step is not None and not step.done():
-                    step.cancel()
-                    with suppress(asyncio.CancelledError, StopAsyncIteration, MeshError):
-                        await step
-    finally:
-        recall.cancel()
-        lost.cancel()
 
 
 def outcome_of(error: MeshError) -> SlotOutcome:

@@ -108,6 +108,8 @@ class FakeInference:
         if len(self.calls) <= self.busy_calls:
             raise resource_exhausted("SLOTS_EXHAUSTED", "all 1 slots are busy", retry_after_seconds=0.5)
         for chunk in self.chunks:
+            # Each chunk is a read from the network: the gateway's caller takes one before the next arrives.
+            await asyncio.sleep(0)
             self.clock.now += self.seconds_per_chunk
             yield chunk
         if self.failure is not None:
