@@ -104,33 +104,37 @@ class MeshRestClient:
 
 
 class MeshOpenAIClient:
-    """meshserve's OpenAI API on the edge's plain listener: streaming completions, as the peer is called."""
+    """meshserve's OpenAI API on the edge's plain listener: streaming completions, as the peers are called."""
 
-    name = "meshserve OpenAI"
-
-    def __init__(self, http_port: int, api_key: str) -> None:
+    def __init__(self, http_port: int, api_key: str, model: str = MODEL, name: str = "meshserve OpenAI") -> None:
+        self.name = name
         self._port = http_port
+        self._model = model
         self._headers = {"authorization": f"Bearer {api_key}"}
 
     def stream(self, max_tokens: int, priority: str = "NORMAL", deadline: float | None = None) -> Measurement:
-        body = {"model": MODEL, "prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0.0, "top_p": TOP_P,
-                "seed": SEED, "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
         headers = {**self._headers, "x-meshserve-priority": priority.lower()}
-        return _sse(self._port, "/v1/completions", body, deadline, _openai_event, headers)
+        return _sse(
+            self._port, "/v1/completions", _completion(self._model, max_tokens), deadline, _openai_event, headers
+        )
 
 
 class PeerClient:
-    """llama-cpp-python's own OpenAI-compatible server, called as its users call it: streaming completions."""
+    """A peer's OpenAI-compatible server, called as its users call it: streaming completions."""
 
-    name = "llama_cpp.server"
-
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, name: str = "llama_cpp.server", model: str = MODEL) -> None:
+        self.name = name
         self._port = port
+        self._model = model
 
     def stream(self, max_tokens: int, priority: str = "NORMAL", deadline: float | None = None) -> Measurement:
-        body = {"prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0.0, "top_p": TOP_P, "seed": SEED,
-                "stream": True}  # fmt: skip
-        return _sse(self._port, "/v1/completions", body, deadline, _peer_event)
+        return _sse(self._port, "/v1/completions", _completion(self._model, max_tokens), deadline, _openai_event)
+
+
+def _completion(model: str, max_tokens: int) -> dict:
+    """The same streaming completion for meshserve's OpenAI API and every peer's, usage included."""
+    return {"model": model, "prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0.0, "top_p": TOP_P,
+            "seed": SEED, "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
 
 
 def _token(result: Measurement, started: float, count: int) -> None:
@@ -149,13 +153,6 @@ def _mesh_event(result: Measurement, started: float, event: dict) -> None:
         result.tokens = event["usage"]["output_tokens"]
 
 
-def _peer_event(result: Measurement, started: float, event: dict) -> None:
-    choice = event["choices"][0]
-    if choice.get("finish_reason") is None:
-        _token(result, started, 1)
-        result.tokens += 1
-
-
 def _openai_event(result: Measurement, started: float, event: dict) -> None:
     if event.get("usage"):
         result.tokens = event["usage"]["completion_tokens"]
@@ -163,6 +160,8 @@ def _openai_event(result: Measurement, started: float, event: dict) -> None:
         result.status = event["error"].get("code") or "stream error"
     elif event["choices"] and event["choices"][0]["text"]:
         _token(result, started, 1)
+        # A server that reports no usage (llama_cpp.server) has streamed a token an event.
+        result.tokens = max(result.tokens, len(result.token_times))
 
 
 def _sse(

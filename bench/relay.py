@@ -18,6 +18,8 @@ from pathlib import Path
 
 from bench.measure import CpuMeter
 from bench.processes import Mesh, start_mesh
+from bench.profile import Profile, Sampler
+from bench.profile import describe as describe_profiles
 from bench.relay_clients import RelayTarget, StreamRecord, edge_target, gateway_target, run_streams
 from bench.workload import percentile
 
@@ -35,10 +37,14 @@ class RelayPlan:
     # The simulated engine's pace for each sequence, and each request's length.
     tokens_per_second: float
     max_tokens: int
+    # The cell whose processes py-spy samples, in the last round: streams through Envoy at this concurrency.
+    profiled_concurrency: int
 
 
-FULL_RELAY = RelayPlan((1, 4, 16, 64, 256), seconds=8.0, warmup=2.0, rounds=3, tokens_per_second=100.0, max_tokens=300)
-QUICK_RELAY = RelayPlan((1, 16, 256), seconds=4.0, warmup=1.0, rounds=1, tokens_per_second=100.0, max_tokens=200)
+FULL_RELAY = RelayPlan(
+    (1, 4, 16, 64, 256), 8.0, 2.0, 3, tokens_per_second=100.0, max_tokens=300, profiled_concurrency=256
+)
+QUICK_RELAY = RelayPlan((1, 16, 256), 4.0, 1.0, 1, tokens_per_second=100.0, max_tokens=200, profiled_concurrency=256)
 
 
 def relay_config(directory: Path, plan: RelayPlan) -> Path:
@@ -112,7 +118,9 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else 1000 * seconds
 
 
-async def _cell(target: RelayTarget, concurrency: int, plan: RelayPlan, mesh: Mesh) -> RelayCell:
+async def _cell(
+    target: RelayTarget, concurrency: int, plan: RelayPlan, mesh: Mesh, profile_to: Path | None
+) -> tuple[RelayCell, list[Profile]]:
     loop = asyncio.get_running_loop()
     start = loop.time() + plan.warmup
     end = start + plan.seconds
@@ -120,12 +128,14 @@ async def _cell(target: RelayTarget, concurrency: int, plan: RelayPlan, mesh: Me
     streams = asyncio.ensure_future(run_streams(target, RELAY_MODEL, concurrency, plan.max_tokens, end))
     await asyncio.sleep(plan.warmup)  # the window starts once the load has settled: pacing, not ordering
     meter.start()
+    sampler = Sampler(mesh.roles(), plan.seconds, profile_to) if profile_to else None
     records = await streams
     cell = summarize_cell(target.name, concurrency, records, (start, end), plan)
     spent = meter.stop()
     per_thousand = {role: 1000 * seconds / max(1.0, cell.tokens_per_second * plan.seconds)
                     for role, seconds in spent.items()}  # fmt: skip
-    return RelayCell(**{**asdict(cell), "cpu_per_1000_tokens": per_thousand})
+    profiles = await asyncio.to_thread(sampler.read) if sampler else []
+    return RelayCell(**{**asdict(cell), "cpu_per_1000_tokens": per_thousand}), profiles
 
 
 def median_cells(cells: list[RelayCell]) -> dict:
@@ -143,23 +153,34 @@ def median_cells(cells: list[RelayCell]) -> dict:
 
 
 def relay_benchmark(scratch: Path, plan: RelayPlan) -> dict:
-    """Every path at every concurrency, interleaved round by round, on a mesh of its own."""
+    """Every path at every concurrency, interleaved round by round, on a mesh of its own; the processes
+    sampled by py-spy in one cell of the last round."""
     mesh = start_mesh(scratch / "relay-mesh", max_queue=16, config=relay_config(scratch, plan))
     try:
         targets = [gateway_target(mesh.state_dir, mesh.ports["gateway"]),
                    edge_target(mesh.state_dir, mesh.ports["edge_https"], mesh.api_key)]  # fmt: skip
         rounds: dict[tuple[str, int], list[RelayCell]] = {}
+        profiles: list[Profile] = []
         for round_number in range(1, plan.rounds + 1):
             for target in targets:
                 for concurrency in plan.concurrencies:
-                    cell = asyncio.run(_cell(target, concurrency, plan, mesh))
+                    profiled = (round_number, target, concurrency) == (
+                        plan.rounds,
+                        targets[-1],
+                        plan.profiled_concurrency,
+                    )
+                    profile_to = scratch / "profiles" if profiled else None
+                    cell, sampled = asyncio.run(_cell(target, concurrency, plan, mesh, profile_to))
+                    profiles += sampled
                     rounds.setdefault((target.name, concurrency), []).append(cell)
                     print(f"relay round {round_number} {target.name:<14} c={concurrency:<4} "
                           f"{cell.tokens_per_second:8.0f} tok/s {cell.messages_per_second:8.0f} msg/s "
                           f"stall {cell.longest_stall_ms or 0:6.0f} ms", file=sys.stderr, flush=True)  # fmt: skip
     finally:
         mesh.stop()
-    return {"settings": asdict(plan), "cells": [median_cells(cells) for cells in rounds.values()]}
+    return {"settings": asdict(plan), "cells": [median_cells(cells) for cells in rounds.values()],
+            "profile": {"path": targets[-1].name, "concurrency": plan.profiled_concurrency,
+                        "processes": [asdict(profile) for profile in profiles]}}  # fmt: skip
 
 
 def describe(relay: dict) -> str:
@@ -198,6 +219,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         relay = relay_benchmark(Path(scratch), QUICK_RELAY if args.quick else FULL_RELAY)
     print(describe(relay))
+    print(describe_profiles([Profile(**profile) for profile in relay["profile"]["processes"]]))
     if args.out:
         args.out.write_text(json.dumps(relay, indent=2) + "\n")
 

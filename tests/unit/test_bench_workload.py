@@ -19,3 +19,37 @@ def test_a_short_answer_is_a_failure_not_throughput() -> None:
     assert summary.tokens == 3 and summary.failures == 2
     assert summary.output_tokens_per_second == 2.0 and summary.requests_per_second == 1 / 1.5
     assert summary.inter_token["p50"] == pytest.approx(0.1) and summary.ttft["p50"] == 0.1
+
+
+def test_a_relay_cell_counts_only_what_arrived_in_its_window_and_finds_the_longest_stall() -> None:
+    from bench.relay import QUICK_RELAY, summarize_cell
+    from bench.relay_clients import StreamRecord
+
+    # A stream paced at 10 ms a token (QUICK_RELAY's 100 tokens/s), with one 300 ms stall, and a message of
+    # three tokens that built up behind it; then a message after the window ends.
+    steady = StreamRecord(sent=0.95, arrivals=[1.0, 1.01, 1.02, 1.32, 1.33, 2.5], tokens=[1, 1, 1, 3, 1, 1])
+    refused = StreamRecord(sent=1.1, failure="RESOURCE_EXHAUSTED")
+    before_window = StreamRecord(sent=0.1, arrivals=[0.2, 0.21], tokens=[1, 1])
+    cell = summarize_cell("one gateway", 2, [steady, refused, before_window], (1.0, 2.0), QUICK_RELAY)
+    assert cell.tokens_per_second == 7 and cell.messages_per_second == 5
+    assert cell.tokens_per_message == pytest.approx(7 / 5)
+    assert cell.longest_stall_ms == pytest.approx(300) and cell.stalls_over_target == 1
+    # 330 ms over the 6 tokens after the first: 55 ms a token, 45 ms more than the engine's 10.
+    assert cell.token_interval_p50_ms == pytest.approx(55) and cell.token_interval_added_ms == pytest.approx(45)
+    assert cell.failures == 1
+    assert cell.ttft_p50_ms is None  # the one stream with a first token was sent before the window
+
+
+def test_a_profile_sums_py_spys_stacks_by_function_whatever_the_line() -> None:
+    from bench.profile import summarize as summarize_profile
+
+    collapsed = "\n".join([
+        "MainThread;run (asyncio/base_events.py:10);relay (gateway/core/relay.py:70);take (gateway/core/relay.py:50) 6",
+        "MainThread;run (asyncio/base_events.py:11);relay (gateway/core/relay.py:71) 3",
+        "MainThread;run (asyncio/base_events.py:10);select (selectors.py:400) 1",
+    ])  # fmt: skip
+    profile = summarize_profile("gateway", collapsed)
+    assert profile.samples == 10
+    assert profile.own[:2] == [("take (gateway/core/relay.py)", 0.6), ("relay (gateway/core/relay.py)", 0.3)]
+    assert dict(profile.inclusive)["run (asyncio/base_events.py)"] == 1.0
+    assert dict(profile.inclusive)["relay (gateway/core/relay.py)"] == 0.9
