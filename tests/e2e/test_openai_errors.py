@@ -234,6 +234,11 @@ def test_unknown_paths_and_wrong_methods_are_answered_by_the_edge_itself(
         assert reply.headers["allow"] in {"GET", "POST"}
 
 
+# A killed inference service fails its streams in one of two ways, whichever the gateway hears of first:
+# the stream itself breaks, or the scheduler reports the endpoint gone as its registration closes.
+ENGINE_DIED = {"inference_unavailable", "endpoint_lost"}
+
+
 def test_an_engine_that_dies_mid_stream_ends_the_stream_with_an_error_event_then_done(mesh: Mesh) -> None:
     pid = pid_of(mesh, INFERENCE)
     killed: list[float] = []
@@ -250,7 +255,7 @@ def test_an_engine_that_dies_mid_stream_ends_the_stream_with_an_error_event_then
     assert tokens and all(event["object"] == "text_completion" for event in tokens)
     assert all(event["choices"][0]["finish_reason"] is None for event in tokens), "no false finish"
     assert failure["error"]["type"] == "service_unavailable_error"
-    assert failure["error"]["code"] == "inference_unavailable"
+    assert failure["error"]["code"] in ENGINE_DIED
     # The launcher waits half a second before restarting it, which then takes seconds to load its model:
     # a request sent as the stream ends finds no endpoint of the model.
     refused = raw_post(mesh, "/v1/completions", COMPLETION)
@@ -265,7 +270,10 @@ def test_an_engine_that_dies_mid_stream_ends_the_stream_with_an_error_event_then
     chunks = iter(stream)
     next(chunks)
     os.kill(pid, signal.SIGKILL)
-    with pytest.raises(openai.APIError, match="inference"):
-        for _ in chunks:
-            pass
-    wait_for_replacement(mesh, INFERENCE, pid)
+    try:
+        with pytest.raises(openai.APIError, match="inference|left the mesh"):
+            for _ in chunks:
+                pass
+    finally:
+        # The tests after this one share the mesh: it is left serving as it was found.
+        wait_for_replacement(mesh, INFERENCE, pid)
