@@ -33,9 +33,27 @@ class JsonLineFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class StreamClosedElsewhere(logging.Filter):
+    """Drops OpenTelemetry's "Failed to detach context" for a token made in another context.
+
+    The gRPC server instrumentation keeps its span current across the yields of a streaming handler; when a
+    client cancels, grpc closes that handler from another task, and detaching the token there fails (the
+    span itself still ends). It is opentelemetry-python-contrib issue 2357, harmless, and logged with a
+    traceback for every cancelled stream: at scale the formatting alone costs a busy gateway a tenth of its
+    CPU. Any other failure to detach is still logged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() != "Failed to detach context" or not record.exc_info:
+            return True
+        error = record.exc_info[1]
+        return not (isinstance(error, ValueError) and "was created in a different Context" in str(error))
+
+
 def configure_logging(service_name: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLineFormatter(service_name))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.getLogger("opentelemetry.context").addFilter(StreamClosedElsewhere())

@@ -5,10 +5,11 @@ engine on the machine can generate, so that what limits a stream is the mesh its
 is never what a test shows a generation with.
 
 It paces itself as a batching engine does. A sequence's first token comes `first_token_seconds` after it
-arrives; from then on one step every 1 / `tokens_per_second` adds a token to every running sequence. A
-reader that falls behind finds what built up meanwhile in one chunk, as vLLM's output collector hands it
-over, rather than a queue of single tokens. Its steps run on the event loop, so when the service's own
-work takes the CPU the engine slows with it, as a real engine's front end would.
+arrives; from then on one step every 1 / `tokens_per_second` adds a token to every running sequence. The
+pace is the wall clock's: a step that runs late, because the service's own work held the CPU, gives every
+token due since the last, as an engine on a device of its own keeps generating whatever the host is doing.
+A reader that falls behind finds what built up meanwhile in one chunk, as vLLM's output collector hands it
+over, rather than a queue of single tokens.
 """
 
 from __future__ import annotations
@@ -38,14 +39,14 @@ class _Sequence:
         self.decoding = False
         self.ready = asyncio.Event()
 
-    def give(self) -> int:
-        """One more token, unless the budget is spent; says how many it gave."""
-        if self.given >= self.budget:
-            return 0
-        self.given += 1
-        self.unread += 1
-        self.ready.set()
-        return 1
+    def give(self, tokens: int = 1) -> int:
+        """Up to `tokens` more, within the budget; says how many it gave."""
+        given = min(tokens, self.budget - self.given)
+        if given > 0:
+            self.given += given
+            self.unread += given
+            self.ready.set()
+        return max(0, given)
 
     def take(self) -> int:
         taken, self.unread = self.unread, 0
@@ -123,17 +124,17 @@ class SimulatedEngine:
             self._stepping = asyncio.get_running_loop().create_task(self._step_while_running())
 
     async def _step_while_running(self) -> None:
-        """One token to every running sequence per step, at the configured pace, while any is running."""
+        """A token to every running sequence per step, at the configured pace, while any is running."""
         interval = 1.0 / self._options.tokens_per_second
         loop = asyncio.get_running_loop()
         due = loop.time() + interval
         while self._running:
             await asyncio.sleep(max(0.0, due - loop.time()))
-            # A late step is not made up for: an engine slowed by its host simply generates less.
-            due = max(due, loop.time()) + interval
-            self._steps += 1
+            steps = 1 + int((loop.time() - due) / interval)
+            due += steps * interval
+            self._steps += steps
             for sequence in tuple(self._running):
-                self._tokens += sequence.give()
+                self._tokens += sequence.give(steps)
 
 
 def _last(taken: int, prompt_tokens: int, generated: int) -> GenerationChunk:
