@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import sys
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -76,6 +77,7 @@ class RelayCell:
     stalls_over_target: int
     failures: int
     cpu_per_1000_tokens: dict[str, float]
+    failure_reasons: dict[str, int]
 
 
 def summarize_cell(
@@ -111,6 +113,7 @@ def summarize_cell(
         stalls_over_target=sum(gap > STALL_TARGET_SECONDS for gap in gaps),
         failures=sum(1 for record in records if record.failure),
         cpu_per_1000_tokens={},
+        failure_reasons=dict(Counter(record.failure for record in records if record.failure)),
     )
 
 
@@ -125,7 +128,8 @@ async def _cell(
     start = loop.time() + plan.warmup
     end = start + plan.seconds
     meter = CpuMeter(mesh.roles())
-    streams = asyncio.ensure_future(run_streams(target, RELAY_MODEL, concurrency, plan.max_tokens, end))
+    ramp = plan.warmup / 2
+    streams = asyncio.ensure_future(run_streams(target, RELAY_MODEL, concurrency, plan.max_tokens, end, ramp))
     await asyncio.sleep(plan.warmup)  # the window starts once the load has settled: pacing, not ordering
     meter.start()
     sampler = Sampler(mesh.roles(), plan.seconds, profile_to) if profile_to else None
@@ -146,6 +150,7 @@ def median_cells(cells: list[RelayCell]) -> dict:
             values = [getattr(cell, name) for cell in cells if getattr(cell, name) is not None]
             figures[name] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
     roles = cells[0].cpu_per_1000_tokens
+    figures["failure_reasons"] = dict(sum((Counter(cell.failure_reasons) for cell in cells), Counter()))
     figures["cpu_per_1000_tokens"] = {
         role: statistics.median(cell.cpu_per_1000_tokens.get(role, 0.0) for cell in cells) for role in roles
     }

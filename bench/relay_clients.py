@@ -19,6 +19,7 @@ from meshserve.gateway.v1 import gateway_pb2_grpc
 from services.shared.certs import dev_identity
 from services.shared.channels import open_channel
 from services.shared.identity import IDENTITY_HEADER, CallerLimits, Identity, Scope, Surface, encode_identity
+from services.shared.status_details import details_of
 
 STREAMS_PER_CONNECTION = 64
 _GENERATE = "/meshserve.gateway.v1.GatewayService/Generate"
@@ -68,19 +69,21 @@ def edge_target(state_dir: Path, https_port: int, api_key: str) -> RelayTarget:
 
 
 async def run_streams(
-    target: RelayTarget, model: str, concurrency: int, max_tokens: int, stop_at: float
+    target: RelayTarget, model: str, concurrency: int, max_tokens: int, stop_at: float, ramp_seconds: float
 ) -> list[StreamRecord]:
     """`concurrency` clients, each sending one request after another until `stop_at` (loop time); a stream
-    still running then is cancelled. Returns every request's record."""
+    still running then is cancelled. The clients start spread over `ramp_seconds`, as many independent
+    clients would, rather than all at one instant. Returns every request's record."""
     channels = [target.open_channel() for _ in range(-(-concurrency // STREAMS_PER_CONNECTION))]
     request = pb.GenerateRequest(model=model, prompt="Relay these tokens.", max_tokens=max_tokens)
     records: list[StreamRecord] = []
     try:
         stubs = [gateway_pb2_grpc.GatewayServiceStub(channel) for channel in channels]
         clients = [
-            _closed_loop(stubs[number % len(stubs)], request, target.metadata, stop_at, records)
+            _closed_loop(stubs[number % len(stubs)], request, target.metadata, stop_at, records,
+                         start_after=ramp_seconds * number / concurrency)
             for number in range(concurrency)
-        ]
+        ]  # fmt: skip
         await asyncio.gather(*clients)
     finally:
         for channel in channels:
@@ -88,8 +91,11 @@ async def run_streams(
     return records
 
 
-async def _closed_loop(stub, request, metadata, stop_at: float, records: list[StreamRecord]) -> None:
+async def _closed_loop(
+    stub, request, metadata, stop_at: float, records: list[StreamRecord], start_after: float
+) -> None:
     loop = asyncio.get_running_loop()
+    await asyncio.sleep(start_after)
     while loop.time() < stop_at:
         record = StreamRecord(loop.time())
         records.append(record)
@@ -110,4 +116,5 @@ async def _read(call, record: StreamRecord, loop: asyncio.AbstractEventLoop) -> 
         record.finished = True
     except grpc.aio.AioRpcError as error:
         if error.code() is not grpc.StatusCode.CANCELLED:
-            record.failure = error.code().name
+            details = details_of(error)
+            record.failure = f"{details.code.name}:{details.reason}" if details.reason else details.code.name
