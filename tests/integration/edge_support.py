@@ -63,7 +63,7 @@ class StandInGateway(gateway_pb2_grpc.GatewayServiceServicer):
         for index, text in enumerate(TOKENS):
             if index == 1 and request.prompt in self.holds:
                 await self._hold(self.holds[request.prompt])
-            yield pb.GenerateResponse(text=text, model=request.model or "gemma-3-270m")
+            yield pb.GenerateResponse(text=text, model=request.model or "gemma-3-270m", token_count=1)
         yield pb.GenerateResponse(
             model=request.model or "gemma-3-270m",
             finish_reason=pb.FINISH_REASON_LENGTH,

@@ -115,6 +115,7 @@ async def test_generate_streams_server_sent_events_with_snake_case_json(
         "finish_reason": "FINISH_REASON_UNSPECIFIED",
         "model": "gemma-3-270m",
         "logprobs": [],
+        "token_count": 1,
     }
     assert events[-1]["finish_reason"] == "FINISH_REASON_LENGTH"
     assert events[-1]["usage"] == {"input_tokens": 2, "output_tokens": len(TOKENS)}
