@@ -22,15 +22,18 @@ def test_a_short_answer_is_a_failure_not_throughput() -> None:
 
 
 def test_a_relay_cell_counts_only_what_arrived_in_its_window_and_finds_the_longest_stall() -> None:
+    from dataclasses import replace
+
     from bench.relay import QUICK_RELAY, summarize_cell
     from bench.relay_clients import StreamRecord
 
-    # A stream paced at 10 ms a token (QUICK_RELAY's 100 tokens/s), with one 300 ms stall, and a message of
+    plan = replace(QUICK_RELAY, tokens_per_second=100.0)
+    # A stream paced at 10 ms a token (100 tokens/s), with one 300 ms stall, and a message of
     # three tokens that built up behind it; then a message after the window ends.
     steady = StreamRecord(sent=0.95, arrivals=[1.0, 1.01, 1.02, 1.32, 1.33, 2.5], tokens=[1, 1, 1, 3, 1, 1])
     refused = StreamRecord(sent=1.1, failure="RESOURCE_EXHAUSTED")
     before_window = StreamRecord(sent=0.1, arrivals=[0.2, 0.21], tokens=[1, 1])
-    cell = summarize_cell("one gateway", 2, [steady, refused, before_window], (1.0, 2.0), QUICK_RELAY)
+    cell = summarize_cell("one gateway", 2, [steady, refused, before_window], (1.0, 2.0), plan)
     assert cell.tokens_per_second == 7 and cell.messages_per_second == 5
     assert cell.tokens_per_message == pytest.approx(7 / 5)
     assert cell.longest_stall_ms == pytest.approx(300) and cell.stalls_over_target == 1
