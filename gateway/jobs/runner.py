@@ -20,7 +20,7 @@ from typing import Protocol
 from meshserve.gateway.v1 import gateway_pb2 as pb
 from prometheus_client import Counter, Gauge
 
-from gateway.core.service import PREEMPTED
+from gateway.core.relay import PREEMPTED
 from gateway.jobs.work import JobFailure, JobKind, JobOutcome, JobWork, decode_work, encode_failure, encode_outcome
 from gateway.openai.responses import FINISH_REASONS, CompletionWriter
 from services.shared.errors import ErrorKind, MeshError
