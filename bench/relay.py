@@ -14,7 +14,7 @@ import asyncio
 import statistics
 import sys
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from bench.measure import CpuMeter
@@ -95,8 +95,9 @@ def summarize_cell(
         if record.arrivals and start <= record.sent <= end:
             ttfts.append(record.arrivals[0] - record.sent)
         gaps += [later - earlier for (earlier, _), (later, _) in zip(inside, inside[1:], strict=False)]
-        if len(inside) >= 2 and sum(count for _, count in inside[1:]) > 0:
-            intervals.append((inside[-1][0] - inside[0][0]) / sum(count for _, count in inside[1:]))
+        after_first = sum(count for _, count in inside[1:])
+        if after_first > 0:
+            intervals.append((inside[-1][0] - inside[0][0]) / after_first)
     seconds = end - start
     interval = percentile(intervals, 0.5)
     return RelayCell(
@@ -128,19 +129,20 @@ async def _cell(
     loop = asyncio.get_running_loop()
     start = loop.time() + plan.warmup
     end = start + plan.seconds
-    meter = CpuMeter(mesh.roles())
+    roles = mesh.roles()
+    meter = CpuMeter(roles)
     ramp = plan.warmup / 2
     streams = asyncio.ensure_future(run_streams(target, RELAY_MODEL, concurrency, plan.max_tokens, end, ramp))
     await asyncio.sleep(plan.warmup)  # the window starts once the load has settled: pacing, not ordering
     meter.start()
-    sampler = Sampler(mesh.roles(), plan.seconds, profile_to) if profile_to else None
+    sampler = Sampler(roles, plan.seconds, profile_to) if profile_to else None
     records = await streams
     cell = summarize_cell(target.name, concurrency, records, (start, end), plan)
     spent = meter.stop()
     per_thousand = {role: 1000 * seconds / max(1.0, cell.tokens_per_second * plan.seconds)
                     for role, seconds in spent.items()}  # fmt: skip
     profiles = await asyncio.to_thread(sampler.read) if sampler else []
-    return RelayCell(**{**asdict(cell), "cpu_per_1000_tokens": per_thousand}), profiles
+    return replace(cell, cpu_per_1000_tokens=per_thousand), profiles
 
 
 def median_cells(cells: list[RelayCell]) -> dict:
