@@ -7,7 +7,8 @@ connection pool behind the edge grows to the size this load can ever need: after
 more is a leak, not a pool. Every request is accounted for (soak_clients.py). Twice the traffic pauses, until nothing
 is in flight and every job has ended: at the end of the warm-up and at the end. Each service's RSS and open
 file descriptors are read at those two quiet points, where no request in flight can blur them, and the soak
-fails if any RSS grew by more than 10% or any count of descriptors grew at all. The last reading waits up to
+fails if any RSS grew by more than 10% or any count of descriptors grew at all, Envoy's pooled connections
+(which its admin stats count) aside. The last reading waits up to
 SETTLE_SECONDS for descriptors above the first to go, as a connection closed on a peer's idle timeout does
 (later when the CPUs are busy); a leaked one never goes.
 
@@ -24,6 +25,7 @@ import os
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,10 +50,19 @@ SETTLE_SECONDS = 30
 
 @dataclass
 class Footprint:
-    """One process at a quiet point: resident memory and open file descriptors."""
+    """One process at a quiet point: resident memory, open file descriptors, and of those the connections
+    the process reports it holds (Envoy's admin stats; 0 where a process does not say)."""
 
     rss_bytes: int
     open_fds: int
+    connections: int = 0
+
+    @property
+    def other_fds(self) -> int:
+        """Descriptors other than its connections. Envoy keeps a connection pool per worker thread and
+        cluster, and which workers a busy machine's scheduler wakes decides how many of them fill: a pooled
+        connection more is not a leak, a descriptor more besides them is."""
+        return self.open_fds - self.connections
 
 
 @dataclass
@@ -87,8 +98,9 @@ class SoakReport:
             if end.rss_bytes > start.rss_bytes * (1 + MAX_RSS_GROWTH):
                 found.append(f"{role} RSS grew {end.rss_bytes / start.rss_bytes - 1:.1%}: "
                              f"{start.rss_bytes} -> {end.rss_bytes} bytes")  # fmt: skip
-            if end.open_fds > start.open_fds:
-                found.append(f"{role} open descriptors grew: {start.open_fds} -> {end.open_fds}")
+            if end.other_fds > start.other_fds:
+                found.append(f"{role} open descriptors grew: {start.open_fds} -> {end.open_fds} "
+                             f"(connections {start.connections} -> {end.connections})")  # fmt: skip
         if set(self.after_warmup) != set(self.at_end):
             found.append(f"the mesh's processes changed: {sorted(self.after_warmup)} -> {sorted(self.at_end)}")
         return found
@@ -103,31 +115,54 @@ class SoakReport:
         }  # fmt: skip
 
 
-def footprints(state_dir: Path) -> dict[str, Footprint]:
+def footprints(state_dir: Path, edge_admin_port: int | None = None) -> dict[str, Footprint]:
     """Each of the mesh's processes, at its smallest over three reads a third of a second apart: a descriptor
     a closing connection still holds for a moment is not a leak."""
     reads = []
     for _ in range(3):
-        reads.append({role: _footprint(pid) for role, pid in roles_of(state_dir).items()})
+        read = {role: _footprint(pid) for role, pid in roles_of(state_dir).items()}
+        if edge_admin_port is not None and "envoy" in read:
+            read["envoy"].connections = envoy_connections(edge_admin_port)
+        reads.append(read)
         time.sleep(1 / 3)
     roles = set.intersection(*(set(read) for read in reads))
     return {
-        role: Footprint(min(read[role].rss_bytes for read in reads), min(read[role].open_fds for read in reads))
+        role: Footprint(
+            min(read[role].rss_bytes for read in reads),
+            *min((read[role].open_fds, read[role].connections) for read in reads),
+        )
         for role in sorted(roles)
     }
 
 
-def footprints_settled(state_dir: Path, baseline: dict[str, Footprint], within: float) -> dict[str, Footprint]:
+def envoy_connections(admin_port: int) -> int:
+    """The connections Envoy holds open, from its admin stats: every listener's downstream (the per-worker
+    copies left out) and every cluster's upstream. The admin connection that reads them counts too."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/stats?filter=_cx_active$", timeout=5) as answer:
+        lines = answer.read().decode().splitlines()
+    total = 0
+    for line in lines:
+        name, _, value = line.partition(": ")
+        downstream = name.startswith("listener.") and name.endswith(".downstream_cx_active") and ".worker_" not in name
+        upstream = name.startswith("cluster.") and name.endswith(".upstream_cx_active")
+        if downstream or upstream:
+            total += int(value)
+    return total
+
+
+def footprints_settled(
+    state_dir: Path, baseline: dict[str, Footprint], within: float, edge_admin_port: int | None = None
+) -> dict[str, Footprint]:
     """The footprints, read again for up to `within` seconds while any process holds more descriptors than at
     `baseline`. A connection that its far side closes on an idle timeout (uvicorn's 5 s; later on a busy
     machine) is let go meanwhile; a leaked descriptor stays, and is still there at the deadline."""
     deadline = time.monotonic() + within
-    reading = footprints(state_dir)
+    reading = footprints(state_dir, edge_admin_port)
     while time.monotonic() < deadline and any(
-        role in baseline and footprint.open_fds > baseline[role].open_fds for role, footprint in reading.items()
+        role in baseline and footprint.other_fds > baseline[role].other_fds for role, footprint in reading.items()
     ):
         time.sleep(1.0)
-        reading = footprints(state_dir)
+        reading = footprints(state_dir, edge_admin_port)
     return reading
 
 
@@ -195,9 +230,10 @@ class Soak:
             self._outcomes.extend(self._jobs.settle(within=JOBS_SETTLE_SECONDS))
         time.sleep(IDLE_CONNECTIONS_CLOSE_SECONDS)
         try:
+            admin = self._target.edge_admin_port
             if settle_against is None:
-                return footprints(self._target.state_dir)
-            return footprints_settled(self._target.state_dir, settle_against, within=SETTLE_SECONDS)
+                return footprints(self._target.state_dir, admin)
+            return footprints_settled(self._target.state_dir, settle_against, SETTLE_SECONDS, admin)
         finally:
             if resume:
                 self._running.set()
@@ -240,7 +276,8 @@ def print_report(report: SoakReport) -> None:
         start = report.after_warmup.get(role)
         if start is not None:
             print(f"  {role:>12}: RSS {start.rss_bytes / 2**20:.1f} -> {end.rss_bytes / 2**20:.1f} MiB, "
-                  f"descriptors {start.open_fds} -> {end.open_fds}")  # fmt: skip
+                  f"descriptors {start.open_fds} -> {end.open_fds}, of them connections "
+                  f"{start.connections} -> {end.connections}")  # fmt: skip
     for violation in summary["violations"]:
         print(f"  VIOLATION: {violation}")
 
@@ -258,7 +295,7 @@ def main() -> None:
         mesh = start_mesh(state_dir, max_queue=8)
         try:
             target = Target(mesh.ports["edge_http"], mesh.ports["edge_https"], state_dir / "certs" / "ca.pem",
-                            mesh.api_key, state_dir)  # fmt: skip
+                            mesh.api_key, state_dir, mesh.ports["edge_admin"])  # fmt: skip
             report = Soak(target, args.workers, args.max_tokens).run(args.seconds, args.warmup)
         finally:
             mesh.stop()

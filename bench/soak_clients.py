@@ -43,6 +43,8 @@ class Target:
     ca: Path
     api_key: str
     state_dir: Path
+    # Envoy's admin listener, where the soak reads how many connections Envoy holds; None: not read.
+    edge_admin_port: int | None = None
 
 
 class GrpcClient:
