@@ -32,8 +32,8 @@ class BatchPlan:
     interactive_tokens: int
 
 
-FULL_BATCH = BatchPlan(jobs=200, job_tokens=16, interactive_requests=60, interactive_tokens=8)
-QUICK_BATCH = BatchPlan(jobs=200, job_tokens=8, interactive_requests=24, interactive_tokens=4)
+FULL_BATCH = BatchPlan(jobs=100, job_tokens=16, interactive_requests=40, interactive_tokens=8)
+QUICK_BATCH = BatchPlan(jobs=40, job_tokens=8, interactive_requests=12, interactive_tokens=4)
 
 
 def batch_interference(mesh: Mesh, client: MeshGrpcClient, plan: BatchPlan) -> dict:

@@ -10,6 +10,7 @@ import http.client
 import json
 import threading
 import time
+from contextlib import aclosing
 from pathlib import Path
 
 import grpc
@@ -19,7 +20,7 @@ from meshserve.scheduler.v1 import scheduler_pb2 as spb
 from meshserve.scheduler.v1 import scheduler_pb2_grpc
 
 from bench.burst import LedgerUse
-from bench.workload import PROMPT, SEED, Measurement
+from bench.workload import CUT, OK, PROMPT, SEED, Measurement
 from services.inference.engines.llama_cpp import LlamaCppEngine
 from services.shared.domain import GenerationRequest, SamplingParams
 from services.shared.mesh_config import ModelConfig
@@ -43,21 +44,26 @@ class FloorClient:
         self._slots = asyncio.Semaphore(config.slots)
         threading.Thread(target=self._loop.run_forever, daemon=True, name="floor-loop").start()
 
-    def stream(self, max_tokens: int, priority: str = "NORMAL", deadline: float | None = None) -> Measurement:
-        future = asyncio.run_coroutine_threadsafe(self._generate(max_tokens), self._loop)
+    def stream(
+        self, max_tokens: int, priority: str = "NORMAL", deadline: float | None = None, until: float | None = None
+    ) -> Measurement:
+        future = asyncio.run_coroutine_threadsafe(self._generate(max_tokens, until), self._loop)
         return future.result(timeout=deadline)
 
-    async def _generate(self, max_tokens: int) -> Measurement:
-        started = time.monotonic()
-        result = Measurement()
+    async def _generate(self, max_tokens: int, until: float | None) -> Measurement:
+        result = _sent()
         request = GenerationRequest(SamplingParams(max_tokens, 0.0, TOP_P, SEED), prompt=PROMPT)
         async with self._slots:
             prompt = await self._engine.prepare(request)
-            async for chunk in self._engine.generate(request, prompt):
-                _token(result, started, len(chunk.token_ids))
-                if chunk.usage is not None:
-                    result.tokens = chunk.usage.output_tokens
-        result.total = time.monotonic() - started
+            # Closed as the mesh's inference service closes it when a client cancels: the sequence leaves.
+            async with aclosing(self._engine.generate(request, prompt)) as chunks:
+                async for chunk in chunks:
+                    _token(result, len(chunk.token_ids))
+                    if chunk.usage is not None:
+                        result.tokens = chunk.usage.output_tokens
+                    if _cut(result, until):
+                        break
+        result.total = time.monotonic() - result.sent_at
         return result
 
 
@@ -72,19 +78,25 @@ class MeshGrpcClient:
         self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {api_key}"),)
 
-    def stream(self, max_tokens: int, priority: str = "NORMAL", deadline: float | None = None) -> Measurement:
+    def stream(
+        self, max_tokens: int, priority: str = "NORMAL", deadline: float | None = None, until: float | None = None
+    ) -> Measurement:
         request = pb.GenerateRequest(prompt=PROMPT, max_tokens=max_tokens, temperature=0.0, top_p=TOP_P, seed=SEED)
         request.priority = pb.Priority.Value(f"PRIORITY_{priority}")
-        started, result = time.monotonic(), Measurement()
+        result = _sent()
+        call = self._stub.Generate(request, timeout=deadline, metadata=self._metadata)
         try:
-            for message in self._stub.Generate(request, timeout=deadline, metadata=self._metadata):
-                _token(result, started, message.token_count)
+            for message in call:
+                _token(result, message.token_count)
                 if message.finish_reason:
                     result.tokens = message.usage.output_tokens
+                if _cut(result, until):
+                    call.cancel()
+                    break
         except grpc.RpcError as error:
             details = details_of(error)
             result.status = f"{details.code.name}:{details.reason}" if details.reason else details.code.name
-        result.total = time.monotonic() - started
+        result.total = time.monotonic() - result.sent_at
         return result
 
 
@@ -97,10 +109,12 @@ class MeshRestClient:
         self._port = http_port
         self._headers = {"authorization": f"Bearer {api_key}"}
 
-    def stream(self, max_tokens: int, priority: str = "NORMAL", deadline: float | None = None) -> Measurement:
+    def stream(
+        self, max_tokens: int, priority: str = "NORMAL", deadline: float | None = None, until: float | None = None
+    ) -> Measurement:
         body = {"prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0.0, "top_p": TOP_P, "seed": SEED,
                 "priority": f"PRIORITY_{priority}"}  # fmt: skip
-        return _sse(self._port, "/v1/generate", body, deadline, _mesh_event, self._headers)
+        return _sse(self._port, "/v1/generate", body, deadline, until, _mesh_event, self._headers)
 
 
 class MeshOpenAIClient:
@@ -112,11 +126,12 @@ class MeshOpenAIClient:
         self._model = model
         self._headers = {"authorization": f"Bearer {api_key}"}
 
-    def stream(self, max_tokens: int, priority: str = "NORMAL", deadline: float | None = None) -> Measurement:
+    def stream(
+        self, max_tokens: int, priority: str = "NORMAL", deadline: float | None = None, until: float | None = None
+    ) -> Measurement:
         headers = {**self._headers, "x-meshserve-priority": priority.lower()}
-        return _sse(
-            self._port, "/v1/completions", _completion(self._model, max_tokens), deadline, _openai_event, headers
-        )
+        body = _completion(self._model, max_tokens)
+        return _sse(self._port, "/v1/completions", body, deadline, until, _openai_event, headers)
 
 
 class PeerClient:
@@ -127,8 +142,11 @@ class PeerClient:
         self._port = port
         self._model = model
 
-    def stream(self, max_tokens: int, priority: str = "NORMAL", deadline: float | None = None) -> Measurement:
-        return _sse(self._port, "/v1/completions", _completion(self._model, max_tokens), deadline, _openai_event)
+    def stream(
+        self, max_tokens: int, priority: str = "NORMAL", deadline: float | None = None, until: float | None = None
+    ) -> Measurement:
+        body = _completion(self._model, max_tokens)
+        return _sse(self._port, "/v1/completions", body, deadline, until, _openai_event)
 
 
 def _completion(model: str, max_tokens: int) -> dict:
@@ -137,37 +155,49 @@ def _completion(model: str, max_tokens: int) -> dict:
             "seed": SEED, "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
 
 
-def _token(result: Measurement, started: float, count: int) -> None:
+def _sent() -> Measurement:
+    return Measurement(sent_at=time.monotonic())
+
+
+def _cut(result: Measurement, until: float | None) -> bool:
+    """Past the end of the caller's window: the stream is cut there (its client then cancels it)."""
+    if until is None or result.status != OK or time.monotonic() < until:
+        return False
+    result.status = CUT
+    return True
+
+
+def _token(result: Measurement, count: int) -> None:
     if count <= 0:
         return
-    now = time.monotonic() - started
+    now = time.monotonic() - result.sent_at
     if result.first_token is None:
         result.first_token = now
     # Tokens that came in one message arrived together.
     result.token_times.extend([now] * count)
 
 
-def _mesh_event(result: Measurement, started: float, event: dict) -> None:
-    _token(result, started, event.get("token_count", 0))
+def _mesh_event(result: Measurement, event: dict) -> None:
+    _token(result, event.get("token_count", 0))
     if "usage" in event:
         result.tokens = event["usage"]["output_tokens"]
 
 
-def _openai_event(result: Measurement, started: float, event: dict) -> None:
+def _openai_event(result: Measurement, event: dict) -> None:
     if event.get("usage"):
         result.tokens = event["usage"]["completion_tokens"]
     elif "error" in event:
         result.status = event["error"].get("code") or "stream error"
     elif event["choices"] and event["choices"][0]["text"]:
-        _token(result, started, 1)
+        _token(result, 1)
         # A server that reports no usage (llama_cpp.server) has streamed a token an event.
         result.tokens = max(result.tokens, len(result.token_times))
 
 
 def _sse(
-    port: int, path: str, body: dict, deadline: float | None, on_event, headers: dict | None = None
+    port: int, path: str, body: dict, deadline: float | None, until: float | None, on_event, headers: dict | None = None
 ) -> Measurement:
-    started, result = time.monotonic(), Measurement()
+    result = _sent()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=deadline or 300)
     try:
         connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json", **(headers or {})})
@@ -177,16 +207,18 @@ def _sse(
             response.read()
             return result
         for line in response:
-            if deadline is not None and time.monotonic() - started > deadline:
+            if deadline is not None and time.monotonic() - result.sent_at > deadline:
                 result.status = "DEADLINE_EXCEEDED"
                 break
             if line.startswith(b"data: ") and line.strip() != b"data: [DONE]":
-                on_event(result, started, json.loads(line[len(b"data: ") :]))
+                on_event(result, json.loads(line[len(b"data: ") :]))
+            if _cut(result, until):
+                break  # closing the connection, below, is the cancel
     except (OSError, http.client.HTTPException) as error:
         result.status = type(error).__name__
     finally:
         connection.close()
-        result.total = time.monotonic() - started
+        result.total = time.monotonic() - result.sent_at
     return result
 
 

@@ -35,8 +35,8 @@ class BatchingPlan:
     max_tokens: int
 
 
-FULL_BATCHING = BatchingPlan((4, 16), seconds_per_cell=15.0, rounds=3, max_tokens=64)
-QUICK_BATCHING = BatchingPlan((4, 16), seconds_per_cell=4.0, rounds=2, max_tokens=24)
+FULL_BATCHING = BatchingPlan((4, 16), seconds_per_cell=6.0, rounds=3, max_tokens=64)
+QUICK_BATCHING = BatchingPlan((4, 16), seconds_per_cell=3.0, rounds=1, max_tokens=24)
 
 
 async def tokens_in_window(engine: Engine, clients: int, seconds: float, max_tokens: int) -> int:

@@ -13,17 +13,28 @@ from bench.report import FLOOR
 from bench.workload import Measurement, RunSummary, Workload, summarize
 
 MESH_OVERHEAD_ROLES = ("envoy", "gateway", "openai", "auth", "scheduler")
+_STARTED = time.monotonic()
 
 
-def run_closed_loop(client, concurrency: int, workload: Workload) -> tuple[list[Measurement], float]:
-    """`concurrency` clients, each sending its requests one after another."""
-    requests = concurrency * workload.requests_per_client
+def progress(message: str) -> None:
+    """A line on stderr with the seconds since the benchmark started, so a log shows what each part costs."""
+    print(f"[{time.monotonic() - _STARTED:5.0f}s] {message}", file=sys.stderr, flush=True)
+
+
+def run_closed_loop(client, concurrency: int, workload: Workload) -> tuple[list[Measurement], tuple[float, float]]:
+    """`concurrency` clients, each sending one request after another for the cell's window, and cutting what
+    still streams when it ends. The results, and the window (monotonic start and end)."""
+    start = time.monotonic()
+    end = start + workload.cell_seconds
+
+    def one_client(_: int) -> list[Measurement]:
+        sent = []
+        while time.monotonic() < end:
+            sent.append(client.stream(workload.max_tokens, until=end).check_length(workload.max_tokens))
+        return sent
+
     with ThreadPoolExecutor(concurrency) as pool:
-        started = time.monotonic()
-        results = list(
-            pool.map(lambda _: client.stream(workload.max_tokens).check_length(workload.max_tokens), range(requests))
-        )
-        return results, time.monotonic() - started
+        return [m for client_results in pool.map(one_client, range(concurrency)) for m in client_results], (start, end)
 
 
 @dataclass
@@ -61,10 +72,11 @@ class CpuMeter:
 def measure(client, concurrency: int, workload: Workload, mesh: Mesh | None) -> tuple[RunSummary, CpuSample]:
     roles = mesh.roles() if mesh else {}
     before_own, before = own_cpu(), {role: cpu_seconds(pid) for role, pid in roles.items()}
-    results, wall = run_closed_loop(client, concurrency, workload)
+    results, window = run_closed_loop(client, concurrency, workload)
     spent = {role: cpu_seconds(pid) - before[role] for role, pid in roles.items()}
-    summary = summarize(client.name, concurrency, results, wall)
-    return summary, CpuSample(own_cpu() - before_own, spent, summary.tokens)
+    # The CPU was spent on every token streamed, those after the window's end included.
+    streamed = sum(len(m.token_times) for m in results if m.answered)
+    return summarize(client.name, concurrency, results, window), CpuSample(own_cpu() - before_own, spent, streamed)
 
 
 def mesh_overhead(samples: list[CpuSample], engine_cpu_per_token: float) -> dict[str, float]:

@@ -14,6 +14,8 @@ from bench.processes import REPO_ROOT
 from services.shared.mesh_config import ModelConfig
 from tests.ports import free_port
 
+LLAMA_SERVER = "llama-server"
+
 
 @dataclass
 class Peer:
@@ -51,13 +53,13 @@ def start_llama_server(binary: Path, config: ModelConfig, log_path: Path) -> Pee
             "--threads", str(config.threads), "--threads-batch", str(config.threads),
             "--batch-size", str(config.batch_tokens), "--no-webui",
             "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    return _started("llama-server", argv, port, log_path, "/health")
+    return _started(LLAMA_SERVER, argv, port, log_path, "/health")
 
 
 def start_vllm_serve(model: Path, slots: int, context_length: int, kv_cache_bytes: int, log_path: Path) -> Peer:
     """`vllm serve` on a Hugging Face model directory, with meshserve's vLLM settings for the same model."""
     port = free_port()
-    argv = [str(Path(sys.executable).with_name("vllm")), "serve", str(model), "--served-model-name", "tiny-llama",
+    argv = [sys.executable, "-m", "bench.vllm_serve", "serve", str(model), "--served-model-name", "tiny-llama",
             "--max-model-len", str(context_length), "--max-num-seqs", str(slots),
             "--kv-cache-memory-bytes", str(kv_cache_bytes), "--enforce-eager",
             "--host", "127.0.0.1", "--port", str(port), "--disable-log-stats"]  # fmt: skip

@@ -45,8 +45,8 @@ class RelayPlan:
 # Each stream at 500 tokens a second, as a GPU streams a small model: from 16 streams on, more than the mesh
 # relays on this machine, so what is measured is the mesh. Requests of four seconds or more: at 256 streams
 # they stay under the edge's 100 requests a second.
-FULL_RELAY = RelayPlan((1, 4, 16, 64, 256), 8.0, 2.0, 3, 500.0, max_tokens=2000, profiled_concurrency=256)
-QUICK_RELAY = RelayPlan((1, 16, 256), 4.0, 2.0, 1, 500.0, max_tokens=2000, profiled_concurrency=256)
+FULL_RELAY = RelayPlan((1, 16, 64, 256), 4.0, 1.5, 3, 500.0, max_tokens=2000, profiled_concurrency=256)
+QUICK_RELAY = RelayPlan((1, 256), 3.0, 1.5, 1, 500.0, max_tokens=2000, profiled_concurrency=256)
 
 
 def relay_config(directory: Path, plan: RelayPlan) -> Path:
@@ -194,7 +194,7 @@ def relay_benchmark(scratch: Path, plan: RelayPlan) -> dict:
 def describe(relay: dict) -> str:
     settings = relay["settings"]
     lines = [
-        f"Relay (simulated engine, {settings['tokens_per_second']:.0f} tokens/s per stream; median [min-max]):",
+        f"Relay (simulated engine, {settings['tokens_per_second']:.0f} tokens/s per stream; median [least, most]):",
         "| path | streams | tokens/s | messages/s | TTFT p50 | interval added | longest stall | mesh CPU s/1k tok |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -212,7 +212,7 @@ def describe(relay: dict) -> str:
 def _spread(figure: dict | None, spec: str) -> str:
     if not figure:
         return "-"
-    return f"{figure['median']:{spec}} [{figure['min']:{spec}}-{figure['max']:{spec}}]"
+    return f"{figure['median']:{spec}} [{figure['min']:{spec}}, {figure['max']:{spec}}]"
 
 
 def main() -> None:

@@ -16,7 +16,8 @@ FLOOR = "engine in-process"
 
 
 def combine(summaries: list[RunSummary]) -> dict[str, dict[int, dict]]:
-    """Per system and concurrency, the median of each figure over the rounds."""
+    """Per system and concurrency, the median of each figure over the rounds; for throughput and the median
+    time to first token, every round's figure too, so that a reader sees the spread beside the median."""
     grouped: dict[tuple[str, int], list[RunSummary]] = defaultdict(list)
     for summary in summaries:
         grouped[(summary.system, summary.concurrency)].append(summary)
@@ -28,23 +29,41 @@ def combine(summaries: list[RunSummary]) -> dict[str, dict[int, dict]]:
             "end_to_end": {q: median_of([r.end_to_end[q] for r in runs]) for q in ("p50", "p90", "p99")},
             "output_tokens_per_second": median_of([r.output_tokens_per_second for r in runs]),
             "requests_per_second": median_of([r.requests_per_second for r in runs]),
+            "by_round": {
+                "output_tokens_per_second": [r.output_tokens_per_second for r in runs],
+                "ttft_p50": [r.ttft["p50"] for r in runs],
+            },
             "failures": sum(r.failures for r in runs),
             "rounds": len(runs),
         }
     return dict(combined)
 
 
-def ratios_to_floor(combined: dict[str, dict[int, dict]]) -> dict[str, dict[int, dict]]:
-    floor = combined[FLOOR]
+def ratios_to(combined: dict[str, dict[int, dict]], baseline: str = FLOOR) -> dict[str, dict[int, dict]]:
+    """Each system against the baseline, round by round (the rounds are interleaved, so a round's figures
+    were measured minutes apart at most): the median over rounds, with the least and the most."""
+    base_figures = combined[baseline]
     ratios: dict[str, dict[int, dict]] = defaultdict(dict)
     for system, by_concurrency in combined.items():
         for concurrency, figures in by_concurrency.items():
-            base = floor[concurrency]
+            if concurrency not in base_figures:
+                continue
+            mine, base = figures["by_round"], base_figures[concurrency]["by_round"]
+            throughput = [a / b for a, b in zip(mine["output_tokens_per_second"], base["output_tokens_per_second"],
+                                                strict=False) if b]  # fmt: skip
+            added = [1000 * (a - b) for a, b in zip(mine["ttft_p50"], base["ttft_p50"], strict=False)
+                     if a is not None and b is not None]  # fmt: skip
             ratios[system][concurrency] = {
-                "ttft_p50_added_ms": 1000 * (figures["ttft"]["p50"] - base["ttft"]["p50"]),
-                "tokens_per_second_ratio": figures["output_tokens_per_second"] / base["output_tokens_per_second"],
+                "tokens_per_second_ratio": median_of(throughput),
+                "tokens_per_second_ratio_range": _range(throughput),
+                "ttft_p50_added_ms": median_of(added),
+                "ttft_p50_added_ms_range": _range(added),
             }
     return dict(ratios)
+
+
+def _range(values: list[float]) -> list[float] | None:
+    return [min(values), max(values)] if values else None
 
 
 def machine() -> dict[str, object]:
@@ -53,19 +72,29 @@ def machine() -> dict[str, object]:
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), "system": platform.platform()}
 
 
-def table(combined: dict, ratios: dict, mesh_cpu: dict, overload: list[OverloadResult]) -> str:
+def table(combined: dict, ratios: dict, mesh_cpu: dict, overload: list[OverloadResult], peer: str | None = None,
+          peer_ratios: dict | None = None) -> str:  # fmt: skip
+    """Medians over rounds, each with its [least, most] over rounds; ratios to the floor, and to `peer`."""
     lines = []
+    versus = f"vs {peer}" if peer and peer_ratios else ""
     for concurrency in sorted({c for figures in combined.values() for c in figures}):
         lines.append(f"\nconcurrency {concurrency}")
         lines.append(f"  {'system':<20} {'TTFT p50':>9} {'p90':>7} {'p99':>7} {'ITL p50':>8} {'E2E p50':>8} "
-                     f"{'tok/s':>7} {'req/s':>6} {'vs floor':>9} {'+TTFT':>7} {'failed':>6}")  # fmt: skip
+                     f"{'tok/s [least, most]':>20} {'vs floor':>19} {'+TTFT ms':>19} {versus:>22} "
+                     f"{'failed':>6}")  # fmt: skip
         for system, figures in combined.items():
             f, r = figures[concurrency], ratios[system][concurrency]
             ttft, e2e = f["ttft"], f["end_to_end"]
+            throughput = f["by_round"]["output_tokens_per_second"]
+            against = peer_ratios[system][concurrency] if versus else None
+            vs_peer = _ratio(against) if against else ""
             lines.append(
                 f"  {system:<20} {_ms(ttft['p50']):>9} {_ms(ttft['p90']):>7} {_ms(ttft['p99']):>7} "
-                f"{_ms(f['inter_token']['p50']):>8} {_ms(e2e['p50']):>8} {f['output_tokens_per_second']:>7.1f} "
-                f"{f['requests_per_second']:>6.2f} {r['tokens_per_second_ratio']:>8.2f}x {r['ttft_p50_added_ms']:>6.1f}"
+                f"{_ms(f['inter_token']['p50']):>8} {_ms(e2e['p50']):>8} "
+                f"{_spread(f['output_tokens_per_second'], [min(throughput), max(throughput)], '.1f'):>20} "
+                f"{_ratio(r):>19} "
+                f"{_spread(r['ttft_p50_added_ms'], r['ttft_p50_added_ms_range'], '.1f'):>19} "
+                f"{vs_peer:>22}"
                 f" {f['failures']:>6}"
             )
     lines.append("\nCPU seconds per 1,000 streamed tokens (mesh processes, engine excluded)")
@@ -80,6 +109,18 @@ def table(combined: dict, ratios: dict, mesh_cpu: dict, overload: list[OverloadR
             f"shed after waiting {result.shed}"
         )
     return "\n".join(lines)
+
+
+def _ratio(ratios: dict) -> str:
+    return _spread(ratios["tokens_per_second_ratio"], ratios["tokens_per_second_ratio_range"], ".2f", "x")
+
+
+def _spread(median: float | None, least_most: list[float] | None, form: str, unit: str = "") -> str:
+    if median is None:
+        return "-"
+    if not least_most:
+        return f"{median:{form}}{unit}"
+    return f"{median:{form}}{unit} [{least_most[0]:{form}}, {least_most[1]:{form}}]"
 
 
 def _ms(seconds: float | None) -> str:

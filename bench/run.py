@@ -23,25 +23,25 @@ from pathlib import Path
 from bench.batch_interference import FULL_BATCH, QUICK_BATCH, BatchPlan, batch_interference
 from bench.batch_interference import describe as describe_batch
 from bench.burst import BurstResult, burst_priorities, describe, run_burst
-from bench.chart import write_chart
+from bench.chart import write_chart, write_relay_chart
 from bench.clients import FloorClient, LedgerReader, MeshGrpcClient, MeshOpenAIClient, MeshRestClient, PeerClient
 from bench.engine_batching import FULL_BATCHING, QUICK_BATCHING, BatchingPlan, engine_batching
 from bench.engine_batching import describe as describe_engine_batching
-from bench.measure import CpuSample, interleaved_rounds, mesh_overhead
+from bench.measure import CpuSample, interleaved_rounds, mesh_overhead, progress
 from bench.overload import offer_load
-from bench.peers import start_llama_cpp_server, start_llama_server
+from bench.peers import LLAMA_SERVER, start_llama_cpp_server, start_llama_server
 from bench.processes import MEMORY_BUDGET, REPO_ROOT, start_mesh
 from bench.profile import Profile
 from bench.profile import describe as describe_profiles
 from bench.relay import FULL_RELAY, QUICK_RELAY, RelayPlan, relay_benchmark
 from bench.relay import describe as describe_relay
-from bench.report import FLOOR, combine, machine, ratios_to_floor, table, write_json
+from bench.report import FLOOR, combine, machine, ratios_to, table, write_json
 from bench.timings import FULL_TIMINGS, QUICK_TIMINGS, TimingPlan, mesh_timings
 from bench.timings import describe as describe_timings
 from bench.vllm_peers import describe as describe_vllm_peers
 from bench.vllm_peers import vllm_comparison
 from bench.vllm_timings import vllm_timings
-from bench.workload import FULL, FULL_VLLM, QUICK, QUICK_VLLM, Workload
+from bench.workload import FULL, FULL_VLLM, QUICK, Workload
 from services.shared.certs import dev_identity
 from services.shared.mesh_config import ModelConfig, load_mesh_config
 
@@ -75,7 +75,7 @@ def measure_mesh_and_peers(
     scratch: Path,
     llama_server: Path | None,
 ) -> dict:
-    print("loading the engine in process, starting meshserve and its peers...", file=sys.stderr)
+    progress("loading the engine in process, starting meshserve and its peers...")
     floor = FloorClient(config)
     mesh = start_mesh(scratch / "mesh", BENCH_MAX_QUEUE)
     peers = [start_llama_cpp_server(config, scratch / "llama_cpp.server.log")]
@@ -91,18 +91,20 @@ def measure_mesh_and_peers(
         clients = [floor, grpc_client, rest, openai, *peer_clients]
         for client in clients:
             client.stream(4)  # warm-up: first-request costs are not what is measured
+        progress("every system, round by round...")
         summaries, cpu = interleaved_rounds(clients, workload, mesh)
         combined = combine(summaries)
         capacity = max(f["requests_per_second"] for f in combined[FLOOR].values())
         # Three times what the engine can serve, with a deadline of eight single-request latencies: long
         # enough that the backlog outgrows the mesh's queue bound, as a sustained overload does.
         rate, deadline = 3 * capacity, max(4.0, 8 * combined[FLOOR][1]["end_to_end"]["p50"])
+        progress("three times the engine's capacity, and a burst...")
         overload = [offer_load(c, rate, overload_seconds, deadline, workload.max_tokens)
                     for c in (grpc_client, peer_client)]  # fmt: skip
         burst = mesh_burst(mesh, grpc_client, config.slots, workload.max_tokens)
-        print("timing refusals, freed slots, cancels and a killed inference service...", file=sys.stderr)
+        progress("timing refusals, freed slots, cancels and a killed inference service...")
         timings = {"mesh": mesh_timings(mesh, config.slots, BENCH_MAX_QUEUE, timing_plan)}
-        print("timing interactive requests with a batch of jobs running...", file=sys.stderr)
+        progress("timing interactive requests with a batch of jobs running...")
         batch = batch_interference(mesh, grpc_client, batch_plan)
     finally:
         mesh.stop()
@@ -120,12 +122,14 @@ class BenchPlan:
     batch: BatchPlan
     batching: BatchingPlan
     relay: RelayPlan
-    # meshserve on vLLM against vllm serve.
-    vllm: Workload
+    # meshserve on vLLM against vllm serve, and vLLM's timings; None: neither (each vLLM start costs a minute
+    # or more on this machine, which a quick run does not have).
+    vllm: Workload | None
 
 
-FULL_PLAN = BenchPlan(FULL, 30.0, FULL_TIMINGS, FULL_BATCH, FULL_BATCHING, FULL_RELAY, FULL_VLLM)
-QUICK_PLAN = BenchPlan(QUICK, 10.0, QUICK_TIMINGS, QUICK_BATCH, QUICK_BATCHING, QUICK_RELAY, QUICK_VLLM)
+FULL_PLAN = BenchPlan(FULL, 20.0, FULL_TIMINGS, FULL_BATCH, FULL_BATCHING, FULL_RELAY, FULL_VLLM)
+QUICK_PLAN = BenchPlan(QUICK, 5.0, QUICK_TIMINGS, QUICK_BATCH, QUICK_BATCHING, QUICK_RELAY, vllm=None)
+VLLM_SKIPPED = {"skipped": "a quick run leaves vLLM to the full benchmark"}
 
 
 def run(plan: BenchPlan, out_dir: Path, llama_server: Path | None) -> None:
@@ -134,17 +138,21 @@ def run(plan: BenchPlan, out_dir: Path, llama_server: Path | None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         measured = measure_mesh_and_peers(config, workload, plan.overload_seconds, timing_plan, plan.batch,
                                           Path(scratch), llama_server)  # fmt: skip
-        print("timing vLLM on its own inference service...", file=sys.stderr)
-        measured["timings"]["vllm"] = vllm_timings(Path(scratch), timing_plan)
-        vllm_peers = vllm_comparison(Path(scratch), plan.vllm)
-        print("the mesh's own ceiling: streams of the simulated engine...", file=sys.stderr)
+        if plan.vllm is None:
+            measured["timings"]["vllm"], vllm_peers = VLLM_SKIPPED, VLLM_SKIPPED
+        else:
+            progress("timing vLLM on its own inference service...")
+            measured["timings"]["vllm"] = vllm_timings(Path(scratch), timing_plan)
+            vllm_peers = vllm_comparison(Path(scratch), plan.vllm)
+        progress("the mesh's own ceiling: streams of the simulated engine...")
         relay = relay_benchmark(Path(scratch), plan.relay)
-    print("the batched llama.cpp engine against the per-slot engine...", file=sys.stderr)
+    progress("the batched llama.cpp engine against the per-slot engine...")
     batching = engine_batching(config, batching_plan)
     combined, overload, burst, timings = (measured[k] for k in ("combined", "overload", "burst", "timings"))
-    ratios = ratios_to_floor(combined)
+    ratios = ratios_to(combined)
+    peer_ratios = ratios_to(combined, LLAMA_SERVER) if LLAMA_SERVER in combined else None
     overhead = mesh_overhead(measured["cpu"]["mesh"], engine_cpu_per_token(measured["cpu"]["floor"]))
-    print(table(combined, ratios, overhead, overload))
+    print(table(combined, ratios, overhead, overload, LLAMA_SERVER, peer_ratios))
     print("\n" + describe(burst))
     print("\n" + describe_timings(timings))
     print("\n" + describe_batch(measured["batch"]))
@@ -156,21 +164,25 @@ def run(plan: BenchPlan, out_dir: Path, llama_server: Path | None) -> None:
     host = machine()
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "latest.json", measured_at=when, machine=host, workload=workload, results=combined,
-               ratios_to_floor=ratios, mesh_cpu_per_1000_tokens=overhead, overload=overload,
+               ratios_to_floor=ratios, ratios_to_llama_server=peer_ratios, mesh_cpu_per_1000_tokens=overhead,
+               overload=overload,
                overload_settings={"rate_per_second": measured["rate"], "deadline_seconds": measured["deadline"],
                                   "mesh_max_queue": BENCH_MAX_QUEUE},
                burst=burst, burst_settings={"memory_budget": MEMORY_BUDGET}, timings=timings,
                timing_settings=timing_plan, batch_interference=measured["batch"],
                engine_batching=batching, engine_batching_settings=batching_plan, relay=relay,
                vllm_peers=vllm_peers)  # fmt: skip
-    title = f"meshserve benchmark, {when}: {host['cpu']}, {host['cores']} cores, gemma-3-270m Q4_K_M"
-    write_chart(out_dir / "latest.png", combined, overload, title)
-    print(f"\nwrote {out_dir / 'latest.json'} and {out_dir / 'latest.png'}", file=sys.stderr)
+    machine_line = f"{when}: {host['cpu']}, {host['cores']} cores"
+    write_chart(out_dir / "latest.png", combined, overload, f"meshserve benchmark, {machine_line}, gemma-3-270m Q4_K_M")
+    write_relay_chart(out_dir / "relay.png", relay, f"meshserve relay with the simulated engine, {machine_line}")
+    print(f"\nwrote latest.json, latest.png and relay.png in {out_dir}", file=sys.stderr)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer tokens, rounds and tries: a few minutes")
+    parser.add_argument(
+        "--quick", action="store_true", help="shorter cells, one round, fewer tries, no vLLM: under four minutes"
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results")
     parser.add_argument("--llama-server", type=Path, help="llama.cpp's llama-server binary (make llama-server)")
     args = parser.parse_args()

@@ -11,17 +11,17 @@ On a GPU host, the same comparison runs with the CUDA build (`make VLLM_EXTRA=vl
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 from bench.clients import MeshGrpcClient, MeshOpenAIClient, PeerClient
-from bench.measure import interleaved_rounds
+from bench.measure import interleaved_rounds, progress
 from bench.peers import start_vllm_serve
 from bench.processes import start_mesh
-from bench.report import combine
+from bench.report import combine, ratios_to
 from bench.workload import Workload
 
 MODEL = "tiny-llama"
+VLLM_SERVE = "vllm serve"
 SLOTS = 8
 CONTEXT_LENGTH = 2048
 KV_CACHE_BYTES = 64 * 2**20
@@ -45,7 +45,7 @@ def vllm_comparison(scratch: Path, workload: Workload) -> dict:
     from tests.tiny_llama import cached_tiny_llama
 
     model = cached_tiny_llama()
-    print("starting meshserve on vLLM and vllm serve...", file=sys.stderr)
+    progress("starting meshserve on vLLM and vllm serve...")
     mesh = start_mesh(scratch / "vllm-mesh", max_queue=64, config=vllm_mesh_config(scratch, model))
     peer = None
     try:
@@ -55,7 +55,7 @@ def vllm_comparison(scratch: Path, workload: Workload) -> dict:
         clients = [
             MeshOpenAIClient(mesh.ports["edge_http"], mesh.api_key, MODEL, "meshserve OpenAI (vLLM)"),
             grpc_client,
-            PeerClient(peer.port, "vllm serve", MODEL),
+            PeerClient(peer.port, VLLM_SERVE, MODEL),
         ]
         for client in clients:
             client.stream(4)  # warm-up
@@ -64,20 +64,24 @@ def vllm_comparison(scratch: Path, workload: Workload) -> dict:
         mesh.stop()
         if peer is not None:
             peer.stop()
-    return {"model": MODEL, "slots": SLOTS, "results": combine(summaries)}
+    results = combine(summaries)
+    return {"model": MODEL, "slots": SLOTS, "results": results, "ratios_to_vllm_serve": ratios_to(results, VLLM_SERVE)}
 
 
 def describe(comparison: dict) -> str:
     if "skipped" in comparison:
         return f"vLLM against vllm serve: skipped ({comparison['skipped']})"
-    results = comparison["results"]
-    lines = [f"vLLM against vllm serve ({comparison['model']}, {comparison['slots']} sequences; medians over rounds):"]
+    results, ratios = comparison["results"], comparison["ratios_to_vllm_serve"]
+    lines = [f"vLLM against vllm serve ({comparison['model']}, {comparison['slots']} sequences; medians over rounds, "
+             "[least, most]):"]  # fmt: skip
     for concurrency in sorted({c for figures in results.values() for c in figures}):
-        peer = results["vllm serve"][concurrency]["output_tokens_per_second"]
         for system, figures in results.items():
-            cell = figures[concurrency]
-            tokens = cell["output_tokens_per_second"]
+            cell, ratio = figures[concurrency], ratios[system][concurrency]
+            by_round = cell["by_round"]["output_tokens_per_second"]
+            least, most = ratio["tokens_per_second_ratio_range"]
             ttft_ms = 1000 * (cell["ttft"]["p50"] or 0)
-            lines.append(f"  c={concurrency:<3} {system:<26} {tokens:8.1f} tok/s  {tokens / peer:5.2f}x vllm serve  "
-                         f"TTFT p50 {ttft_ms:7.1f} ms  failed {cell['failures']}")  # fmt: skip
+            lines.append(f"  c={concurrency:<3} {system:<26} {cell['output_tokens_per_second']:8.1f} tok/s "
+                         f"[{min(by_round):.1f}, {max(by_round):.1f}]  {ratio['tokens_per_second_ratio']:5.2f}x "
+                         f"[{least:.2f}, {most:.2f}]"
+                         f" vllm serve  TTFT p50 {ttft_ms:7.1f} ms  failed {cell['failures']}")  # fmt: skip
     return "\n".join(lines)

@@ -13,33 +13,49 @@ SEED = 1234
 @dataclass(frozen=True)
 class Workload:
     max_tokens: int
-    requests_per_client: int
+    # Each cell is a fixed window: its clients send one request after another until it ends, and what is
+    # still streaming then is cut there. A window, not a count of requests, so that a slow system is
+    # measured over as long as a fast one, and its median holds still from round to round.
+    cell_seconds: float
     concurrencies: tuple[int, ...]
     rounds: int
 
 
-QUICK = Workload(max_tokens=24, requests_per_client=2, concurrencies=(1, 4, 16), rounds=2)
-FULL = Workload(max_tokens=64, requests_per_client=2, concurrencies=(1, 4, 16), rounds=3)
-# meshserve on vLLM against vllm serve, on the tiny test Llama: fast noise, so more requests a client.
-QUICK_VLLM = Workload(max_tokens=64, requests_per_client=2, concurrencies=(4, 16), rounds=2)
-FULL_VLLM = Workload(max_tokens=128, requests_per_client=4, concurrencies=(4, 16), rounds=3)
+QUICK = Workload(max_tokens=24, cell_seconds=2.0, concurrencies=(1, 4, 16), rounds=1)
+FULL = Workload(max_tokens=64, cell_seconds=4.0, concurrencies=(1, 4, 16), rounds=3)
+# meshserve on vLLM against vllm serve, on the tiny test Llama. vLLM's CPU build takes about two seconds to
+# its first token here, so its cells are longer; two rounds keep its share of the run.
+FULL_VLLM = Workload(max_tokens=128, cell_seconds=8.0, concurrencies=(4, 16), rounds=2)
+
+OK = "ok"
+# Still streaming when its cell's window ended, and cut there by its client: not a failure.
+CUT = "cut"
 
 
 @dataclass
 class Measurement:
-    """One request, as its client saw it; times in seconds from when it was sent."""
+    """One request, as its client saw it; times in seconds from when it was sent (`sent_at`, monotonic)."""
 
     first_token: float | None = None
     token_times: list[float] = field(default_factory=list)
     total: float = 0.0
     tokens: int = 0
-    status: str = "ok"
+    status: str = OK
+    sent_at: float = 0.0
 
     def check_length(self, expected_tokens: int) -> Measurement:
-        """An answer shorter than asked for (a cut-off stream) is a failure, not throughput."""
-        if self.status == "ok" and self.tokens < expected_tokens:
+        """An answer that ended shorter than asked for is a failure, not throughput."""
+        if self.status == OK and self.tokens < expected_tokens:
             self.status = "truncated"
         return self
+
+    @property
+    def answered(self) -> bool:
+        return self.status in (OK, CUT)
+
+    def times_by(self, end: float) -> list[float]:
+        """Its token times that fell at or before `end` (monotonic)."""
+        return [at for at in self.token_times if self.sent_at + at <= end]
 
     @property
     def inter_token(self) -> list[float]:
@@ -74,19 +90,28 @@ class RunSummary:
     failures: int
 
 
-def summarize(system: str, concurrency: int, results: list[Measurement], wall_seconds: float) -> RunSummary:
-    done = [m for m in results if m.status == "ok"]
-    tokens = sum(m.tokens for m in done)
+def summarize(system: str, concurrency: int, results: list[Measurement], window: tuple[float, float]) -> RunSummary:
+    """One cell's figures: tokens counted only where they arrived inside its window (monotonic start and
+    end), times to first token of every request sent, whole-request latency of those that finished."""
+    start, end = window
+    answered = [m for m in results if m.answered]
+    inside = [m.times_by(end) for m in answered]
+    finished = [m for m in answered if m.status == OK and m.sent_at + m.total <= end]
+    tokens = sum(len(times) for times in inside)
+    gaps = [later - earlier for times in inside for earlier, later in zip(times, times[1:], strict=False)]
+    seconds = end - start
     return RunSummary(
         system=system,
         concurrency=concurrency,
-        ttft=distribution([m.first_token for m in done if m.first_token is not None]),
-        inter_token=distribution([gap for m in done for gap in m.inter_token]),
-        end_to_end=distribution([m.total for m in done]),
-        output_tokens_per_second=tokens / wall_seconds if wall_seconds else 0.0,
-        requests_per_second=len(done) / wall_seconds if wall_seconds else 0.0,
+        # Every request was sent inside the window; one still queued at its end is cut at its first token,
+        # which is still its time to first token: leaving it out would keep only the lucky waits.
+        ttft=distribution([m.first_token for m in answered if m.first_token is not None]),
+        inter_token=distribution(gaps),
+        end_to_end=distribution([m.total for m in finished]),
+        output_tokens_per_second=tokens / seconds if seconds else 0.0,
+        requests_per_second=len(finished) / seconds if seconds else 0.0,
         tokens=tokens,
-        failures=len(results) - len(done),
+        failures=len(results) - len(answered),
     )
 
 

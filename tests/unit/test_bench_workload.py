@@ -1,6 +1,6 @@
 import pytest
 
-from bench.workload import Measurement, distribution, percentile, summarize
+from bench.workload import CUT, Measurement, distribution, percentile, summarize
 
 
 def test_percentiles_pick_from_the_sorted_values() -> None:
@@ -12,13 +12,27 @@ def test_percentiles_pick_from_the_sorted_values() -> None:
 
 def test_a_short_answer_is_a_failure_not_throughput() -> None:
     complete = Measurement(first_token=0.1, token_times=[0.1, 0.2, 0.3], total=0.3, tokens=3).check_length(3)
-    cut_off = Measurement(first_token=0.1, token_times=[0.1], total=0.1, tokens=1).check_length(3)
+    ended_short = Measurement(first_token=0.1, token_times=[0.1], total=0.1, tokens=1).check_length(3)
     refused = Measurement(status="RESOURCE_EXHAUSTED").check_length(3)
-    assert (complete.status, cut_off.status, refused.status) == ("ok", "truncated", "RESOURCE_EXHAUSTED")
-    summary = summarize("s", 2, [complete, cut_off, refused], wall_seconds=1.5)
+    assert (complete.status, ended_short.status, refused.status) == ("ok", "truncated", "RESOURCE_EXHAUSTED")
+    summary = summarize("s", 2, [complete, ended_short, refused], window=(0.0, 1.5))
     assert summary.tokens == 3 and summary.failures == 2
     assert summary.output_tokens_per_second == 2.0 and summary.requests_per_second == 1 / 1.5
     assert summary.inter_token["p50"] == pytest.approx(0.1) and summary.ttft["p50"] == 0.1
+
+
+def test_a_cell_counts_what_arrived_in_its_window_and_a_cut_stream_is_not_a_failure() -> None:
+    # Sent at 9.0 and 9.5 into a window from 9.0 to 10.0: the first finished inside it; the second was
+    # still streaming at its end and was cut at its next token, which came after it.
+    finished = Measurement(first_token=0.1, token_times=[0.1, 0.2, 0.3], total=0.3, tokens=3, sent_at=9.0)
+    cut = Measurement(first_token=0.2, token_times=[0.2, 0.4, 0.6], total=0.6, tokens=3, sent_at=9.5, status=CUT)
+    queued_past_the_end = Measurement(first_token=0.8, token_times=[0.8], total=0.8, sent_at=9.9, status=CUT)
+    summary = summarize("s", 2, [finished, cut.check_length(8), queued_past_the_end], window=(9.0, 10.0))
+    assert summary.failures == 0 and summary.tokens == 5
+    assert summary.output_tokens_per_second == 5.0 and summary.requests_per_second == 1.0
+    # The third waited past the window's end for its first token: that wait counts, its token does not.
+    assert summary.ttft == {"p50": 0.2, "p90": 0.8, "p99": 0.8}
+    assert summary.end_to_end["p50"] == 0.3  # only the one that finished
 
 
 def test_a_relay_cell_counts_only_what_arrived_in_its_window_and_finds_the_longest_stall() -> None:
