@@ -188,7 +188,10 @@ def _openai_event(result: Measurement, event: dict) -> None:
         result.tokens = event["usage"]["completion_tokens"]
     elif "error" in event:
         result.status = event["error"].get("code") or "stream error"
-    elif event["choices"] and event["choices"][0]["text"]:
+    elif event["choices"] and (event["choices"][0]["text"] or not event["choices"][0].get("finish_reason")):
+        # An event is a token here: the peers stream one an event, text or not (a token that is part of a
+        # character has none yet); meshserve may carry several in one, which the summary weighs by usage.
+        # A last event with no text and a finish reason carries none.
         _token(result, 1)
         # A server that reports no usage (llama_cpp.server) has streamed a token an event.
         result.tokens = max(result.tokens, len(result.token_times))

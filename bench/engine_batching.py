@@ -35,7 +35,7 @@ class BatchingPlan:
     max_tokens: int
 
 
-FULL_BATCHING = BatchingPlan((4, 16), seconds_per_cell=6.0, rounds=3, max_tokens=64)
+FULL_BATCHING = BatchingPlan((4, 16), seconds_per_cell=5.0, rounds=3, max_tokens=64)
 QUICK_BATCHING = BatchingPlan((4, 16), seconds_per_cell=3.0, rounds=1, max_tokens=24)
 
 

@@ -45,8 +45,8 @@ class RelayPlan:
 # Each stream at 500 tokens a second, as a GPU streams a small model: from 16 streams on, more than the mesh
 # relays on this machine, so what is measured is the mesh. Requests of four seconds or more: at 256 streams
 # they stay under the edge's 100 requests a second.
-FULL_RELAY = RelayPlan((1, 16, 64, 256), 4.0, 1.5, 3, 500.0, max_tokens=2000, profiled_concurrency=256)
-QUICK_RELAY = RelayPlan((1, 256), 3.0, 1.5, 1, 500.0, max_tokens=2000, profiled_concurrency=256)
+FULL_RELAY = RelayPlan((1, 16, 64, 256), 3.5, 1.0, 3, 500.0, max_tokens=2000, profiled_concurrency=256)
+QUICK_RELAY = RelayPlan((1, 256), 3.0, 1.0, 1, 500.0, max_tokens=2000, profiled_concurrency=256)
 
 
 def relay_config(directory: Path, plan: RelayPlan) -> Path:
@@ -79,6 +79,10 @@ class RelayCell:
     failures: int
     cpu_per_1000_tokens: dict[str, float]
     failure_reasons: dict[str, int]
+    # CPU seconds a second over the cell, of every mesh process and the benchmark's clients together, and of
+    # the clients alone: near the machine's cores, the machine is what limits the cell.
+    cores_busy: float = 0.0
+    client_cores: float = 0.0
 
 
 def summarize_cell(
@@ -135,14 +139,17 @@ async def _cell(
     streams = asyncio.ensure_future(run_streams(target, RELAY_MODEL, concurrency, plan.max_tokens, end, ramp))
     await asyncio.sleep(plan.warmup)  # the window starts once the load has settled: pacing, not ordering
     meter.start()
+    metered_from = loop.time()
     sampler = Sampler(roles, plan.seconds, profile_to) if profile_to else None
     records = await streams
     cell = summarize_cell(target.name, concurrency, records, (start, end), plan)
     spent = meter.stop()
+    metered = loop.time() - metered_from
     per_thousand = {role: 1000 * seconds / max(1.0, cell.tokens_per_second * plan.seconds)
                     for role, seconds in spent.items()}  # fmt: skip
     profiles = await asyncio.to_thread(sampler.read) if sampler else []
-    return replace(cell, cpu_per_1000_tokens=per_thousand), profiles
+    cores_busy, client_cores = sum(spent.values()) / metered, spent["clients"] / metered
+    return replace(cell, cpu_per_1000_tokens=per_thousand, cores_busy=cores_busy, client_cores=client_cores), profiles
 
 
 def median_cells(cells: list[RelayCell]) -> dict:
@@ -195,16 +202,18 @@ def describe(relay: dict) -> str:
     settings = relay["settings"]
     lines = [
         f"Relay (simulated engine, {settings['tokens_per_second']:.0f} tokens/s per stream; median [least, most]):",
-        "| path | streams | tokens/s | messages/s | TTFT p50 | interval added | longest stall | mesh CPU s/1k tok |",
-        "|---|---|---|---|---|---|---|---|",
+        "| path | streams | tokens/s | messages/s | TTFT p50 | interval added | longest stall | mesh CPU s/1k tok "
+        "| cores busy (clients) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in relay["cells"]:
-        cpu = sum(cell["cpu_per_1000_tokens"].values())
+        cpu = sum(seconds for role, seconds in cell["cpu_per_1000_tokens"].items() if role != "clients")
         lines.append(
             f"| {cell['path']} | {cell['concurrency']} | {_spread(cell['tokens_per_second'], '.0f')} | "
             f"{_spread(cell['messages_per_second'], '.0f')} | {_spread(cell.get('ttft_p50_ms'), '.1f')} ms | "
             f"{_spread(cell.get('token_interval_added_ms'), '.2f')} ms | "
-            f"{_spread(cell.get('longest_stall_ms'), '.0f')} ms | {cpu:.2f} |"
+            f"{_spread(cell.get('longest_stall_ms'), '.0f')} ms | {cpu:.2f} | "
+            f"{cell['cores_busy']['median']:.2f} ({cell['client_cores']['median']:.2f}) |"
         )
     return "\n".join(lines)
 

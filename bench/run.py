@@ -127,7 +127,7 @@ class BenchPlan:
     vllm: Workload | None
 
 
-FULL_PLAN = BenchPlan(FULL, 20.0, FULL_TIMINGS, FULL_BATCH, FULL_BATCHING, FULL_RELAY, FULL_VLLM)
+FULL_PLAN = BenchPlan(FULL, 15.0, FULL_TIMINGS, FULL_BATCH, FULL_BATCHING, FULL_RELAY, FULL_VLLM)
 QUICK_PLAN = BenchPlan(QUICK, 5.0, QUICK_TIMINGS, QUICK_BATCH, QUICK_BATCHING, QUICK_RELAY, vllm=None)
 VLLM_SKIPPED = {"skipped": "a quick run leaves vLLM to the full benchmark"}
 

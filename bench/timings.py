@@ -49,7 +49,7 @@ class TimingPlan:
 
 
 QUICK_TIMINGS = TimingPlan(tries=3, kills=1, vllm_tokens=48, vllm_rounds=1)
-FULL_TIMINGS = TimingPlan(tries=7, kills=3, vllm_tokens=160, vllm_rounds=3)
+FULL_TIMINGS = TimingPlan(tries=7, kills=3, vllm_tokens=96, vllm_rounds=3)
 
 
 def until(condition: Callable[[], bool], within: float = 60.0) -> float:

@@ -22,10 +22,12 @@ class Workload:
 
 
 QUICK = Workload(max_tokens=24, cell_seconds=2.0, concurrencies=(1, 4, 16), rounds=1)
-FULL = Workload(max_tokens=64, cell_seconds=4.0, concurrencies=(1, 4, 16), rounds=3)
+FULL = Workload(max_tokens=64, cell_seconds=3.5, concurrencies=(1, 4, 16), rounds=3)
 # meshserve on vLLM against vllm serve, on the tiny test Llama. vLLM's CPU build takes about two seconds to
-# its first token here, so its cells are longer; two rounds keep its share of the run.
-FULL_VLLM = Workload(max_tokens=128, cell_seconds=8.0, concurrencies=(4, 16), rounds=2)
+# its first token here, so its cells are longer, and its answers short enough that most finish inside one
+# (an OpenAI stream's finished requests say how many tokens its events carried); two rounds keep its share
+# of the run.
+FULL_VLLM = Workload(max_tokens=48, cell_seconds=10.0, concurrencies=(4, 16), rounds=2)
 
 OK = "ok"
 # Still streaming when its cell's window ended, and cut there by its client: not a failure.
@@ -97,7 +99,8 @@ def summarize(system: str, concurrency: int, results: list[Measurement], window:
     answered = [m for m in results if m.answered]
     inside = [m.times_by(end) for m in answered]
     finished = [m for m in answered if m.status == OK and m.sent_at + m.total <= end]
-    tokens = sum(len(times) for times in inside)
+    per_arrival = tokens_per_arrival(answered)
+    tokens = round(sum(per_arrival(m) * len(times) for m, times in zip(answered, inside, strict=True)))
     gaps = [later - earlier for times in inside for earlier, later in zip(times, times[1:], strict=False)]
     seconds = end - start
     return RunSummary(
@@ -113,6 +116,24 @@ def summarize(system: str, concurrency: int, results: list[Measurement], window:
         tokens=tokens,
         failures=len(results) - len(answered),
     )
+
+
+def tokens_per_arrival(answered: list[Measurement]):
+    """How many tokens each recorded arrival of a request stands for. A client that reads token counts
+    (gRPC, REST, the engine) records one arrival a token: 1. An OpenAI stream's event may carry several
+    tokens (meshserve sends what built up as one event) or a token no event shows; a request that finished
+    says in its usage how many it got, so its events are weighed by that, and a request cut at the window's
+    end by what the finished ones of the same cell carried an event."""
+    finished = [m for m in answered if m.status == OK and m.tokens and m.token_times]
+    arrivals = sum(len(m.token_times) for m in finished)
+    cell_ratio = sum(m.tokens for m in finished) / arrivals if arrivals else 1.0
+
+    def per_arrival(m: Measurement) -> float:
+        if m.status == OK and m.tokens and m.token_times:
+            return m.tokens / len(m.token_times)
+        return cell_ratio
+
+    return per_arrival
 
 
 def median_of(values: list[float | None]) -> float | None:

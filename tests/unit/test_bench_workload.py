@@ -70,3 +70,12 @@ def test_a_profile_sums_py_spys_stacks_by_function_whatever_the_line() -> None:
     assert profile.own[:2] == [("take (gateway/core/relay.py)", 0.6), ("relay (gateway/core/relay.py)", 0.3)]
     assert dict(profile.inclusive)["run (asyncio/base_events.py)"] == 1.0
     assert dict(profile.inclusive)["relay (gateway/core/relay.py)"] == 0.9
+
+
+def test_events_that_carry_several_tokens_are_weighed_by_the_usage_of_the_finished_requests() -> None:
+    # An OpenAI stream: the finished request got 4 tokens in 2 events, so a cut one's 3 events in the
+    # window stand for 6.
+    finished = Measurement(first_token=0.1, token_times=[0.1, 0.2], total=0.2, tokens=4, sent_at=0.0)
+    cut = Measurement(first_token=0.1, token_times=[0.1, 0.3, 0.5, 1.5], total=1.5, sent_at=0.3, status=CUT)
+    summary = summarize("s", 2, [finished, cut], window=(0.0, 1.0))
+    assert summary.tokens == 4 + 6 and summary.output_tokens_per_second == 10.0
