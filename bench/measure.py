@@ -37,6 +37,13 @@ def run_closed_loop(client, concurrency: int, workload: Workload) -> tuple[list[
         return [m for client_results in pool.map(one_client, range(concurrency)) for m in client_results], (start, end)
 
 
+def settle(client) -> None:
+    """Waits until the system has nothing left of the cell: one request of one token, answered once what
+    was queued before it is done. A cut stream's request may go on inside a server that does not stop
+    work its client left (or did not stop it yet), and that work must not run into the next cell."""
+    client.stream(1, deadline=120)
+
+
 @dataclass
 class CpuSample:
     """CPU seconds spent during one run: the bench process itself, and each mesh process."""
@@ -74,6 +81,7 @@ def measure(client, concurrency: int, workload: Workload, mesh: Mesh | None) -> 
     before_own, before = own_cpu(), {role: cpu_seconds(pid) for role, pid in roles.items()}
     results, window = run_closed_loop(client, concurrency, workload)
     spent = {role: cpu_seconds(pid) - before[role] for role, pid in roles.items()}
+    settle(client)
     # The CPU was spent on every token streamed, those after the window's end included.
     streamed = sum(len(m.token_times) for m in results if m.answered)
     return summarize(client.name, concurrency, results, window), CpuSample(own_cpu() - before_own, spent, streamed)
