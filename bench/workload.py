@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # Greedy counting never ends early, so every system generates exactly max_tokens tokens.
@@ -59,11 +60,6 @@ class Measurement:
         """Its token times that fell at or before `end` (monotonic)."""
         return [at for at in self.token_times if self.sent_at + at <= end]
 
-    @property
-    def inter_token(self) -> list[float]:
-        times = self.token_times
-        return [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
-
 
 def percentile(values: list[float], fraction: float) -> float | None:
     if not values:
@@ -118,7 +114,7 @@ def summarize(system: str, concurrency: int, results: list[Measurement], window:
     )
 
 
-def tokens_per_arrival(answered: list[Measurement]):
+def tokens_per_arrival(answered: list[Measurement]) -> Callable[[Measurement], float]:
     """How many tokens each recorded arrival of a request stands for. A client that reads token counts
     (gRPC, REST, the engine) records one arrival a token: 1. An OpenAI stream's event may carry several
     tokens (meshserve sends what built up as one event) or a token no event shows; a request that finished
