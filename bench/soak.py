@@ -136,16 +136,22 @@ def footprints(state_dir: Path, edge_admin_port: int | None = None) -> dict[str,
 
 
 def envoy_connections(admin_port: int) -> int:
-    """The connections Envoy holds open, from its admin stats: every listener's downstream (the per-worker
-    copies left out) and every cluster's upstream. The admin connection that reads them counts too."""
+    """The connections Envoy holds open, from its admin stats. The admin connection that reads them counts too."""
     with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/stats?filter=_cx_active$", timeout=5) as answer:
-        lines = answer.read().decode().splitlines()
+        return connections_in(answer.read().decode())
+
+
+def connections_in(stats: str) -> int:
+    """Every listener's downstream connections and every cluster's upstream ones, in Envoy's plain-text
+    stats. A listener's per-thread copies (`worker_0`, `main_thread`) are left out: they count the same ones."""
     total = 0
-    for line in lines:
+    for line in stats.splitlines():
         name, _, value = line.partition(": ")
-        downstream = name.startswith("listener.") and name.endswith(".downstream_cx_active") and ".worker_" not in name
-        upstream = name.startswith("cluster.") and name.endswith(".upstream_cx_active")
-        if downstream or upstream:
+        if name.startswith("listener.") and name.endswith(".downstream_cx_active"):
+            scope = name.removeprefix("listener.").removesuffix(".downstream_cx_active").rsplit(".", 1)[-1]
+            if not (scope.startswith("worker_") or scope == "main_thread"):
+                total += int(value)
+        elif name.startswith("cluster.") and name.endswith(".upstream_cx_active"):
             total += int(value)
     return total
 
