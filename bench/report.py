@@ -85,14 +85,13 @@ def table(combined: dict, ratios: dict, mesh_cpu: dict, overload: list[OverloadR
         for system, figures in combined.items():
             f, r = figures[concurrency], ratios[system][concurrency]
             ttft, e2e = f["ttft"], f["end_to_end"]
-            throughput = f["by_round"]["output_tokens_per_second"]
             against = peer_ratios[system][concurrency] if versus else None
-            vs_peer = _ratio(against) if against else ""
+            vs_peer = ratio_text(against) if against else ""
             lines.append(
                 f"  {system:<20} {_ms(ttft['p50']):>9} {_ms(ttft['p90']):>7} {_ms(ttft['p99']):>7} "
                 f"{_ms(f['inter_token']['p50']):>8} {_ms(e2e['p50']):>8} "
-                f"{_spread(f['output_tokens_per_second'], [min(throughput), max(throughput)], '.1f'):>20} "
-                f"{_ratio(r):>19} "
+                f"{throughput_text(f):>20} "
+                f"{ratio_text(r):>19} "
                 f"{_spread(r['ttft_p50_added_ms'], r['ttft_p50_added_ms_range'], '.1f'):>19} "
                 f"{vs_peer:>22}"
                 f" {f['failures']:>6}"
@@ -111,7 +110,14 @@ def table(combined: dict, ratios: dict, mesh_cpu: dict, overload: list[OverloadR
     return "\n".join(lines)
 
 
-def _ratio(ratios: dict) -> str:
+def throughput_text(figures: dict) -> str:
+    """A cell's output tokens a second: the median over rounds, [the least, the most]."""
+    by_round = figures["by_round"]["output_tokens_per_second"]
+    return _spread(figures["output_tokens_per_second"], [min(by_round), max(by_round)], ".1f")
+
+
+def ratio_text(ratios: dict) -> str:
+    """A throughput ratio from ratios_to: the median over rounds, [the least, the most]."""
     return _spread(ratios["tokens_per_second_ratio"], ratios["tokens_per_second_ratio_range"], ".2f", "x")
 
 

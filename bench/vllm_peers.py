@@ -17,7 +17,7 @@ from bench.clients import MeshGrpcClient, MeshOpenAIClient, PeerClient
 from bench.measure import interleaved_rounds, progress
 from bench.peers import start_vllm_serve
 from bench.processes import start_mesh
-from bench.report import combine, ratios_to
+from bench.report import combine, ratio_text, ratios_to, throughput_text
 from bench.workload import Workload
 
 MODEL = "tiny-llama"
@@ -77,11 +77,8 @@ def describe(comparison: dict) -> str:
     for concurrency in sorted({c for figures in results.values() for c in figures}):
         for system, figures in results.items():
             cell, ratio = figures[concurrency], ratios[system][concurrency]
-            by_round = cell["by_round"]["output_tokens_per_second"]
-            least, most = ratio["tokens_per_second_ratio_range"]
             ttft_ms = 1000 * (cell["ttft"]["p50"] or 0)
-            lines.append(f"  c={concurrency:<3} {system:<26} {cell['output_tokens_per_second']:8.1f} tok/s "
-                         f"[{min(by_round):.1f}, {max(by_round):.1f}]  {ratio['tokens_per_second_ratio']:5.2f}x "
-                         f"[{least:.2f}, {most:.2f}]"
-                         f" vllm serve  TTFT p50 {ttft_ms:7.1f} ms  failed {cell['failures']}")  # fmt: skip
+            lines.append(f"  c={concurrency:<3} {system:<26} {throughput_text(cell):>20} tok/s  "
+                         f"{ratio_text(ratio):>19} vllm serve  TTFT p50 {ttft_ms:7.1f} ms  "
+                         f"failed {cell['failures']}")  # fmt: skip
     return "\n".join(lines)
